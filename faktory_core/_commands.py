@@ -1,0 +1,492 @@
+"""Every command a client sends, as frozen data that knows its bytes and its kind of reply.
+
+A command encodes itself when it is built, so an argument that cannot go on the wire raises
+:class:`LocalProtocolError` before any connection sees it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from json.encoder import encode_basestring_ascii
+from typing import Any, ClassVar, Final, TypeVar
+
+import attrs
+
+from ._errors import LocalProtocolError
+from ._job import Job, _check_jid, _check_optional_int, check_queue_name
+from ._resp import command_line, dump_json
+
+__all__ = [
+    "ALL_QUEUES",
+    "Ack",
+    "BatchCommit",
+    "BatchNew",
+    "BatchOpen",
+    "BatchStatus",
+    "Beat",
+    "Command",
+    "End",
+    "Expect",
+    "Fail",
+    "Fetch",
+    "Flush",
+    "Hello",
+    "Info",
+    "Mutate",
+    "MutateOperation",
+    "MutateTarget",
+    "Push",
+    "PushBulk",
+    "QueueLatency",
+    "QueuePause",
+    "QueueRemove",
+    "QueueResume",
+    "TrackGet",
+    "TrackSet",
+    "WorkerState",
+]
+
+#: The queue name that means "every known queue" to QUEUE PAUSE, RESUME and REMOVE.
+ALL_QUEUES: Final = "*"
+
+# The server cuts FAIL fields at these sizes (in bytes); we cut first, on character boundaries.
+_MAX_ERRTYPE_BYTES: Final = 100
+_MAX_MESSAGE_BYTES: Final = 1000
+_MAX_BACKTRACE_LINES: Final = 50
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+class Expect(enum.Enum):
+    """The kind of reply a command gets; the connection decodes replies by it."""
+
+    OK = "+OK"
+    JOB = "a job or null"
+    BULK_PUSH = "a JSON object of failed jids"
+    BEAT = "+OK or a JSON state"
+    INFO = "a JSON object"
+    LATENCY = "a JSON object of latencies"
+    BID = "a batch id"
+    STATUS = "a JSON status object"
+    NOTHING = "no reply"
+
+    # Members are singletons compared by identity; the C hash keeps table look-ups cheap.
+    __hash__ = object.__hash__
+
+
+class WorkerState(enum.Enum):
+    """A worker's lifecycle state as the server tracks it; it only ever moves forward."""
+
+    RUNNING = "running"
+    QUIET = "quiet"
+    TERMINATE = "terminate"
+
+
+class MutateOperation(enum.Enum):
+    """What MUTATE does to the jobs it matches."""
+
+    CLEAR = "clear"
+    KILL = "kill"
+    DISCARD = "discard"
+    REQUEUE = "requeue"
+
+
+class MutateTarget(enum.Enum):
+    """The sorted set MUTATE works on."""
+
+    RETRIES = "retries"
+    SCHEDULED = "scheduled"
+    DEAD = "dead"
+
+
+@attrs.frozen(kw_only=True)
+class Command:
+    """Base class of commands; ``encode()`` returns the command's line."""
+
+    verb: ClassVar[str]
+    expect: ClassVar[Expect] = Expect.OK
+    _line: bytes = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_line", self._encode())
+
+    def _encode(self) -> bytes:
+        return command_line(self.verb)
+
+    def encode(self) -> bytes:
+        """The bytes of this command, CRLF included."""
+        return self._line
+
+
+def _word(value: object, what: str) -> str:
+    """A single protocol word: non-empty, no white space."""
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise LocalProtocolError(f"{what} must be a non-empty string without spaces: {value!r}")
+    return value
+
+
+def _queues(value: Iterable[str] | str) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else tuple(value)
+    if not names:
+        raise LocalProtocolError("at least one queue name is needed")
+    return names
+
+
+def _check_queue_names(_: object, __: object, names: Any) -> None:
+    for name in names:
+        check_queue_name(name)
+
+
+def _check_queue_names_or_all(_: object, __: object, names: Any) -> None:
+    if names != (ALL_QUEUES,):
+        _check_queue_names(_, __, names)
+
+
+def _member(kind: type[_E], value: object) -> _E:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(repr(member.value) for member in kind)
+        raise LocalProtocolError(f"{value!r} is not one of {choices}") from None
+
+
+def _operation(value: object) -> MutateOperation:
+    return _member(MutateOperation, value)
+
+
+def _target(value: object) -> MutateTarget:
+    return _member(MutateTarget, value)
+
+
+def _errtype(text: object) -> str:
+    return _truncate(text, _MAX_ERRTYPE_BYTES, "errtype")
+
+
+def _message(text: object) -> str:
+    return _truncate(text, _MAX_MESSAGE_BYTES, "message")
+
+
+def _wid(value: object) -> str:
+    return _word(value, "wid")
+
+
+def _bid(value: object) -> str:
+    return _word(value, "bid")
+
+
+def _jid_word(value: object) -> str:
+    return _word(value, "jid")
+
+
+def _truncate(text: object, limit: int, what: str) -> str:
+    if not isinstance(text, str):
+        raise LocalProtocolError(f"{what} must be a string, got {type(text).__name__}")
+    if len(text) * 4 <= limit:
+        return text
+    return text.encode("utf-8", "replace")[:limit].decode("utf-8", "ignore")
+
+
+def _backtrace(lines: Iterable[str]) -> tuple[str, ...]:
+    kept = tuple(lines)[:_MAX_BACKTRACE_LINES]
+    if not all(isinstance(line, str) for line in kept):
+        raise LocalProtocolError("backtrace must be a sequence of strings")
+    return kept
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
+        raise LocalProtocolError("times sent to the server must be timezone-aware datetimes")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class Hello(Command):
+    """The handshake line; the connection builds and sends it, never the caller."""
+
+    verb: ClassVar[str] = "HELLO"
+    payload: Mapping[str, Any] = attrs.field(repr=False)
+
+    def _encode(self) -> bytes:
+        return command_line(self.verb, dump_json(self.payload))
+
+
+@attrs.frozen(kw_only=True)
+class Push(Command):
+    """PUSH one job."""
+
+    verb: ClassVar[str] = "PUSH"
+    job: Job
+
+    def _encode(self) -> bytes:
+        return command_line(self.verb, dump_json(self.job.to_wire()))
+
+
+@attrs.frozen(kw_only=True)
+class PushBulk(Command):
+    """PUSHB several jobs in one line (server 1.6.0+); the reply names the jobs refused."""
+
+    verb: ClassVar[str] = "PUSHB"
+    expect: ClassVar[Expect] = Expect.BULK_PUSH
+    jobs: tuple[Job, ...] = attrs.field(converter=tuple)
+
+    def _encode(self) -> bytes:
+        if not self.jobs:
+            raise LocalProtocolError("PUSHB needs at least one job")
+        return command_line(self.verb, dump_json([job.to_wire() for job in self.jobs]))
+
+
+@attrs.frozen(kw_only=True)
+class Fetch(Command):
+    """FETCH one job from the first non-empty queue, in the order given; blocks up to ~2 s."""
+
+    verb: ClassVar[str] = "FETCH"
+    expect: ClassVar[Expect] = Expect.JOB
+    queues: tuple[str, ...] = attrs.field(converter=_queues, validator=_check_queue_names)
+
+    def _encode(self) -> bytes:
+        return command_line(self.verb, " ".join(self.queues))
+
+
+@attrs.frozen(kw_only=True)
+class Ack(Command):
+    """ACK a finished job."""
+
+    verb: ClassVar[str] = "ACK"
+    jid: str = attrs.field(validator=_check_jid)
+
+    def _encode(self) -> bytes:
+        # The worker's hot path. The ASCII encoder escapes every control character and every
+        # non-ASCII one, so the line needs none of command_line's checks.
+        return b'ACK {"jid":' + encode_basestring_ascii(self.jid).encode("ascii") + b"}\r\n"
+
+
+@attrs.frozen(kw_only=True)
+class Fail(Command):
+    """FAIL a job; long fields are cut to what the server keeps, on character boundaries."""
+
+    verb: ClassVar[str] = "FAIL"
+    jid: str = attrs.field(validator=_check_jid)
+    errtype: str = attrs.field(converter=_errtype)
+    message: str = attrs.field(converter=_message)
+    backtrace: tuple[str, ...] = attrs.field(default=(), converter=_backtrace)
+
+    def _encode(self) -> bytes:
+        payload = {
+            "jid": self.jid,
+            "errtype": self.errtype,
+            "message": self.message,
+            "backtrace": list(self.backtrace),
+        }
+        return command_line(self.verb, dump_json(payload))
+
+
+def _reported_state(value: object) -> WorkerState | None:
+    if value is None:
+        return None
+    state = _member(WorkerState, value)
+    if state is WorkerState.RUNNING:
+        return None  # the server ignores it; sending nothing says the same
+    return state
+
+
+@attrs.frozen(kw_only=True)
+class Beat(Command):
+    """BEAT for a worker process; ``current_state`` reports a quiet or terminate begun locally."""
+
+    verb: ClassVar[str] = "BEAT"
+    expect: ClassVar[Expect] = Expect.BEAT
+    wid: str = attrs.field(converter=_wid)
+    rss_kb: int | None = attrs.field(default=None, validator=_check_optional_int(0, None))
+    current_state: WorkerState | None = attrs.field(default=None, converter=_reported_state)
+
+    def _encode(self) -> bytes:
+        payload: dict[str, Any] = {"wid": self.wid}
+        if self.rss_kb is not None:
+            payload["rss_kb"] = self.rss_kb
+        if self.current_state is not None:
+            payload["current_state"] = self.current_state.value
+        return command_line(self.verb, dump_json(payload))
+
+
+@attrs.frozen(kw_only=True)
+class Info(Command):
+    """INFO: server and queue statistics."""
+
+    verb: ClassVar[str] = "INFO"
+    expect: ClassVar[Expect] = Expect.INFO
+
+
+@attrs.frozen(kw_only=True)
+class Flush(Command):
+    """FLUSH: delete every job, queue and counter on the server."""
+
+    verb: ClassVar[str] = "FLUSH"
+
+
+@attrs.frozen(kw_only=True)
+class End(Command):
+    """END: the server closes the connection without a reply."""
+
+    verb: ClassVar[str] = "END"
+    expect: ClassVar[Expect] = Expect.NOTHING
+
+
+@attrs.frozen(kw_only=True)
+class Mutate(Command):
+    """MUTATE the retries, scheduled or dead set; ``pattern`` is a Redis glob, not a regex."""
+
+    verb: ClassVar[str] = "MUTATE"
+    operation: MutateOperation = attrs.field(converter=_operation)
+    target: MutateTarget = attrs.field(converter=_target)
+    jids: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    pattern: str | None = None
+    jobtype: str | None = None
+
+    def _encode(self) -> bytes:
+        payload: dict[str, Any] = {"cmd": self.operation.value, "target": self.target.value}
+        selection: dict[str, Any] = {}
+        if self.jids:
+            selection["jids"] = list(self.jids)
+        if self.pattern:
+            selection["regexp"] = self.pattern
+        if self.jobtype:
+            selection["jobtype"] = self.jobtype
+        if selection:
+            payload["filter"] = selection
+        # The server splits MUTATE on every space; compact JSON has spaces only inside strings,
+        # where the escape \u0020 means the same.
+        return command_line(self.verb, dump_json(payload).replace(" ", "\\u0020"))
+
+
+@attrs.frozen(kw_only=True)
+class _QueueCommand(Command):
+    verb: ClassVar[str] = "QUEUE"
+    subcommand: ClassVar[str]
+    queues: tuple[str, ...] = attrs.field(converter=_queues, validator=_check_queue_names_or_all)
+
+    def _encode(self) -> bytes:
+        return command_line(self.verb, f"{self.subcommand} {' '.join(self.queues)}")
+
+
+@attrs.frozen(kw_only=True)
+class QueuePause(_QueueCommand):
+    """QUEUE PAUSE: FETCH skips these queues (``ALL_QUEUES`` for every one)."""
+
+    subcommand: ClassVar[str] = "PAUSE"
+
+
+@attrs.frozen(kw_only=True)
+class QueueResume(_QueueCommand):
+    """QUEUE RESUME: undo a pause."""
+
+    subcommand: ClassVar[str] = "RESUME"
+
+
+@attrs.frozen(kw_only=True)
+class QueueRemove(_QueueCommand):
+    """QUEUE REMOVE: delete the queues and every job waiting in them."""
+
+    subcommand: ClassVar[str] = "REMOVE"
+
+
+@attrs.frozen(kw_only=True)
+class QueueLatency(_QueueCommand):
+    """QUEUE LATENCY: seconds the oldest job of each queue has waited (server 1.9.2+)."""
+
+    subcommand: ClassVar[str] = "LATENCY"
+    expect: ClassVar[Expect] = Expect.LATENCY
+    queues: tuple[str, ...] = attrs.field(converter=_queues, validator=_check_queue_names)
+
+
+@attrs.frozen(kw_only=True)
+class BatchNew(Command):
+    """BATCH NEW (Enterprise): open a batch with a success and/or complete callback job."""
+
+    verb: ClassVar[str] = "BATCH"
+    expect: ClassVar[Expect] = Expect.BID
+    success: Job | None = None
+    complete: Job | None = None
+    description: str | None = None
+    parent_bid: str | None = None
+
+    def _encode(self) -> bytes:
+        if self.success is None and self.complete is None:
+            raise LocalProtocolError("a batch needs a success or a complete callback job")
+        payload: dict[str, Any] = {}
+        if self.description is not None:
+            payload["description"] = self.description
+        if self.parent_bid is not None:
+            payload["parent_bid"] = _word(self.parent_bid, "parent_bid")
+        if self.success is not None:
+            payload["success"] = self.success.to_wire()
+        if self.complete is not None:
+            payload["complete"] = self.complete.to_wire()
+        return command_line(self.verb, "NEW " + dump_json(payload))
+
+
+@attrs.frozen(kw_only=True)
+class _BatchCommand(Command):
+    verb: ClassVar[str] = "BATCH"
+    subcommand: ClassVar[str]
+    bid: str = attrs.field(converter=_bid)
+
+    def _encode(self) -> bytes:
+        return command_line(self.verb, f"{self.subcommand} {self.bid}")
+
+
+@attrs.frozen(kw_only=True)
+class BatchOpen(_BatchCommand):
+    """BATCH OPEN (Enterprise): reopen a committed batch to add jobs."""
+
+    subcommand: ClassVar[str] = "OPEN"
+    expect: ClassVar[Expect] = Expect.BID
+
+
+@attrs.frozen(kw_only=True)
+class BatchCommit(_BatchCommand):
+    """BATCH COMMIT (Enterprise): every job of the batch has been pushed."""
+
+    subcommand: ClassVar[str] = "COMMIT"
+
+
+@attrs.frozen(kw_only=True)
+class BatchStatus(_BatchCommand):
+    """BATCH STATUS (Enterprise): counts and callback states of a batch."""
+
+    subcommand: ClassVar[str] = "STATUS"
+    expect: ClassVar[Expect] = Expect.STATUS
+
+
+@attrs.frozen(kw_only=True)
+class TrackGet(Command):
+    """TRACK GET (Enterprise): the progress of a tracked job."""
+
+    verb: ClassVar[str] = "TRACK"
+    expect: ClassVar[Expect] = Expect.STATUS
+    jid: str = attrs.field(converter=_jid_word)
+
+    def _encode(self) -> bytes:
+        return command_line(self.verb, f"GET {self.jid}")
+
+
+@attrs.frozen(kw_only=True)
+class TrackSet(Command):
+    """TRACK SET (Enterprise): report progress; ``reserve_until`` extends the reservation."""
+
+    verb: ClassVar[str] = "TRACK"
+    jid: str = attrs.field(validator=_check_jid)
+    percent: int | None = attrs.field(default=None, validator=_check_optional_int(0, 100))
+    description: str | None = None
+    reserve_until: datetime | None = attrs.field(default=None, converter=_aware)
+
+    def _encode(self) -> bytes:
+        payload: dict[str, Any] = {"jid": self.jid}
+        if self.percent is not None:
+            payload["percent"] = self.percent
+        if self.description is not None:
+            payload["desc"] = self.description
+        if self.reserve_until is not None:
+            payload["reserve_until"] = self.reserve_until.isoformat()
+        return command_line(self.verb, "SET " + dump_json(payload))

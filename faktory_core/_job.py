@@ -1,0 +1,255 @@
+"""The job payload, validated locally so the server never has to say no."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+import attrs
+
+from ._errors import LocalProtocolError
+
+__all__ = ["MAX_RESERVE_FOR", "Failure", "Job", "check_queue_name"]
+
+#: The longest reservation the server accepts, in seconds (one day).
+MAX_RESERVE_FOR: Final = 86400
+_QUEUE_NAME: Final = re.compile(r"[a-zA-Z0-9._-]+")
+
+
+def check_queue_name(name: object) -> str:
+    """Return ``name`` if the server accepts it as a queue name, else raise."""
+    if not isinstance(name, str) or _QUEUE_NAME.fullmatch(name) is None:
+        raise LocalProtocolError(f"queue names must match [a-zA-Z0-9._-]+, got {name!r}")
+    return name
+
+
+def _check_jid(_: object, __: object, jid: Any) -> None:
+    if not isinstance(jid, str):
+        raise LocalProtocolError(f"jid must be a string, got {type(jid).__name__}")
+    if len(jid) < 8 and len(jid.encode("utf-8", "surrogatepass")) < 8:
+        raise LocalProtocolError(f"jid must be at least 8 bytes long, got {jid!r}")
+
+
+def _check_jobtype(_: object, __: object, jobtype: Any) -> None:
+    if not isinstance(jobtype, str) or not jobtype:
+        raise LocalProtocolError(f"jobtype must be a non-empty string, got {jobtype!r}")
+
+
+def _check_queue(_: object, __: object, queue: Any) -> None:
+    check_queue_name(queue)
+
+
+def _to_args(args: object) -> list[Any]:
+    if type(args) is list:
+        return args
+    if isinstance(args, (list, tuple)):
+        return list(args)
+    raise LocalProtocolError(f"args must be a list or tuple, got {type(args).__name__}")
+
+
+def _check_optional_int(low: int | None, high: int | None) -> Callable[[Any, Any, Any], None]:
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        if type(value) is not int:
+            raise LocalProtocolError(
+                f"{attribute.name} must be an integer or None, got {type(value).__name__}"
+            )
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise LocalProtocolError(f"{attribute.name} must be from {low} to {high}, got {value}")
+
+    return check
+
+
+def _to_at(at: object) -> datetime | None:
+    if at is None or at == "":
+        return None
+    if isinstance(at, str):
+        try:
+            at = datetime.fromisoformat(at)
+        except ValueError:
+            raise LocalProtocolError(f"at is not an RFC 3339 timestamp: {at!r}") from None
+    if not isinstance(at, datetime):
+        raise LocalProtocolError(f"at must be a datetime, got {type(at).__name__}")
+    if at.utcoffset() is None:
+        raise LocalProtocolError("at must be timezone-aware: the server rejects naive times")
+    return at
+
+
+def _to_custom(custom: object) -> dict[str, Any] | None:
+    if custom is None:
+        return None
+    if not isinstance(custom, Mapping) or not all(isinstance(key, str) for key in custom):
+        raise LocalProtocolError("custom must be a mapping with string keys")
+    return dict(custom)
+
+
+def _check_optional_str(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise LocalProtocolError(f"{attribute.name} must be a string or None")
+
+
+@attrs.frozen(kw_only=True)
+class Failure:
+    """What the server recorded about a job's last failure (the ``failure`` object)."""
+
+    retry_count: int = 0
+    remaining: int | None = None
+    failed_at: str | None = None
+    next_at: str | None = None
+    errtype: str | None = None
+    message: str | None = None
+    backtrace: tuple[str, ...] = ()
+
+    @classmethod
+    def from_wire(cls, data: object) -> Failure:
+        """Build from the server's ``failure`` JSON object."""
+        if not isinstance(data, Mapping):
+            raise LocalProtocolError("failure must be a JSON object")
+        try:
+            return cls(
+                retry_count=int(data.get("retry_count") or 0),
+                remaining=None if data.get("remaining") is None else int(data["remaining"]),
+                failed_at=data.get("failed_at"),
+                next_at=data.get("next_at"),
+                errtype=data.get("errtype"),
+                message=data.get("message"),
+                backtrace=tuple(data.get("backtrace") or ()),
+            )
+        except (TypeError, ValueError) as error:
+            raise LocalProtocolError(f"invalid failure object: {error}") from None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object the server stores."""
+        wire: dict[str, Any] = {"retry_count": self.retry_count}
+        for key in ("remaining", "failed_at", "next_at", "errtype", "message"):
+            value = getattr(self, key)
+            if value is not None:
+                wire[key] = value
+        if self.backtrace:
+            wire["backtrace"] = list(self.backtrace)
+        return wire
+
+
+@attrs.frozen(kw_only=True, hash=False)
+class Job:
+    """A unit of work: ``jobtype`` names the handler, ``args`` are its JSON arguments.
+
+    Every field is checked when the job is built, so an invalid job never reaches the wire
+    (:class:`LocalProtocolError`). Fields the server fills in (``created_at``,
+    ``enqueued_at``, ``failure``) are kept as the server wrote them.
+    """
+
+    jid: str = attrs.field(validator=_check_jid)
+    jobtype: str = attrs.field(validator=_check_jobtype)
+    args: list[Any] = attrs.field(factory=list, converter=_to_args)
+    queue: str = attrs.field(default="default", validator=_check_queue)
+    #: Retries before the job is dead; None means the server's default (25), -1 dead at once.
+    retry: int | None = attrs.field(default=None, validator=_check_optional_int(None, None))
+    #: Seconds the server reserves a fetched job for (60 to 86400; None: 1800).
+    reserve_for: int | None = attrs.field(
+        default=None, validator=_check_optional_int(None, MAX_RESERVE_FOR)
+    )
+    #: Run no earlier than this (timezone-aware); None runs now.
+    at: datetime | None = attrs.field(default=None, converter=_to_at)
+    #: How many backtrace lines a worker should send when the job fails.
+    backtrace: int | None = attrs.field(default=None, validator=_check_optional_int(None, None))
+    custom: dict[str, Any] | None = attrs.field(default=None, converter=_to_custom)
+    created_at: str | None = attrs.field(default=None, validator=_check_optional_str)
+    enqueued_at: str | None = attrs.field(default=None, validator=_check_optional_str)
+    failure: Failure | None = None
+
+    @classmethod
+    def create(
+        cls,
+        jobtype: str,
+        args: Iterable[Any] = (),
+        *,
+        jid_factory: Callable[[], str],
+        **fields: Any,
+    ) -> Job:
+        """Build a new job whose jid comes from ``jid_factory`` (the core has no randomness)."""
+        return cls(jid=jid_factory(), jobtype=jobtype, args=list(args), **fields)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object sent to the server, without the fields left at their defaults."""
+        wire: dict[str, Any] = {
+            "jid": self.jid,
+            "jobtype": self.jobtype,
+            "args": self.args,
+            "queue": self.queue,
+        }
+        if self.retry is not None:
+            wire["retry"] = self.retry
+        if self.reserve_for is not None:
+            wire["reserve_for"] = self.reserve_for
+        if self.at is not None:
+            wire["at"] = self.at.isoformat()
+        if self.backtrace is not None:
+            wire["backtrace"] = self.backtrace
+        if self.custom is not None:
+            wire["custom"] = self.custom
+        if self.created_at is not None:
+            wire["created_at"] = self.created_at
+        if self.failure is not None:
+            wire["failure"] = self.failure.to_wire()
+        return wire
+
+    @classmethod
+    def from_wire(cls, data: object) -> Job:
+        """Build from a job JSON object as FETCH returns it; unknown keys are ignored.
+
+        This is the worker's hot path, so it checks each field present once, by type, and
+        skips the per-field validators of ``__init__``; what it accepts ``__init__`` accepts.
+        """
+        if not isinstance(data, dict):
+            raise LocalProtocolError("a job must be a JSON object")
+        try:
+            jid = data["jid"]
+            jobtype = data["jobtype"]
+            args = data["args"]
+        except KeyError as missing:
+            raise LocalProtocolError(f"a job needs {missing}") from None
+        _check_jid(None, None, jid)
+        _check_jobtype(None, None, jobtype)
+        if type(args) is not list:
+            raise LocalProtocolError(f"args must be a list, got {type(args).__name__}")
+        get = data.get
+        queue = get("queue") or "default"
+        if queue != "default":
+            check_queue_name(queue)
+        values = {name: get(name) for name in _WIRE_TYPES}
+        for name, expected in _WIRE_TYPES.items():
+            value = values[name]
+            if value is not None and type(value) is not expected:
+                raise LocalProtocolError(f"{name} must be {expected.__name__}, got {value!r}")
+        reserve_for = values["reserve_for"]
+        if reserve_for is not None and reserve_for > MAX_RESERVE_FOR:
+            raise LocalProtocolError(f"reserve_for must be at most {MAX_RESERVE_FOR}")
+        at = get("at")
+        failure = get("failure")
+        job = object.__new__(cls)
+        _set = object.__setattr__
+        _set(job, "jid", jid)
+        _set(job, "jobtype", jobtype)
+        _set(job, "args", args)
+        _set(job, "queue", queue)
+        for name, value in values.items():
+            _set(job, name, value)
+        _set(job, "at", None if at is None else _to_at(at))
+        _set(job, "failure", None if failure is None else Failure.from_wire(failure))
+        return job
+
+
+# Optional fields of a fetched job that need only a type check; JSON objects come back as
+# dicts with string keys, so "custom" needs nothing more.
+_WIRE_TYPES: Final[dict[str, type]] = {
+    "retry": int,
+    "reserve_for": int,
+    "backtrace": int,
+    "custom": dict,
+    "created_at": str,
+    "enqueued_at": str,
+}
