@@ -56,7 +56,8 @@ def core_round(jobs: int) -> float:
         connection.data_to_send()
         connection.receive_data(reply)
         event = connection.next_event()
-        assert isinstance(event, Fetched) and event.job is not None
+        assert isinstance(event, Fetched)
+        assert event.job is not None
         connection.send(Ack(jid=event.job.jid))
         connection.data_to_send()
         connection.receive_data(ok)
@@ -90,16 +91,22 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=15)
     options = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, job reply {len(FETCH_REPLY)} bytes, "
-          f"{options.jobs} jobs x {options.rounds} rounds")
+    print(
+        f"python {sys.version.split()[0]}, job reply {len(FETCH_REPLY)} bytes, "
+        f"{options.jobs} jobs x {options.rounds} rounds"
+    )
     ours = median_us(core_round, options.jobs, options.rounds)
     c_parse = median_us(lambda n: hiredis_round(n, decode_json=False), options.jobs, options.rounds)
     c_json = median_us(lambda n: hiredis_round(n, decode_json=True), options.jobs, options.rounds)
     print(f"{'faktory_core (parse, Job, ACK bytes, +OK)':<44}{ours:8.2f} us/job")
-    print(f"{'hiredis.Reader (RESP parse only)':<44}{c_parse:8.2f} us/job  "
-          f"ours/hiredis = {ours / c_parse:.1f}x")
-    print(f"{'hiredis.Reader + json.loads':<44}{c_json:8.2f} us/job  "
-          f"ours/(hiredis+json) = {ours / c_json:.1f}x")
+    print(
+        f"{'hiredis.Reader (RESP parse only)':<44}{c_parse:8.2f} us/job  "
+        f"ours/hiredis = {ours / c_parse:.1f}x"
+    )
+    print(
+        f"{'hiredis.Reader + json.loads':<44}{c_json:8.2f} us/job  "
+        f"ours/(hiredis+json) = {ours / c_json:.1f}x"
+    )
     print(f"target: at most 15 us/job -> {'met' if ours <= 15 else 'NOT met'}")
 
 

@@ -195,6 +195,20 @@ def _backtrace(lines: Iterable[str]) -> tuple[str, ...]:
     return kept
 
 
+def _jobs(jobs: Iterable[Job]) -> tuple[Job, ...]:
+    kept = tuple(jobs)
+    if not all(isinstance(job, Job) for job in kept):
+        raise LocalProtocolError("PUSHB takes Job instances")
+    return kept
+
+
+def _jids(jids: Iterable[str]) -> tuple[str, ...]:
+    kept = (jids,) if isinstance(jids, str) else tuple(jids)
+    if not all(isinstance(jid, str) for jid in kept):
+        raise LocalProtocolError("jids must be strings")
+    return kept
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
         raise LocalProtocolError("times sent to the server must be timezone-aware datetimes")
@@ -229,7 +243,7 @@ class PushBulk(Command):
 
     verb: ClassVar[str] = "PUSHB"
     expect: ClassVar[Expect] = Expect.BULK_PUSH
-    jobs: tuple[Job, ...] = attrs.field(converter=tuple)
+    jobs: tuple[Job, ...] = attrs.field(converter=_jobs)
 
     def _encode(self) -> bytes:
         if not self.jobs:
@@ -340,7 +354,7 @@ class Mutate(Command):
     verb: ClassVar[str] = "MUTATE"
     operation: MutateOperation = attrs.field(converter=_operation)
     target: MutateTarget = attrs.field(converter=_target)
-    jids: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    jids: tuple[str, ...] = attrs.field(default=(), converter=_jids)
     pattern: str | None = None
     jobtype: str | None = None
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from faktory_core import (
-    OK,
     ALL_QUEUES,
+    OK,
     Ack,
     BatchCommit,
     BatchNew,
@@ -94,7 +94,9 @@ def queue_sizes(client: BlockingClient) -> dict[str, int]:
     return sizes
 
 
-def test_handshake_as_producer_and_as_worker(client: BlockingClient, worker: BlockingClient) -> None:
+def test_handshake_as_producer_and_as_worker(
+    client: BlockingClient, worker: BlockingClient
+) -> None:
     assert client.handshake == Ready(protocol_version=2)
     assert worker.handshake == Ready(protocol_version=2)
 
@@ -113,7 +115,8 @@ def test_push_fetch_ack_round_trip(client: BlockingClient, worker: BlockingClien
     assert (fetched.retry, fetched.reserve_for, fetched.backtrace) == (3, 120, 7)
     assert fetched.custom == {"trace": "t-1"}
     assert fetched.at == at
-    assert fetched.created_at and fetched.enqueued_at
+    assert fetched.created_at
+    assert fetched.enqueued_at
     assert fetched.failure is None
 
     ack = Ack(jid=fetched.jid)
@@ -127,7 +130,8 @@ def test_pipelined_push_fetch_ack_in_one_write(worker: BlockingClient) -> None:
     push, fetch, ack = Push(job=job), Fetch(queues=(queue,)), Ack(jid=job.jid)
     pushed, fetched, acked = worker.request(push, fetch, ack)
     ok(pushed, push)
-    assert isinstance(fetched, Fetched) and fetched.job is not None
+    assert isinstance(fetched, Fetched)
+    assert fetched.job is not None
     assert fetched.job.jid == job.jid
     ok(acked, ack)
 
