@@ -58,7 +58,11 @@ class BlockingClient:
             if event is not NEED_DATA:
                 return event
             self.flush()  # the core answers the greeting with HELLO on its own
-            self.connection.receive_data(self.sock.recv(65536))
+            self.connection.receive_data(self.receive())
+
+    def receive(self) -> bytes:
+        """One read from the socket (b"" when the server closed it)."""
+        return self.sock.recv(65536)
 
     def flush(self) -> None:
         data = self.connection.data_to_send()
