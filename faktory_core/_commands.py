@@ -180,22 +180,41 @@ def _jid_word(value: object) -> str:
     return _word(value, "jid")
 
 
+def _clean(text: str) -> str:
+    """The text with lone surrogates (say, from a surrogate-escaped file name) replaced."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def _truncate(text: object, limit: int, what: str) -> str:
     if not isinstance(text, str):
         raise LocalProtocolError(f"{what} must be a string, got {type(text).__name__}")
+    text = _clean(text)  # a job must be FAILable whatever its exception says
     if len(text) * 4 <= limit:
         return text
-    return text.encode("utf-8", "replace")[:limit].decode("utf-8", "ignore")
+    return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
-def _backtrace(lines: Iterable[str]) -> tuple[str, ...]:
+def _backtrace(lines: Iterable[str] | str) -> tuple[str, ...]:
+    if isinstance(lines, str):  # a formatted traceback: one entry per line
+        lines = lines.splitlines()
     kept = tuple(lines)[:_MAX_BACKTRACE_LINES]
     if not all(isinstance(line, str) for line in kept):
         raise LocalProtocolError("backtrace must be a sequence of strings")
-    return kept
+    return tuple(_clean(line) for line in kept)
+
+
+def _job(_: object, __: object, job: Any) -> None:
+    if not isinstance(job, Job):
+        raise LocalProtocolError(f"expected a Job, got {type(job).__name__}")
 
 
 def _jobs(jobs: Iterable[Job]) -> tuple[Job, ...]:
+    if isinstance(jobs, Job) or not isinstance(jobs, Iterable):
+        raise LocalProtocolError("PUSHB takes a sequence of Job instances")
     kept = tuple(jobs)
     if not all(isinstance(job, Job) for job in kept):
         raise LocalProtocolError("PUSHB takes Job instances")
@@ -231,7 +250,7 @@ class Push(Command):
     """PUSH one job."""
 
     verb: ClassVar[str] = "PUSH"
-    job: Job
+    job: Job = attrs.field(validator=_job)
 
     def _encode(self) -> bytes:
         return command_line(self.verb, dump_json(self.job.to_wire()))

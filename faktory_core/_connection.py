@@ -32,7 +32,7 @@ from ._events import (
     ServerError,
     StatusReply,
 )
-from ._job import Job
+from ._job import Job, _check_jid
 from ._resp import DEFAULT_MAX_REPLY_SIZE, NEED_DATA, ErrorReply, NeedData, Reply, ReplyParser
 from ._state import ConnectionState, Input, transition
 
@@ -40,6 +40,8 @@ __all__ = ["PROTOCOL_VERSION", "ClientInfo", "Connection"]
 
 #: The protocol version every 1.x server speaks, sent as HELLO ``v``.
 PROTOCOL_VERSION: Final = 2
+#: Servers ask for 4000 to 8095 rounds; far more would stall the caller, so it is refused.
+MAX_HASH_ITERATIONS: Final = 100_000
 
 
 def _optional_word(value: object) -> str | None:
@@ -115,6 +117,11 @@ class Connection:
         password: str | None = None,
         max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
     ) -> None:
+        if password is not None:
+            try:  # os.environ keeps undecodable bytes as lone surrogates: send those bytes
+                password.encode("utf-8", "surrogateescape")
+            except (AttributeError, UnicodeEncodeError):
+                raise LocalProtocolError("the password must be text encodable as UTF-8") from None
         self._client = client if client is not None else ClientInfo()
         self._password = password
         self._parser = ReplyParser(max_reply_size=max_reply_size)
@@ -146,6 +153,7 @@ class Connection:
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes read from the socket; ``b""`` means the server closed it."""
+        self._check_usable()
         if not data:
             self._eof = True
         elif self._eof:
@@ -277,9 +285,19 @@ def _parse_greeting(reply: Reply) -> tuple[int, str | None, int]:
     iterations = greeting.get("i", 1)
     if type(version) is not int or type(iterations) is not int:
         raise RemoteProtocolError(f"malformed greeting: {_show(reply)}")
-    if salt is not None and not isinstance(salt, str):
+    if salt is not None and (not isinstance(salt, str) or not _encodable(salt)):
         raise RemoteProtocolError(f"malformed greeting salt: {_show(reply)}")
+    if iterations > MAX_HASH_ITERATIONS:
+        raise RemoteProtocolError(f"the greeting asks for {iterations} hash iterations")
     return version, salt, iterations
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 _raw_decode = json.JSONDecoder().raw_decode
@@ -289,6 +307,7 @@ def _loads(text: str | bytes) -> Any:
     """json.loads for one document, without its encoding sniffing (replies are UTF-8)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")
+    text = text.lstrip()
     value, end = _raw_decode(text)
     if end != len(text) and text[end:].strip():
         raise ValueError("extra data after the JSON document")
@@ -329,13 +348,22 @@ def _decode_job(command: Any, reply: Reply) -> Event:
     try:
         return Fetched(command=command, job=Job.from_wire(data))
     except LocalProtocolError as error:
-        jid = data.get("jid") if isinstance(data, dict) else None
         return InvalidJobFetched(
-            command=command,
-            payload=reply,
-            jid=jid if isinstance(jid, str) and jid else None,
-            reason=str(error),
+            command=command, payload=reply, jid=_failable_jid(data), reason=str(error)
         )
+
+
+def _failable_jid(data: object) -> str | None:
+    """The payload's jid if a FAIL can carry it, so the worker can release the reservation."""
+    jid = data.get("jid") if isinstance(data, dict) else None
+    if not isinstance(jid, str):
+        return None
+    try:
+        _check_jid(None, None, jid)
+        jid.encode("utf-8")
+    except (LocalProtocolError, UnicodeEncodeError):
+        return None
+    return jid
 
 
 def _decode_bulk_push(command: Any, reply: Reply) -> Event:
@@ -361,11 +389,13 @@ def _decode_info(command: Any, reply: Reply) -> Event:
 
 def _decode_latency(command: Any, reply: Reply) -> Event:
     latencies = _json_reply(command, reply)
-    if not all(type(value) in (int, float) for value in latencies.values()):
-        raise RemoteProtocolError(f"malformed QUEUE LATENCY reply: {_show(reply)}")
-    return LatencyReply(
-        command=command, latencies={name: float(value) for name, value in latencies.items()}
-    )
+    try:
+        if not all(type(value) in (int, float) for value in latencies.values()):
+            raise ValueError
+        seconds = {name: float(value) for name, value in latencies.items()}
+    except (ValueError, OverflowError):
+        raise RemoteProtocolError(f"malformed QUEUE LATENCY reply: {_show(reply)}") from None
+    return LatencyReply(command=command, latencies=seconds)
 
 
 def _decode_bid(command: Any, reply: Reply) -> Event:

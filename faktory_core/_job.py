@@ -91,16 +91,21 @@ def _check_optional_str(_: object, attribute: attrs.Attribute[Any], value: Any) 
         raise LocalProtocolError(f"{attribute.name} must be a string or None")
 
 
+def _check_failure(_: object, __: object, value: Any) -> None:
+    if value is not None and not isinstance(value, Failure):
+        raise LocalProtocolError(f"failure must be a Failure or None, got {type(value).__name__}")
+
+
 @attrs.frozen(kw_only=True)
 class Failure:
     """What the server recorded about a job's last failure (the ``failure`` object)."""
 
-    retry_count: int = 0
-    remaining: int | None = None
-    failed_at: str | None = None
-    next_at: str | None = None
-    errtype: str | None = None
-    message: str | None = None
+    retry_count: int = attrs.field(default=0, validator=_check_optional_int(0, None))
+    remaining: int | None = attrs.field(default=None, validator=_check_optional_int(None, None))
+    failed_at: str | None = attrs.field(default=None, validator=_check_optional_str)
+    next_at: str | None = attrs.field(default=None, validator=_check_optional_str)
+    errtype: str | None = attrs.field(default=None, validator=_check_optional_str)
+    message: str | None = attrs.field(default=None, validator=_check_optional_str)
     backtrace: tuple[str, ...] = ()
 
     @classmethod
@@ -108,17 +113,21 @@ class Failure:
         """Build from the server's ``failure`` JSON object."""
         if not isinstance(data, Mapping):
             raise LocalProtocolError("failure must be a JSON object")
+        get = data.get
+        backtrace = get("backtrace") or []
+        if not isinstance(backtrace, list) or not all(isinstance(x, str) for x in backtrace):
+            raise LocalProtocolError("failure backtrace must be a list of strings")
         try:
             return cls(
-                retry_count=int(data.get("retry_count") or 0),
-                remaining=None if data.get("remaining") is None else int(data["remaining"]),
-                failed_at=data.get("failed_at"),
-                next_at=data.get("next_at"),
-                errtype=data.get("errtype"),
-                message=data.get("message"),
-                backtrace=tuple(data.get("backtrace") or ()),
+                retry_count=get("retry_count") or 0,
+                remaining=get("remaining"),
+                failed_at=get("failed_at"),
+                next_at=get("next_at"),
+                errtype=get("errtype"),
+                message=get("message"),
+                backtrace=tuple(backtrace),
             )
-        except (TypeError, ValueError) as error:
+        except LocalProtocolError as error:
             raise LocalProtocolError(f"invalid failure object: {error}") from None
 
     def to_wire(self) -> dict[str, Any]:
@@ -159,7 +168,7 @@ class Job:
     custom: dict[str, Any] | None = attrs.field(default=None, converter=_to_custom)
     created_at: str | None = attrs.field(default=None, validator=_check_optional_str)
     enqueued_at: str | None = attrs.field(default=None, validator=_check_optional_str)
-    failure: Failure | None = None
+    failure: Failure | None = attrs.field(default=None, validator=_check_failure)
 
     @classmethod
     def create(
@@ -217,8 +226,10 @@ class Job:
         if type(args) is not list:
             raise LocalProtocolError(f"args must be a list, got {type(args).__name__}")
         get = data.get
-        queue = get("queue") or "default"
-        if queue != "default":
+        queue = get("queue")
+        if queue is None or queue == "":
+            queue = "default"
+        elif queue != "default":
             check_queue_name(queue)
         values = {name: get(name) for name in _WIRE_TYPES}
         for name, expected in _WIRE_TYPES.items():

@@ -69,8 +69,9 @@ def _number(digits: bytes) -> int:
 class ReplyParser:
     """Incremental parser: :meth:`feed` bytes, then call :meth:`next_reply` until NEED_DATA.
 
-    Every byte is examined once, and at most ``max_reply_size`` bytes of an incomplete reply
-    are held. Malformed input raises :class:`RemoteProtocolError`, and so does every later call.
+    Every byte is examined once. An incomplete reply line, or the body of a bulk reply, may
+    be at most ``max_reply_size`` bytes long. Malformed input raises
+    :class:`RemoteProtocolError`, and so does every later call.
     """
 
     __slots__ = ("_buf", "_error", "_max", "_pending_bulk", "_pos", "_scan")

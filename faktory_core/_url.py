@@ -36,8 +36,12 @@ class ServerURL:
         try:
             parts = urlsplit(url.strip())
             port = parts.port
-        except ValueError as error:
-            raise ConfigurationError(f"invalid Faktory URL {_redact(url)!r}: {error}") from None
+        except ValueError:
+            # urllib's own message quotes the URL, password included: never pass it on.
+            raise ConfigurationError(
+                f"invalid Faktory URL {_redact(url)!r}: the port must be a number from 0 to "
+                "65535 (percent-encode any '/', '?', '#' or '@' in the password)"
+            ) from None
         if parts.scheme not in _SCHEMES:
             raise ConfigurationError(
                 f"invalid Faktory URL {_redact(url)!r}: the scheme must be tcp:// or tcp+tls://"

@@ -1,0 +1,416 @@
+"""Job and Failure: local validation with the server's rules, and the wire round trip."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+
+from faktory_core import (
+    MAX_RESERVE_FOR,
+    Failure,
+    Job,
+    LocalProtocolError,
+    Push,
+    check_queue_name,
+)
+
+from .strategies import failures, jobs, json_roundtrip
+
+JID = "0123456789abcdef"
+
+
+def job(**fields: Any) -> Job:
+    fields.setdefault("jid", JID)
+    fields.setdefault("jobtype", "SendEmail")
+    return Job(**fields)
+
+
+def wire(**fields: Any) -> dict[str, Any]:
+    return {"jid": JID, "jobtype": "SendEmail", "args": [], **fields}
+
+
+def test_defaults() -> None:
+    j = job()
+    assert (j.args, j.queue, j.retry, j.reserve_for, j.at, j.custom, j.failure) == (
+        [],
+        "default",
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    assert j.to_wire() == {"jid": JID, "jobtype": "SendEmail", "args": [], "queue": "default"}
+
+
+# -- jid -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "jid", ["12345678", "a" * 100, "\u20ac\u20ac\u20ac", "\u00e9\u00e9\u00e9\u00e9"]
+)
+def test_jid_of_at_least_eight_bytes(jid: str) -> None:
+    # "€€€" is 3 characters but 9 bytes; "éééé" 4 characters, 8 bytes.
+    assert len(jid.encode()) >= 8
+    assert job(jid=jid).jid == jid
+
+
+@pytest.mark.parametrize(
+    "jid", ["", "1234567", "\u00e9\u00e9\u00e9", "\u20ac\u20ac", None, 12345678, b"12345678"]
+)
+def test_jid_too_short_or_not_a_string(jid: object) -> None:
+    with pytest.raises(LocalProtocolError, match="jid"):
+        job(jid=jid)
+
+
+# -- jobtype and args ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("jobtype", ["", None, 1, ["A"], b"A"])
+def test_jobtype_must_be_a_non_empty_string(jobtype: object) -> None:
+    with pytest.raises(LocalProtocolError, match="jobtype"):
+        job(jobtype=jobtype)
+
+
+def test_args_list_is_kept_and_tuple_converted() -> None:
+    args = [1, "two"]
+    assert job(args=args).args is args
+    assert job(args=(1, "two")).args == [1, "two"]
+    assert type(job(args=(1,)).args) is list
+
+
+@pytest.mark.parametrize("args", ["abc", {"a": 1}, None, 5, {1, 2}, (x for x in [1]), b"ab"])
+def test_args_must_be_a_list_or_tuple(args: object) -> None:
+    with pytest.raises(LocalProtocolError, match="args"):
+        job(args=args)
+
+
+# -- queue -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a.b-c_1", "default", "Q", "0", "-", "a" * 200])
+def test_valid_queue_names(name: str) -> None:
+    assert check_queue_name(name) == name
+    assert job(queue=name).queue == name
+
+
+@pytest.mark.parametrize("name", ["a b", "a*", "*", "", "caf\u00e9", "a\n", "a/b", None, 1])
+def test_invalid_queue_names(name: object) -> None:
+    with pytest.raises(LocalProtocolError, match="queue"):
+        check_queue_name(name)
+    with pytest.raises(LocalProtocolError, match="queue"):
+        job(queue=name)
+
+
+# -- integers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, 60, MAX_RESERVE_FOR, -5])
+def test_reserve_for_up_to_a_day(value: int) -> None:
+    assert job(reserve_for=value).reserve_for == value
+
+
+@pytest.mark.parametrize("value", [MAX_RESERVE_FOR + 1, 10**9, True, 60.0, "60"])
+def test_reserve_for_over_a_day_or_not_an_int(value: object) -> None:
+    with pytest.raises(LocalProtocolError, match="reserve_for"):
+        job(reserve_for=value)
+
+
+@pytest.mark.parametrize("value", [None, -1, 0, 25, 10**6])
+def test_retry_accepts_any_int(value: int | None) -> None:
+    assert job(retry=value).retry == value
+
+
+@pytest.mark.parametrize("value", [True, False, 2.0, "5"])
+def test_retry_rejects_bools_and_non_ints(value: object) -> None:
+    with pytest.raises(LocalProtocolError, match="retry"):
+        job(retry=value)
+
+
+@pytest.mark.parametrize("value", [True, 1.5, "3"])
+def test_backtrace_must_be_an_int(value: object) -> None:
+    with pytest.raises(LocalProtocolError, match="backtrace"):
+        job(backtrace=value)
+
+
+# -- at --------------------------------------------------------------------------------------
+
+
+def test_naive_at_is_rejected() -> None:
+    with pytest.raises(LocalProtocolError, match="timezone-aware"):
+        job(at=datetime(2026, 7, 1, 10, 0))
+    with pytest.raises(LocalProtocolError, match="timezone-aware"):
+        job(at="2026-07-01T10:00:00")
+
+
+def test_aware_at_is_accepted_and_sent_as_rfc3339() -> None:
+    at = datetime(2026, 7, 1, 10, 0, tzinfo=timezone(timedelta(hours=2)))
+    j = job(at=at)
+    assert j.at == at
+    assert j.to_wire()["at"] == "2026-07-01T10:00:00+02:00"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-07-01T09:15:02.118Z", datetime(2026, 7, 1, 9, 15, 2, 118000, tzinfo=UTC)),
+        ("2026-07-01T11:15:02+02:00", datetime(2026, 7, 1, 9, 15, 2, tzinfo=UTC)),
+    ],
+)
+def test_at_string_is_parsed(text: str, expected: datetime) -> None:
+    assert job(at=text).at == expected
+
+
+def test_empty_at_means_now() -> None:
+    assert job(at="").at is None
+
+
+@pytest.mark.parametrize("at", ["tomorrow", "2026-13-01T00:00:00Z", 1700000000, 1.5, ["x"]])
+def test_at_that_is_not_a_timestamp(at: object) -> None:
+    with pytest.raises(LocalProtocolError, match="at "):
+        job(at=at)
+
+
+# -- custom and server fields ----------------------------------------------------------------
+
+
+def test_custom_mapping_is_copied_to_a_dict() -> None:
+    source = {"track": 1, "bid": "b-1"}
+    j = job(custom=MappingProxyType(source))
+    assert j.custom == source
+    assert type(j.custom) is dict
+
+
+@pytest.mark.parametrize("custom", [{1: "x"}, {("a",): 1}, {"ok": 1, None: 2}, ["a"], "abc"])
+def test_custom_needs_string_keys_in_a_mapping(custom: object) -> None:
+    with pytest.raises(LocalProtocolError, match="custom"):
+        job(custom=custom)
+
+
+@pytest.mark.parametrize("field", ["created_at", "enqueued_at"])
+def test_server_timestamps_must_be_strings(field: str) -> None:
+    assert getattr(job(**{field: "2026-07-01T09:15:02Z"}), field) == "2026-07-01T09:15:02Z"
+    with pytest.raises(LocalProtocolError, match=field):
+        job(**{field: 5})
+
+
+def test_to_wire_omits_enqueued_at() -> None:
+    # The server overwrites enqueued_at whenever a job enters a queue, so it is never sent.
+    j = job(enqueued_at="2026-07-01T09:15:02Z", created_at="2026-07-01T09:15:01Z")
+    assert "enqueued_at" not in j.to_wire()
+    assert j.to_wire()["created_at"] == "2026-07-01T09:15:01Z"
+
+
+def test_to_wire_carries_a_failure() -> None:
+    # The server accepts and keeps a failure on PUSH (a re-pushed fetched job keeps its history).
+    failure = Failure(retry_count=2, errtype="E", backtrace=("a",))
+    assert job(failure=failure).to_wire()["failure"] == {
+        "retry_count": 2,
+        "errtype": "E",
+        "backtrace": ["a"],
+    }
+    assert b'"failure":{"retry_count":2,"errtype":"E","backtrace":["a"]}' in (
+        Push(job=job(failure=failure)).encode()
+    )
+
+
+def test_jobs_are_frozen() -> None:
+    j = job()
+    with pytest.raises(AttributeError):
+        j.jid = "another-jid-1234"  # type: ignore[misc]
+
+
+def test_failure_must_be_a_failure() -> None:
+    # A dict is the natural mistake (it is what to_wire() gives back).
+    with pytest.raises(LocalProtocolError):
+        Push(job=job(failure={"retry_count": 1}))
+
+
+# -- Job.create ------------------------------------------------------------------------------
+
+
+def test_create_takes_the_jid_from_the_factory() -> None:
+    made = iter(["jid-000000000001", "jid-000000000002"])
+    first = Job.create("A", [1, 2], jid_factory=lambda: next(made), queue="critical", retry=3)
+    second = Job.create("B", jid_factory=lambda: next(made))
+    assert (first.jid, first.jobtype, first.args, first.queue, first.retry) == (
+        "jid-000000000001",
+        "A",
+        [1, 2],
+        "critical",
+        3,
+    )
+    assert (second.jid, second.args) == ("jid-000000000002", [])
+
+
+def test_create_accepts_any_iterable_of_args() -> None:
+    assert Job.create("A", (x * 2 for x in range(3)), jid_factory=lambda: JID).args == [0, 2, 4]
+
+
+def test_create_validates_the_factory_result() -> None:
+    with pytest.raises(LocalProtocolError, match="jid"):
+        Job.create("A", jid_factory=lambda: "short")
+
+
+# -- the wire round trip ---------------------------------------------------------------------
+
+
+@settings(deadline=None)
+@given(jobs)
+def test_to_wire_from_wire_round_trip(j: Job) -> None:
+    assert Job.from_wire(j.to_wire()) == j
+    assert Job.from_wire(json_roundtrip(j.to_wire())) == j
+
+
+@settings(deadline=None)
+@given(jobs)
+def test_to_wire_is_what_init_accepts(j: Job) -> None:
+    data = json_roundtrip(j.to_wire())
+    failure = data.pop("failure", None)
+    rebuilt = Job(**data, failure=None if failure is None else Failure.from_wire(failure))
+    assert rebuilt == j
+
+
+def test_from_wire_reads_what_the_server_sends() -> None:
+    payload = (
+        '{"retry":25,"jid":"Yq3nW0vT5kLm8pQz","queue":"default","jobtype":"SendEmail",'
+        '"created_at":"2026-07-01T09:15:02.118Z","enqueued_at":"2026-07-01T09:15:02.120233Z",'
+        '"args":["alice@example.com",42],"unknown_key":1,'
+        '"failure":{"retry_count":2,"remaining":23,"failed_at":"2026-07-01T09:15:03Z",'
+        '"errtype":"E","message":"m","backtrace":["a","b"]}}'
+    )
+    j = Job.from_wire(json.loads(payload))
+    assert j.retry == 25
+    assert j.args == ["alice@example.com", 42]
+    assert j.enqueued_at == "2026-07-01T09:15:02.120233Z"
+    assert j.failure == Failure(
+        retry_count=2,
+        remaining=23,
+        failed_at="2026-07-01T09:15:03Z",
+        errtype="E",
+        message="m",
+        backtrace=("a", "b"),
+    )
+
+
+def test_from_wire_defaults_queue_and_accepts_null_fields() -> None:
+    j = Job.from_wire(wire(queue=None, retry=None, at=None, failure=None, custom=None))
+    assert j == job()
+    assert Job.from_wire(wire(queue="")).queue == "default"
+    assert Job.from_wire(wire(at="")).at is None
+
+
+INVALID_FIELDS: list[tuple[str, object]] = [
+    ("jid", "short"),
+    ("jid", 12345678),
+    ("jobtype", ""),
+    ("jobtype", 1),
+    ("args", {"a": 1}),
+    ("args", "abc"),
+    ("args", None),
+    ("queue", "a b"),
+    ("queue", "*"),
+    ("queue", ["q"]),
+    ("retry", True),
+    ("retry", "5"),
+    ("retry", 2.0),
+    ("reserve_for", MAX_RESERVE_FOR + 1),
+    ("reserve_for", 60.0),
+    ("backtrace", "10"),
+    ("at", "2026-07-01T10:00:00"),
+    ("at", "soon"),
+    ("at", 5),
+    ("custom", ["a"]),
+    ("custom", "x"),
+    ("created_at", 1),
+    ("enqueued_at", []),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), INVALID_FIELDS)
+def test_from_wire_rejects_what_init_rejects(field: str, value: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        job(**{"args": [], field: value})
+    with pytest.raises(LocalProtocolError):
+        Job.from_wire(wire(**{field: value}))
+
+
+@pytest.mark.parametrize("value", [0, False, [], {}])
+def test_from_wire_rejects_falsy_non_string_queues(value: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        job(queue=value)  # __init__ refuses them...
+    with pytest.raises(LocalProtocolError):
+        Job.from_wire(wire(queue=value))  # ...and so should from_wire
+
+
+@pytest.mark.parametrize("missing", ["jid", "jobtype", "args"])
+def test_from_wire_needs_the_required_keys(missing: str) -> None:
+    data = wire()
+    del data[missing]
+    with pytest.raises(LocalProtocolError, match=missing):
+        Job.from_wire(data)
+
+
+@pytest.mark.parametrize("data", [[], "job", None, 5])
+def test_from_wire_needs_an_object(data: object) -> None:
+    with pytest.raises(LocalProtocolError, match="object"):
+        Job.from_wire(data)
+
+
+@pytest.mark.parametrize(
+    "failure", ["x", [1], {"retry_count": "many"}, {"remaining": []}, {"backtrace": 5}]
+)
+def test_from_wire_rejects_a_malformed_failure(failure: object) -> None:
+    with pytest.raises(LocalProtocolError, match="failure"):
+        Job.from_wire(wire(failure=failure))
+
+
+# -- Failure ---------------------------------------------------------------------------------
+
+
+@settings(deadline=None)
+@given(failures)
+def test_failure_round_trip(failure: Failure) -> None:
+    assert Failure.from_wire(failure.to_wire()) == failure
+    assert Failure.from_wire(json_roundtrip(failure.to_wire())) == failure
+
+
+def test_failure_to_wire_omits_empty_fields() -> None:
+    assert Failure().to_wire() == {"retry_count": 0}
+    assert Failure(retry_count=3, message="m", backtrace=("x",)).to_wire() == {
+        "retry_count": 3,
+        "message": "m",
+        "backtrace": ["x"],
+    }
+
+
+def test_failure_from_wire_tolerates_nulls() -> None:
+    assert Failure.from_wire({"retry_count": None, "remaining": None, "backtrace": None}) == (
+        Failure()
+    )
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), 1e400])
+def test_failure_from_wire_rejects_infinite_numbers(value: float) -> None:
+    for key in ("retry_count", "remaining"):
+        with pytest.raises(LocalProtocolError):
+            Failure.from_wire({key: value})
+
+
+# -- what Push refuses at construction -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[object()], [float("nan")], [{"x": float("inf")}], ["\ud800"], [{"k": "lone \udfff"}], [b"x"]],
+    ids=["object", "nan", "inf", "surrogate", "nested-surrogate", "bytes"],
+)
+def test_push_refuses_args_that_cannot_go_on_the_wire(args: list[object]) -> None:
+    j = job(args=args)  # a job only checks that args is a list...
+    with pytest.raises(LocalProtocolError):
+        Push(job=j)  # ...the command refuses what cannot be encoded
