@@ -62,15 +62,26 @@ def _labels(labels: Iterable[str]) -> tuple[str, ...]:
     return kept
 
 
+def _check_text(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise LocalProtocolError(f"{attribute.name} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(f"{attribute.name} is not encodable as UTF-8") from None
+
+
 @attrs.frozen(kw_only=True)
 class ClientInfo:
     """Who we are, as sent in HELLO. A ``wid`` makes the connection a worker's; it must BEAT."""
 
     wid: str | None = attrs.field(default=None, converter=_optional_word)
-    hostname: str | None = None
+    hostname: str | None = attrs.field(default=None, validator=_check_text)
     pid: int | None = attrs.field(default=None, validator=_check_pid)
     labels: tuple[str, ...] = attrs.field(default=(), converter=_labels)
-    username: str | None = None
+    username: str | None = attrs.field(default=None, validator=_check_text)
 
     def hello_payload(self, pwdhash: str | None = None) -> dict[str, Any]:
         """The HELLO JSON object, with the fields left unset omitted."""

@@ -302,12 +302,11 @@ def test_password_that_is_not_encodable_is_refused_at_once() -> None:
         Connection(password="bad \ud800")
 
 
-def test_client_info_that_cannot_be_encoded_fails_locally_at_the_greeting() -> None:
-    conn = Connection(ClientInfo(hostname="bad \ud800"))
-    conn.receive_data(GREETING)
-    with pytest.raises(LocalProtocolError):
-        conn.next_event()
-    assert conn.state is S.ERROR
+def test_client_info_that_cannot_be_encoded_is_refused_when_built() -> None:
+    with pytest.raises(LocalProtocolError, match="hostname"):
+        ClientInfo(hostname="bad \ud800")
+    with pytest.raises(LocalProtocolError, match="username"):
+        ClientInfo(username=42)  # type: ignore[arg-type]
 
 
 # -- every command and its reply -------------------------------------------------------------

@@ -1,0 +1,158 @@
+"""The heartbeat of a worker process, as a machine of its own.
+
+One link, HELLO'd with the worker's ``wid``: a BEAT every ``heartbeat_interval`` (the first as
+soon as the link is ready), carrying ``rss_kb`` and, once the worker is quiet or stopping,
+``current_state``. The server's quiet and terminate come back as :class:`ServerStateChanged`,
+once each (the server repeats its state in every reply). ``unknown worker`` means the server
+forgot us (reaped, or restarted): the machine re-opens the link at once, and the fresh HELLO
+registers the worker again. It is separate from the worker machine so an adapter can drive it
+from its own thread: a runtime kept busy by its jobs must not starve the heartbeat.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ._commands import Beat, Command, WorkerState
+from ._config import WorkerConfig
+from ._events import BeatReply, Event, Ready, ServerError
+from ._io import (
+    ConnectionLost,
+    ConnectionMade,
+    DataReceived,
+    Finish,
+    Finished,
+    MachineInput,
+    MemoryUsage,
+    Notice,
+    PhaseReported,
+    ServerStateChanged,
+    Start,
+    TimerFired,
+)
+from ._lifecycle import Phase
+from ._links import Link, LinkMachine, LinkStatus, Random
+
+__all__ = ["HEARTBEAT_LINK", "Heartbeat"]
+
+#: The heartbeat machine's only link.
+HEARTBEAT_LINK: Final = 0
+
+_REPORTED_STATES: Final = {
+    Phase.QUIET: WorkerState.QUIET,
+    Phase.STOPPING: WorkerState.TERMINATE,
+    Phase.ABORTING: WorkerState.TERMINATE,
+    Phase.ENDING: WorkerState.TERMINATE,
+    Phase.EXITED: WorkerState.TERMINATE,
+}
+
+
+_RANK: Final = {None: 0, WorkerState.RUNNING: 0, WorkerState.QUIET: 1, WorkerState.TERMINATE: 2}
+
+
+class Heartbeat(LinkMachine[Link]):
+    """BEATs for one worker process; feed it inputs with :meth:`handle`."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        random: Random,
+        journal: list[tuple[float, MachineInput]] | None = None,
+    ) -> None:
+        super().__init__(config, [Link(id=HEARTBEAT_LINK)], random=random, journal=journal)
+        self._link0 = self._links[HEARTBEAT_LINK]
+        self._next_beat: float | None = None
+        self._current_state: WorkerState | None = None
+        self._server_state: WorkerState = WorkerState.RUNNING
+        self._finished = False
+        self._forgotten = 0  # "unknown worker" replies in a row
+
+    @property
+    def finished(self) -> bool:
+        """True once END went out (or the link was down) after :class:`Finish`."""
+        return self._finished
+
+    @property
+    def next_deadline(self) -> float | None:
+        """When to send TimerFired next (monotonic seconds), or None if nothing is timed."""
+        best = self._link_deadline()
+        beat = self._next_beat
+        # A beat due while a reply is awaited goes out when the reply comes.
+        if beat is not None and self._link0.idle and (best is None or beat < best):
+            best = beat
+        return best
+
+    def _on_start(self, event: Start, now: float) -> None:
+        self._start()
+
+    def _on_phase(self, event: PhaseReported, now: float) -> None:
+        self._current_state = _REPORTED_STATES.get(event.phase)
+
+    def _on_finish(self, event: Finish, now: float) -> None:
+        self._closing = True
+        self._give_up(self._link0)
+        self._pump(self._link0, now)
+        self._settle(now)
+
+    def _on_timer(self, event: TimerFired, now: float) -> None:
+        self._expire_links(now)
+        self._pump(self._link0, now)
+        self._settle(now)
+
+    def _on_event(self, link: Link, event: Event, now: float) -> None:
+        if isinstance(event, BeatReply):
+            self._forgotten = 0
+            # The server repeats its state in every reply, and echoes the state we reported:
+            # pass on only what is news to the worker.
+            state = event.state
+            known = max(_RANK[self._server_state], _RANK[self._current_state])
+            if _RANK[state] > known:
+                self._server_state = state
+                self._emit(ServerStateChanged(state=state))
+        elif isinstance(event, Ready):
+            link.status = LinkStatus.READY
+            link.failures = 0
+            self._next_beat = now
+        elif isinstance(event, ServerError):
+            text = f"{event.code} {event.message}"
+            if isinstance(event.command, Beat) and event.message.lower().startswith(
+                "unknown worker"
+            ):
+                # Register again at once; if the server keeps forgetting us, back off.
+                self._emit(Notice(message=f"heartbeat refused ({text}); registering again"))
+                again = self._forgotten > 0
+                self._forgotten += 1
+                self._drop(link, now, "unknown worker", backoff=again)
+            else:
+                self._drop(link, now, f"server error: {text}")
+
+    def _on_drop(self, link: Link, lost: tuple[Command, ...], now: float) -> None:
+        self._next_beat = None
+
+    def _pump(self, link: Link, now: float) -> None:
+        if not link.idle:
+            return
+        if self._closing:
+            self._end(link)
+        elif self._next_beat is not None and now >= self._next_beat:
+            beat = Beat(wid=self.config.wid, rss_kb=self._rss_kb, current_state=self._current_state)
+            self._next_beat = now + self.config.heartbeat_interval
+            self._send(link, [beat], now)
+
+    def _settle(self, now: float) -> None:
+        if self._closing and not self._finished and self._link0.status is LinkStatus.CLOSED:
+            self._finished = True
+            self._next_beat = None
+            self._emit(Finished())
+
+    _inputs = {  # noqa: RUF012 - read-only table
+        Start: _on_start,
+        ConnectionMade: LinkMachine._on_connection_made,
+        DataReceived: LinkMachine._on_data,
+        ConnectionLost: LinkMachine._on_connection_lost,
+        MemoryUsage: LinkMachine._on_memory,
+        PhaseReported: _on_phase,
+        Finish: _on_finish,
+        TimerFired: _on_timer,
+    }

@@ -1,0 +1,237 @@
+"""The vocabulary between the machines and their adapters: inputs in, actions out.
+
+Every input and action is frozen data, so a run can be recorded as ``(now, input)`` pairs and
+replayed, and an adapter is a loop that carries out actions and reports what happened.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from ._commands import WorkerState
+from ._errors import LocalProtocolError
+from ._job import Job
+from ._lifecycle import Phase, Trigger
+
+__all__ = [
+    "AbortJob",
+    "AbortReason",
+    "Action",
+    "Close",
+    "Connect",
+    "ConnectionLost",
+    "ConnectionMade",
+    "DataReceived",
+    "Exit",
+    "Finish",
+    "Finished",
+    "JobError",
+    "JobFinished",
+    "MachineInput",
+    "MemoryUsage",
+    "Notice",
+    "PhaseChanged",
+    "PhaseReported",
+    "QuietRequested",
+    "ServerSignal",
+    "ServerStateChanged",
+    "Start",
+    "StartJob",
+    "StopRequested",
+    "TimerFired",
+    "Write",
+]
+
+
+@attrs.frozen(kw_only=True)
+class MachineInput:
+    """Base class of what an adapter tells a machine."""
+
+
+@attrs.frozen(kw_only=True)
+class Start(MachineInput):
+    """Begin: the machine asks for its connections."""
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionMade(MachineInput):
+    """The socket (and TLS) for ``link`` is open; the server's greeting comes next."""
+
+    link: int
+
+
+@attrs.frozen(kw_only=True)
+class DataReceived(MachineInput):
+    """Bytes read on ``link``; ``b""`` when the server closed it."""
+
+    link: int
+    data: bytes
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionLost(MachineInput):
+    """Connecting, reading or writing failed on ``link``."""
+
+    link: int
+    reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class TimerFired(MachineInput):
+    """The machine's ``next_deadline`` has passed."""
+
+
+def _check_rss(_: object, __: object, value: Any) -> None:
+    if type(value) is not int or value < 0:
+        raise LocalProtocolError(f"rss_kb must be a non-negative integer, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class MemoryUsage(MachineInput):
+    """The process's resident memory in KiB, reported in the next BEAT."""
+
+    rss_kb: int = attrs.field(validator=_check_rss)
+
+
+def _lines(lines: Iterable[str]) -> tuple[str, ...]:
+    return tuple(lines)
+
+
+@attrs.frozen(kw_only=True)
+class JobError:
+    """How a job failed, as FAIL reports it."""
+
+    errtype: str
+    message: str
+    backtrace: tuple[str, ...] = attrs.field(default=(), converter=_lines)
+
+
+@attrs.frozen(kw_only=True)
+class JobFinished(MachineInput):
+    """Worker input: the job ``jid`` returned (``error`` None) or raised."""
+
+    jid: str
+    error: JobError | None = None
+
+
+@attrs.frozen(kw_only=True)
+class QuietRequested(MachineInput):
+    """Worker input: stop fetching (TSTP, or the API); ``source`` is for the logs."""
+
+    source: str = "api"
+
+
+@attrs.frozen(kw_only=True)
+class StopRequested(MachineInput):
+    """Worker input: stop (TERM, INT, or the API); a second one aborts at once."""
+
+    source: str = "api"
+
+
+@attrs.frozen(kw_only=True)
+class ServerSignal(MachineInput):
+    """Worker input: the heartbeat brought the server's ``quiet`` or ``terminate``."""
+
+    state: WorkerState
+
+
+@attrs.frozen(kw_only=True)
+class PhaseReported(MachineInput):
+    """Heartbeat input: the worker's phase, reported as ``current_state`` in BEAT."""
+
+    phase: Phase
+
+
+@attrs.frozen(kw_only=True)
+class Finish(MachineInput):
+    """Heartbeat input: the worker is done; send END and close."""
+
+
+class AbortReason(enum.Enum):
+    """Why a job was aborted; the value is the errtype of its FAIL."""
+
+    SHUTDOWN = "ShutdownAbort"
+    TIME_LIMIT = "JobTimeLimit"
+
+
+@attrs.frozen(kw_only=True)
+class Action:
+    """Base class of what a machine asks its adapter to do, in order."""
+
+
+@attrs.frozen(kw_only=True)
+class Connect(Action):
+    """Open a connection for ``link``; report ConnectionMade or ConnectionLost."""
+
+    link: int
+
+
+@attrs.frozen(kw_only=True)
+class Write(Action):
+    """Write ``data`` on ``link``."""
+
+    link: int
+    data: bytes
+
+
+@attrs.frozen(kw_only=True)
+class Close(Action):
+    """Close ``link`` (or give up connecting it); later input for it is ignored."""
+
+    link: int
+
+
+@attrs.frozen(kw_only=True)
+class Notice(Action):
+    """Something worth a log line; nothing to do."""
+
+    message: str
+    link: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StartJob(Action):
+    """Worker action: run ``job`` and report JobFinished."""
+
+    job: Job
+
+
+@attrs.frozen(kw_only=True)
+class AbortJob(Action):
+    """Worker action: deliver the runtime's cancellation to job ``jid`` (already FAILed)."""
+
+    jid: str
+    reason: AbortReason
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class PhaseChanged(Action):
+    """Worker action: the phase moved; tell the heartbeat (PhaseReported) and run hooks."""
+
+    previous: Phase
+    phase: Phase
+    trigger: Trigger
+
+
+@attrs.frozen(kw_only=True)
+class Exit(Action):
+    """Worker action: done; finish the heartbeat, then exit with ``code``."""
+
+    code: int
+
+
+@attrs.frozen(kw_only=True)
+class ServerStateChanged(Action):
+    """Heartbeat action: the server asked for ``state``; pass it to the worker (ServerSignal)."""
+
+    state: WorkerState
+
+
+@attrs.frozen(kw_only=True)
+class Finished(Action):
+    """Heartbeat action: END was sent (or could not be) and the link is closed."""

@@ -1,0 +1,88 @@
+"""The worker's life, from the first FETCH to the exit code, as one table.
+
+A worker is in one :class:`Phase`; a :class:`Trigger` moves it to the next, per
+:data:`LIFECYCLE`. A pair missing from the table cannot happen: the worker machine only fires
+the triggers a phase lists, so a missing pair is a bug, reported as ``LocalProtocolError``.
+This table is the specification of the shutdown contract; the docs' diagram is drawn from it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+from ._errors import LocalProtocolError
+
+__all__ = ["EXIT_ABORTED", "EXIT_CLEAN", "LIFECYCLE", "Phase", "Trigger", "next_phase"]
+
+#: Exit code after a stop in which every job finished (or none ran).
+EXIT_CLEAN: Final = 0
+#: Exit code after a stop that had to abort at least one job.
+EXIT_ABORTED: Final = 1
+
+
+class Phase(enum.Enum):
+    """Where the worker is in its life. Phases only move forward."""
+
+    RUNNING = "running: fetching and running jobs"
+    QUIET = "quiet: no new fetches, running jobs continue"
+    STOPPING = "stopping: quiet, and the shutdown timeout is running"
+    ABORTING = "aborting: running jobs were aborted and FAILed; grace period"
+    ENDING = "ending: sending END on every connection"
+    EXITED = "exited"
+
+    __hash__ = object.__hash__  # identity hash: cheap table look-ups
+
+
+class Trigger(enum.Enum):
+    """What moves the worker from one phase to the next."""
+
+    QUIET = "quiet requested (signal or API)"
+    SERVER_QUIET = "the server said quiet (BEAT reply)"
+    STOP = "stop requested (signal or API)"
+    SERVER_TERMINATE = "the server said terminate (BEAT reply)"
+    DEADLINE = "the shutdown timeout ran out"
+    DRAINED = "no job running and no FETCH awaiting its reply"
+    GRACE_OVER = "the abort grace period ran out"
+    ENDED = "every connection ended"
+
+    __hash__ = object.__hash__
+
+
+_P, _T = Phase, Trigger
+_REQUESTS: Final = (_T.QUIET, _T.SERVER_QUIET, _T.STOP, _T.SERVER_TERMINATE)
+
+LIFECYCLE: Final[dict[tuple[Phase, Trigger], Phase]] = {
+    (_P.RUNNING, _T.QUIET): _P.QUIET,
+    (_P.RUNNING, _T.SERVER_QUIET): _P.QUIET,
+    (_P.RUNNING, _T.STOP): _P.STOPPING,
+    (_P.RUNNING, _T.SERVER_TERMINATE): _P.STOPPING,
+    # Quiet is one-way: asking again changes nothing.
+    (_P.QUIET, _T.QUIET): _P.QUIET,
+    (_P.QUIET, _T.SERVER_QUIET): _P.QUIET,
+    (_P.QUIET, _T.STOP): _P.STOPPING,
+    (_P.QUIET, _T.SERVER_TERMINATE): _P.STOPPING,
+    (_P.STOPPING, _T.QUIET): _P.STOPPING,
+    (_P.STOPPING, _T.SERVER_QUIET): _P.STOPPING,
+    # The server repeats its state in every BEAT reply: that is not a second request.
+    (_P.STOPPING, _T.SERVER_TERMINATE): _P.STOPPING,
+    # A second stop request skips the rest of the shutdown timeout.
+    (_P.STOPPING, _T.STOP): _P.ABORTING,
+    (_P.STOPPING, _T.DEADLINE): _P.ABORTING,
+    (_P.STOPPING, _T.DRAINED): _P.ENDING,
+    **{(_P.ABORTING, request): _P.ABORTING for request in _REQUESTS},
+    (_P.ABORTING, _T.DRAINED): _P.ENDING,
+    (_P.ABORTING, _T.GRACE_OVER): _P.ENDING,
+    **{(_P.ENDING, request): _P.ENDING for request in _REQUESTS},
+    (_P.ENDING, _T.ENDED): _P.EXITED,
+    **{(_P.EXITED, request): _P.EXITED for request in _REQUESTS},
+}
+del _P, _T
+
+
+def next_phase(phase: Phase, trigger: Trigger) -> Phase:
+    """The phase after ``trigger`` in ``phase``."""
+    try:
+        return LIFECYCLE[phase, trigger]
+    except KeyError:
+        raise LocalProtocolError(f"{trigger.value} cannot happen while {phase.value}") from None

@@ -1,0 +1,310 @@
+"""Links: the connections a machine keeps open, re-opened with backoff when they fail.
+
+:class:`LinkMachine` is the plumbing the worker and heartbeat machines share: it turns
+ConnectionMade / DataReceived / ConnectionLost into protocol events on a :class:`Connection`,
+drops a link whose awaited reply is late, reconnects after a jittered backoff, and collects the
+bytes to write as :class:`Write` actions. The subclasses decide what to send and when.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
+
+import attrs
+
+from ._commands import Command, End
+from ._config import WorkerConfig
+from ._connection import Connection
+from ._errors import LocalProtocolError, ProtocolError
+from ._events import ConnectionClosed, Event
+from ._io import (
+    Action,
+    Close,
+    Connect,
+    ConnectionLost,
+    ConnectionMade,
+    DataReceived,
+    MachineInput,
+    MemoryUsage,
+    Notice,
+    Start,
+    Write,
+)
+from ._resp import NEED_DATA
+
+__all__ = ["LinkMachine", "Random", "reconnect_delay"]
+
+#: A source of floats in [0, 1): the only randomness a machine uses.
+Random: TypeAlias = Callable[[], float]
+
+
+def reconnect_delay(failures: int, random: Random, *, base: float, cap: float) -> float:
+    """Capped exponential backoff with jitter: half fixed, half random, so peers spread out."""
+    ceiling = min(cap, base * 2.0 ** min(failures, 32))
+    return ceiling / 2 + random() * ceiling / 2
+
+
+class LinkStatus(enum.Enum):
+    """Where one link is in its life."""
+
+    DOWN = "waiting to reconnect"
+    CONNECTING = "connecting"
+    HANDSHAKING = "handshaking"
+    READY = "ready"
+    CLOSED = "closed for good"
+
+    __hash__ = object.__hash__
+
+
+@attrs.define(eq=False)
+class Link:
+    """One connection slot of a machine."""
+
+    id: int
+    status: LinkStatus = LinkStatus.DOWN
+    connection: Connection | None = None
+    retry_at: float | None = None
+    failures: int = 0
+    reply_due: float | None = None
+
+    @property
+    def idle(self) -> bool:
+        """Ready, with no reply awaited: free to send."""
+        connection = self.connection
+        return self.status is LinkStatus.READY and connection is not None and not connection.pending
+
+
+L = TypeVar("L", bound=Link)
+
+
+class LinkMachine(Generic[L]):
+    """Base of the worker and heartbeat machines: inputs in, actions out, links kept alive."""
+
+    #: Input type -> handler; each subclass extends it.
+    _inputs: ClassVar[dict[type[MachineInput], Callable[[Any, Any, float], None]]]
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        links: list[L],
+        *,
+        random: Random,
+        journal: list[tuple[float, MachineInput]] | None,
+    ) -> None:
+        self.config = config
+        self._links = links
+        self._random = random
+        self._journal = journal
+        self._client = config.client_info()
+        self._started = False
+        self._closing = False  # once set, dropped links are not re-opened
+        self._rss_kb: int | None = None
+        self._actions: list[Action] = []
+        # Reply deadlines in the order they were set: always now + reply_timeout, so the
+        # first is the earliest and next_deadline needs no scan of every link.
+        self._reply_dues: dict[int, float] = {}
+        self._retry_ats: dict[int, float] = {}
+
+    def handle(self, event: MachineInput, now: float) -> list[Action]:
+        """Take one input at time ``now``; return the actions to carry out, in order."""
+        if self._journal is not None:
+            self._journal.append((now, event))
+        handler = self._inputs.get(type(event))
+        if handler is None:
+            raise LocalProtocolError(f"{type(self).__name__} does not take {event!r}")
+        if not self._started and not isinstance(event, Start):
+            raise LocalProtocolError(f"the {type(self).__name__.lower()} has not been started")
+        try:
+            handler(self, event, now)
+        finally:  # actions of a call that raised are not handed to the next one
+            actions, self._actions = self._actions, []
+        return actions
+
+    def _link_deadline(self) -> float | None:
+        """The earliest reply timeout or reconnect time of any link."""
+        best = next(iter(self._reply_dues.values()), None)
+        if self._retry_ats:
+            retry = min(self._retry_ats.values())
+            best = retry if best is None or retry < best else best
+        return best
+
+    def _set_reply_due(self, link: Link, when: float | None) -> None:
+        self._reply_dues.pop(link.id, None)
+        if when is not None:
+            self._reply_dues[link.id] = when
+        link.reply_due = when
+
+    def _set_retry_at(self, link: Link, when: float | None) -> None:
+        if when is None:
+            self._retry_ats.pop(link.id, None)
+        else:
+            self._retry_ats[link.id] = when
+        link.retry_at = when
+
+    # -- what subclasses decide ---------------------------------------------------------------
+
+    def _on_event(self, link: L, event: Event, now: float) -> None:
+        raise NotImplementedError
+
+    def _pump(self, link: L, now: float) -> None:
+        raise NotImplementedError
+
+    def _settle(self, now: float) -> None:
+        """Fire what follows from the links' state; called after every input that moved it."""
+
+    def _on_drop(self, link: L, lost: tuple[Command, ...], now: float) -> None:
+        """Take back what the lost connection had in flight (``lost``: unanswered commands)."""
+
+    def _reconnect_when_closing(self) -> bool:
+        """Whether a link dropped while closing is re-opened (it has something to deliver)."""
+        return False
+
+    # -- shared inputs ------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._started:
+            raise LocalProtocolError(f"the {type(self).__name__.lower()} was already started")
+        self._started = True
+        for link in self._links:
+            self._connect(link)
+
+    def _on_connection_made(self, event: ConnectionMade, now: float) -> None:
+        link = self._link(event.link)
+        if link.status is not LinkStatus.CONNECTING:
+            if link.status is LinkStatus.CLOSED:
+                self._emit(Close(link=link.id))  # the connect finished after we gave up on it
+            return
+        link.status = LinkStatus.HANDSHAKING
+        config = self.config
+        link.connection = Connection(
+            self._client, password=config.password, max_reply_size=config.max_reply_size
+        )
+        self._set_reply_due(link, now + config.reply_timeout)  # the greeting, then HELLO
+
+    def _on_data(self, event: DataReceived, now: float) -> None:
+        link = self._link(event.link)
+        connection = link.connection
+        if connection is None:
+            return  # bytes from a connection already given up
+        try:
+            connection.receive_data(event.data)
+            while link.connection is connection:
+                reply = connection.next_event()
+                if reply is NEED_DATA:
+                    break
+                if isinstance(reply, ConnectionClosed):
+                    lost = reply.unanswered
+                    self._drop(link, now, "the server closed the connection", lost=lost)
+                else:
+                    self._on_event(link, reply, now)
+        except ProtocolError as error:
+            self._drop(link, now, f"protocol error: {error}")
+        if link.connection is connection:
+            self._flush(link)  # the HELLO that answers the greeting
+            self._set_reply_due(
+                link, now + self.config.reply_timeout if connection.pending else None
+            )
+            self._pump(link, now)
+        self._settle(now)
+
+    def _on_connection_lost(self, event: ConnectionLost, now: float) -> None:
+        link = self._link(event.link)
+        if link.status in (LinkStatus.CONNECTING, LinkStatus.HANDSHAKING, LinkStatus.READY):
+            self._drop(link, now, event.reason or "connection lost", close=False)
+            self._settle(now)
+
+    def _on_memory(self, event: MemoryUsage, now: float) -> None:
+        self._rss_kb = event.rss_kb
+
+    def _expire_links(self, now: float) -> None:
+        """Drop links whose reply is late; reconnect those whose backoff is over."""
+        for link in self._links:
+            if link.reply_due is not None and now >= link.reply_due:
+                self._drop(link, now, f"no reply within {self.config.reply_timeout:g} s")
+            if link.retry_at is not None and now >= link.retry_at:
+                self._set_retry_at(link, None)
+                self._connect(link)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _link(self, link_id: int) -> L:
+        if type(link_id) is not int or not 0 <= link_id < len(self._links):
+            raise LocalProtocolError(f"no link {link_id!r}")
+        return self._links[link_id]
+
+    def _emit(self, action: Action) -> None:
+        self._actions.append(action)
+
+    def _connect(self, link: Link) -> None:
+        link.status = LinkStatus.CONNECTING
+        self._emit(Connect(link=link.id))
+
+    def _drop(
+        self,
+        link: L,
+        now: float,
+        reason: str,
+        *,
+        close: bool = True,
+        backoff: bool = True,
+        lost: tuple[Command, ...] | None = None,
+    ) -> None:
+        """Give up on a link's connection; it reconnects later unless the machine is closing.
+
+        ``lost``: the commands that got no reply, when the connection no longer knows them.
+        """
+        if close:
+            self._emit(Close(link=link.id))
+        self._emit(Notice(message=f"connection lost: {reason}", link=link.id))
+        if lost is None:
+            lost = link.connection.pending if link.connection is not None else ()
+        link.connection = None
+        self._set_reply_due(link, None)
+        self._on_drop(link, lost, now)
+        if self._closing and not self._reconnect_when_closing():
+            link.status = LinkStatus.CLOSED
+            return
+        link.status = LinkStatus.DOWN
+        delay = 0.0
+        if backoff:
+            config = self.config
+            delay = reconnect_delay(
+                link.failures, self._random, base=config.reconnect_base, cap=config.reconnect_cap
+            )
+            link.failures += 1
+        self._set_retry_at(link, now + delay)
+
+    def _give_up(self, link: Link) -> None:
+        """Close a link for good: the machine is closing."""
+        if link.status is LinkStatus.CONNECTING:
+            self._emit(Close(link=link.id))
+        if link.status in (LinkStatus.DOWN, LinkStatus.CONNECTING):
+            link.status = LinkStatus.CLOSED
+            self._set_retry_at(link, None)
+
+    def _send(self, link: Link, commands: list[Command], now: float) -> None:
+        connection = link.connection
+        assert connection is not None
+        connection.send(*commands)
+        self._set_reply_due(link, now + self.config.reply_timeout)
+        self._flush(link)
+
+    def _end(self, link: Link) -> None:
+        """Send END (the server closes without a reply) and close the link for good."""
+        connection = link.connection
+        assert connection is not None
+        connection.send(End())
+        self._flush(link)
+        self._emit(Close(link=link.id))
+        link.status = LinkStatus.CLOSED
+        link.connection = None
+        self._set_reply_due(link, None)
+
+    def _flush(self, link: Link) -> None:
+        connection = link.connection
+        if connection is not None:
+            data = connection.data_to_send()
+            if data:
+                self._emit(Write(link=link.id, data=data))

@@ -1,0 +1,154 @@
+"""The lifecycle table: every (phase, trigger) pair, and the shape of the graph it draws."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from faktory_core import (
+    EXIT_ABORTED,
+    EXIT_CLEAN,
+    LIFECYCLE,
+    LocalProtocolError,
+    Phase,
+    Trigger,
+    next_phase,
+)
+
+ALL_PAIRS = list(itertools.product(Phase, Trigger))
+#: The order phases are declared in is the order a worker lives them.
+RANK = {phase: rank for rank, phase in enumerate(Phase)}
+#: Inputs that can arrive at any moment: signals, API calls, BEAT replies.
+REQUESTS = (Trigger.QUIET, Trigger.SERVER_QUIET, Trigger.STOP, Trigger.SERVER_TERMINATE)
+#: What moves each phase on when nothing but time passes (the worker's timer triggers).
+TIMER_TRIGGER = {
+    Phase.STOPPING: Trigger.DEADLINE,
+    Phase.ABORTING: Trigger.GRACE_OVER,
+    Phase.ENDING: Trigger.ENDED,
+}
+
+
+def pair_id(pair: tuple[Phase, Trigger]) -> str:
+    return f"{pair[0].name}-{pair[1].name}"
+
+
+@pytest.mark.parametrize("pair", ALL_PAIRS, ids=pair_id)
+def test_every_pair_follows_the_table_or_is_a_local_error(pair: tuple[Phase, Trigger]) -> None:
+    phase, trigger = pair
+    if pair in LIFECYCLE:
+        assert next_phase(phase, trigger) is LIFECYCLE[pair]
+    else:
+        with pytest.raises(LocalProtocolError) as caught:
+            next_phase(phase, trigger)
+        assert trigger.value in str(caught.value)
+        assert phase.value in str(caught.value)
+        assert caught.value.__cause__ is None  # the KeyError is not chained
+
+
+def test_the_table_has_only_phases_and_triggers() -> None:
+    for (phase, trigger), after in LIFECYCLE.items():
+        assert isinstance(phase, Phase)
+        assert isinstance(trigger, Trigger)
+        assert isinstance(after, Phase)
+
+
+def test_phases_only_move_forward() -> None:
+    for (phase, trigger), after in LIFECYCLE.items():
+        assert RANK[after] >= RANK[phase], f"{phase.name} --{trigger.name}--> {after.name}"
+
+
+def test_rank_order_is_the_life_order() -> None:
+    assert list(Phase) == [
+        Phase.RUNNING,
+        Phase.QUIET,
+        Phase.STOPPING,
+        Phase.ABORTING,
+        Phase.ENDING,
+        Phase.EXITED,
+    ]
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=lambda p: p.name)
+@pytest.mark.parametrize("request_", REQUESTS, ids=lambda t: t.name)
+def test_requests_are_accepted_in_every_phase(phase: Phase, request_: Trigger) -> None:
+    """Signals and BEAT replies can come at any time: none of them may be a protocol error."""
+    assert (phase, request_) in LIFECYCLE
+
+
+@pytest.mark.parametrize("trigger", [Trigger.QUIET, Trigger.SERVER_QUIET], ids=lambda t: t.name)
+def test_quiet_is_one_way(trigger: Trigger) -> None:
+    assert next_phase(Phase.RUNNING, trigger) is Phase.QUIET
+    for phase in Phase:
+        if phase is not Phase.RUNNING:
+            assert next_phase(phase, trigger) is phase, "quiet again changes nothing"
+    # Nothing leads back to RUNNING, and nothing but quiet or stop leaves it.
+    assert all(
+        after is not Phase.RUNNING
+        for (phase, _), after in LIFECYCLE.items()
+        if phase is not Phase.RUNNING
+    )
+    assert {t for (p, t) in LIFECYCLE if p is Phase.RUNNING} == set(REQUESTS)
+
+
+def test_a_stop_in_running_or_quiet_starts_the_shutdown_timeout() -> None:
+    for phase in (Phase.RUNNING, Phase.QUIET):
+        assert next_phase(phase, Trigger.STOP) is Phase.STOPPING
+        assert next_phase(phase, Trigger.SERVER_TERMINATE) is Phase.STOPPING
+
+
+def test_a_second_stop_aborts_but_a_repeated_server_terminate_does_not() -> None:
+    assert next_phase(Phase.STOPPING, Trigger.STOP) is Phase.ABORTING
+    assert next_phase(Phase.STOPPING, Trigger.SERVER_TERMINATE) is Phase.STOPPING
+
+
+def test_draining_skips_the_abort() -> None:
+    assert next_phase(Phase.STOPPING, Trigger.DRAINED) is Phase.ENDING
+    assert next_phase(Phase.ABORTING, Trigger.DRAINED) is Phase.ENDING
+
+
+def test_exited_is_final() -> None:
+    assert {after for (phase, _), after in LIFECYCLE.items() if phase is Phase.EXITED} == {
+        Phase.EXITED
+    }
+
+
+@pytest.mark.parametrize("phase", [p for p in Phase if p is not Phase.EXITED], ids=lambda p: p.name)
+def test_a_stop_and_the_passing_of_time_reach_exited(phase: Phase) -> None:
+    """One stop request, then only timer triggers: no job has to cooperate for the exit."""
+    visited = [phase]
+    while phase is not Phase.EXITED:
+        trigger = TIMER_TRIGGER.get(phase, Trigger.STOP)
+        phase = next_phase(phase, trigger)
+        visited.append(phase)
+        assert len(visited) <= len(Phase), visited
+    assert [RANK[p] for p in visited] == sorted(RANK[p] for p in visited)
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=lambda p: p.name)
+def test_every_phase_is_reachable_from_running(phase: Phase) -> None:
+    reached = {Phase.RUNNING}
+    frontier = [Phase.RUNNING]
+    while frontier:
+        current = frontier.pop()
+        for (source, _), after in LIFECYCLE.items():
+            if source is current and after not in reached:
+                reached.add(after)
+                frontier.append(after)
+    assert phase in reached
+
+
+def test_timer_triggers_only_where_a_timer_runs() -> None:
+    for trigger in (Trigger.DEADLINE, Trigger.GRACE_OVER, Trigger.ENDED):
+        phases = {phase for (phase, t) in LIFECYCLE if t is trigger}
+        assert phases == {p for p, t in TIMER_TRIGGER.items() if t is trigger}
+    assert {p for (p, t) in LIFECYCLE if t is Trigger.DRAINED} == {Phase.STOPPING, Phase.ABORTING}
+
+
+def test_exit_codes() -> None:
+    assert (EXIT_CLEAN, EXIT_ABORTED) == (0, 1)
+
+
+def test_members_hash_by_identity() -> None:
+    assert hash(Phase.RUNNING) == object.__hash__(Phase.RUNNING)
+    assert hash(Trigger.STOP) == object.__hash__(Trigger.STOP)
