@@ -1,0 +1,754 @@
+"""Jobs per second draining a queue of no-op jobs: our asyncio Worker against its peers.
+
+Each round, for each contender in turn (the order rotates from round to round): FLUSH the
+server, PUSHB ``--jobs`` no-op jobs (chunks of 1,000) to a fresh queue, start the contender's
+worker on that queue in a process of its own, and poll INFO (every ``--poll`` s) until the
+queue is empty and nothing is reserved (``faktory.sets.working`` is 0); then stop the worker
+(ours: ``worker.stop()``; the peers: SIGTERM, then SIGKILL). The contenders:
+
+    ours       faktory_adapters.asyncio.Worker with an ``async def`` no-op
+    faktory    the PyPI package ``faktory`` (use_threads=True)
+    pyfaktory  the PyPI package ``pyfaktory`` (a Pebble process pool)
+    node       faktory-worker 4.x from npm (benchmarks/peers/node_worker.js)
+
+Per contender it prints the medians over the rounds of:
+
+    drain jobs/s   the jobs left when the first FETCH is seen, over the time from then until
+                   drained: the steady rate, without the process start-up
+    spawn jobs/s   --jobs over the time from spawning the process until drained
+    startup s      from spawning the process until the first job leaves the queue
+    CPU us/job     user + system CPU of the worker's processes while draining, per job
+    RSS MiB        peak RSS (VmHWM) of the worker process, read once drained
+    tree MiB       the same summed over every process of its session (pyfaktory's pool)
+    stop s         from the stop request until the process exited (* when it had to be
+                   killed)
+
+and the ratio of ours to each peer. A peer that cannot be found or does not work is reported
+as unavailable, a worker that does not drain within ``--timeout`` s as timed out; both are
+then killed and the run goes on. The peers are installed by hand:
+
+    .venv/bin/pip install faktory pyfaktory
+    npm install --prefix /tmp/fw-bench faktory-worker@4     # or --node-modules DIR
+
+Usage (a private Faktory is started unless ``--url`` is given; the server is FLUSHed):
+
+    .venv/bin/python benchmarks/throughput.py [--jobs 20000] [--concurrency 20] [--rounds 3]
+        [--contenders ours,faktory,pyfaktory,node] [--profile ours.prof]
+
+``--profile FILE`` runs only ours, under cProfile, and prints where its time went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import importlib
+import importlib.metadata
+import importlib.util
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, Final
+
+REPO_ROOT: Final = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from faktory_core import (  # noqa: E402
+    NEED_DATA,
+    OK,
+    BulkPushed,
+    Command,
+    Connection,
+    ConnectionClosed,
+    Event,
+    Flush,
+    Info,
+    InfoReply,
+    Job,
+    PushBulk,
+    Ready,
+    ServerError,
+    ServerURL,
+)
+
+JOBTYPE: Final = "noop"
+PUSH_CHUNK: Final = 1000
+NODE_SCRIPT: Final = REPO_ROOT / "benchmarks" / "peers" / "node_worker.js"
+CONTENDERS: Final = ("ours", "faktory", "pyfaktory", "node")
+LABELS: Final = {
+    "ours": "ours (asyncio)",
+    "faktory": "faktory (PyPI)",
+    "pyfaktory": "pyfaktory (PyPI)",
+    "node": "faktory-worker (npm)",
+}
+_STARTUP_POLL: Final = 0.005  # until the first job leaves the queue, to time the start-up
+_CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG: Final = 1
+
+
+# -- the worker processes ---------------------------------------------------------------------
+
+
+def _sync_noop(*args: object) -> None:
+    """The peers' handler (module level: pyfaktory pickles it into its pool)."""
+
+
+def _child_settings() -> tuple[str, str, int]:
+    return (
+        os.environ["FAKTORY_URL"],
+        os.environ["BENCH_QUEUE"],
+        int(os.environ["BENCH_CONCURRENCY"]),
+    )
+
+
+def _run_ours() -> int:
+    from faktory_adapters.asyncio import Worker
+
+    url, queue, concurrency = _child_settings()
+    worker = Worker(url=url, queues=[queue], concurrency=concurrency)
+
+    async def noop(*args: object) -> None:
+        return None
+
+    worker.register(JOBTYPE, noop)
+
+    def stop_on_request() -> None:
+        # A line, or EOF when the benchmark died: stop as asked, else fall back on SIGTERM.
+        sys.stdin.readline()
+        try:
+            worker.stop()
+        except RuntimeError:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_on_request, name="bench-stop", daemon=True).start()
+    profile = os.environ.get("BENCH_PROFILE")
+    if not profile:
+        return worker.run()
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        code: int = profiler.runcall(worker.run)
+    finally:
+        profiler.dump_stats(profile)
+    return code
+
+
+def _run_faktory() -> int:
+    faktory: Any = importlib.import_module("faktory")
+    url, queue, concurrency = _child_settings()
+    worker = faktory.Worker(faktory=url, queues=[queue], concurrency=concurrency, use_threads=True)
+    worker.register(JOBTYPE, _sync_noop)
+    worker.run()  # exits the process itself
+    return 0
+
+
+def _run_pyfaktory() -> int:
+    pyfaktory: Any = importlib.import_module("pyfaktory")
+    url, queue, concurrency = _child_settings()
+    # As its README does: leaving the `with` ends the heartbeat thread (within its 15 s sleep),
+    # which would otherwise keep the process alive after run() has exited.
+    with pyfaktory.Client(faktory_url=url, role="consumer") as client:
+        consumer = pyfaktory.Consumer(
+            client=client, queues=[queue], priority="strict", concurrency=concurrency
+        )
+        consumer.register(JOBTYPE, _sync_noop)
+        consumer.run()  # raises SystemExit when stopped
+    return 0
+
+
+_CHILDREN: Final[dict[str, Callable[[], int]]] = {
+    "ours": _run_ours,
+    "faktory": _run_faktory,
+    "pyfaktory": _run_pyfaktory,
+}
+
+
+# -- a blocking admin client --------------------------------------------------------------------
+
+
+class Admin:
+    """One blocking connection driving faktory_core: FLUSH, PUSHB and INFO."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        address = ServerURL.parse(url)
+        self._connection = Connection(password=address.password)
+        self._sock = socket.create_connection((address.host, address.port), timeout=timeout)
+        event = self._next_event()
+        if not isinstance(event, Ready):
+            self._sock.close()
+            raise RuntimeError(f"the handshake with the server failed: {event}")
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _next_event(self) -> Event:
+        connection = self._connection
+        while True:
+            event = connection.next_event()
+            data = connection.data_to_send()
+            if data:
+                self._sock.sendall(data)
+            if event is not NEED_DATA:
+                if isinstance(event, ConnectionClosed):
+                    raise RuntimeError("the server closed the admin connection")
+                return event
+            connection.receive_data(self._sock.recv(65536))
+
+    def request(self, command: Command) -> Event:
+        self._connection.send(command)
+        event = self._next_event()
+        if isinstance(event, ServerError):
+            raise RuntimeError(f"{type(command).__name__}: {event.code} {event.message}")
+        return event
+
+    def flush(self) -> None:
+        event = self.request(Flush())
+        assert isinstance(event, OK), event
+
+    def info(self) -> dict[str, Any]:
+        event = self.request(Info())
+        assert isinstance(event, InfoReply), event
+        return event.info
+
+    def queue_state(self, queue: str) -> tuple[int, int]:
+        """(jobs waiting in ``queue``, jobs reserved by workers)."""
+        stats = self.info()["faktory"]
+        return int(stats["queues"].get(queue, 0)), int(stats["sets"]["working"])
+
+    def push(self, queue: str, count: int) -> None:
+        for start in range(0, count, PUSH_CHUNK):
+            jobs = tuple(
+                Job(jid=secrets.token_hex(12), jobtype=JOBTYPE, queue=queue)
+                for _ in range(min(PUSH_CHUNK, count - start))
+            )
+            event = self.request(PushBulk(jobs=jobs))
+            assert isinstance(event, BulkPushed), event
+            if event.errors:
+                raise RuntimeError(f"PUSHB refused {len(event.errors)} jobs: {event.errors}")
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+
+def _session_members(sid: int) -> list[int]:
+    """Every live process of session ``sid`` (the worker started its own)."""
+    members: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _stat_fields(int(entry))
+        if stat is not None and int(stat[3]) == sid and stat[0] not in ("Z", "X"):
+            members.append(int(entry))
+    return members
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        stat = _stat_fields(pid)
+        if stat is not None:
+            ticks += int(stat[11]) + int(stat[12])  # utime, stime
+    return ticks / _CLK_TCK
+
+
+def _vm_hwm_kib(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None
+
+
+def _death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn``: the worker gets SIGTERM if the benchmark dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+    return set_death_signal
+
+
+def _kill_session(pid: int) -> None:
+    for member in [pid, *_session_members(pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(member, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _tail(stream: IO[bytes], limit: int = 1500) -> str:
+    stream.seek(0, io.SEEK_END)
+    size = stream.tell()
+    stream.seek(max(0, size - limit))
+    text = stream.read().decode("utf-8", "replace").strip()
+    return text.replace("\n", "\n      ") if text else "(no output)"
+
+
+# -- contenders ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    label: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    stop_by_stdin: bool  # ours: a line on stdin calls worker.stop()
+    version: str
+    unavailable: str | None = None
+
+
+def _python_contender(name: str, distribution: str | None) -> Contender:
+    argv = (sys.executable, str(Path(__file__).resolve()), "--worker", name)
+    version, unavailable = "", None
+    if distribution is None:
+        version = importlib.metadata.version("faktory-sansio")
+    elif importlib.util.find_spec(distribution) is None:
+        unavailable = f"not installed (.venv/bin/pip install {distribution})"
+    else:
+        version = importlib.metadata.version(distribution)
+    return Contender(name, LABELS[name], argv, {}, name == "ours", version, unavailable)
+
+
+def _node_contender(node_modules: Path | None) -> Contender:
+    name = "node"
+    node = shutil.which("node")
+    candidates = (
+        [node_modules]
+        if node_modules is not None
+        else [NODE_SCRIPT.parent / "node_modules", Path("/tmp/fw-bench/node_modules")]
+    )
+    found = next((path for path in candidates if (path / "faktory-worker").is_dir()), None)
+    argv = (node or "node", str(NODE_SCRIPT))
+    unavailable, version = None, ""
+    if node is None:
+        unavailable = "node is not on PATH"
+    elif found is None:
+        where = " or ".join(str(path) for path in candidates)
+        unavailable = (
+            f"faktory-worker not found in {where} "
+            "(npm install --prefix /tmp/fw-bench faktory-worker@4)"
+        )
+    else:
+        try:
+            package = json.loads((found / "faktory-worker" / "package.json").read_text())
+            node_version = subprocess.run(
+                [node, "--version"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+        except (OSError, ValueError, subprocess.SubprocessError) as error:
+            unavailable = f"cannot run node or read faktory-worker: {error}"
+        else:
+            version = f"{package.get('version', '?')}, node {node_version}"
+            if not str(package.get("version", "")).startswith("4."):
+                unavailable = f"faktory-worker {package.get('version')} found; 4.x is needed"
+    env = {"NODE_PATH": str(found)} if found is not None else {}
+    return Contender(name, LABELS[name], argv, env, False, version, unavailable)
+
+
+def make_contenders(names: Sequence[str], node_modules: Path | None) -> list[Contender]:
+    made: list[Contender] = []
+    for name in names:
+        if name == "node":
+            made.append(_node_contender(node_modules))
+        else:
+            made.append(_python_contender(name, None if name == "ours" else name))
+    return made
+
+
+# -- one measurement ----------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    contender: str
+    round: int
+    error: str | None = None
+    drain_rate: float | None = None
+    spawn_rate: float | None = None
+    startup: float | None = None
+    cpu_us: float | None = None
+    rss_kib: int | None = None
+    tree_kib: int | None = None
+    processes: int = 0
+    stop_seconds: float | None = None
+    exit_code: int | None = None
+    killed: bool = False  # did not stop on its own within --stop-timeout
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    jobs: int
+    concurrency: int
+    timeout: float
+    stop_timeout: float
+    poll: float
+    profile: str | None
+
+
+def measure(admin: Admin, url: str, contender: Contender, settings: Settings, rnd: int) -> Run:
+    run = Run(contender.name, rnd)
+    jobs = settings.jobs
+    admin.flush()
+    queue = f"bench_{contender.name}_{rnd}_{secrets.token_hex(4)}"
+    admin.push(queue, jobs)
+    waiting, working = admin.queue_state(queue)
+    if (waiting, working) != (jobs, 0):
+        run.error = f"after PUSHB the queue holds {waiting} jobs and {working} are reserved"
+        return run
+    env = dict(os.environ)
+    env.pop("BENCH_PROFILE", None)
+    env.update(contender.env)
+    env.update(
+        FAKTORY_URL=url,
+        BENCH_QUEUE=queue,
+        BENCH_CONCURRENCY=str(settings.concurrency),
+        BENCH_JOBTYPE=JOBTYPE,
+    )
+    if settings.profile and contender.name == "ours":
+        env["BENCH_PROFILE"] = settings.profile
+    with tempfile.TemporaryFile() as output:
+        spawned = time.monotonic()
+        proc = subprocess.Popen(
+            contender.argv,
+            stdin=subprocess.PIPE if contender.stop_by_stdin else subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+            preexec_fn=_death_signal(),
+        )
+        try:
+            _watch(admin, proc, queue, settings, spawned, run)
+        finally:
+            _stop(proc, contender, settings.stop_timeout, run)
+        if run.error is not None:
+            run.error += f"\n      worker output: {_tail(output)}"
+            return run
+    stats = admin.info()["faktory"]
+    processed, failures = int(stats["total_processed"]), int(stats["total_failures"])
+    if failures or processed < jobs:
+        run.error = f"{processed} jobs processed and {failures} failed, of {jobs}"
+    if contender.name == "ours" and run.exit_code != 0:
+        run.note = f"exit code {run.exit_code}"
+    return run
+
+
+def _watch(
+    admin: Admin,
+    proc: subprocess.Popen[bytes],
+    queue: str,
+    settings: Settings,
+    spawned: float,
+    run: Run,
+) -> None:
+    """Poll INFO until the queue is drained with nothing reserved; fill in ``run``."""
+    deadline = spawned + settings.timeout
+    first_at: float | None = None
+    first_left = 0
+    first_cpu = 0.0
+    while True:
+        code = proc.poll()
+        if code is not None:
+            run.error = f"the worker exited with status {code} before the queue was drained"
+            return
+        waiting, working = admin.queue_state(queue)
+        now = time.monotonic()
+        if first_at is None and waiting < settings.jobs:
+            first_at, first_left = now, waiting + working
+            first_cpu = _cpu_seconds(_session_members(proc.pid))
+        if waiting == 0 and working == 0:
+            break
+        if now >= deadline:
+            run.error = (
+                f"timed out: {waiting} jobs waiting and {working} reserved "
+                f"after {settings.timeout:g} s"
+            )
+            return
+        time.sleep(_STARTUP_POLL if first_at is None else settings.poll)
+    members = _session_members(proc.pid)
+    cpu = _cpu_seconds(members)
+    assert first_at is not None
+    run.drain_rate = first_left / max(now - first_at, 1e-9)
+    run.spawn_rate = settings.jobs / (now - spawned)
+    run.startup = first_at - spawned
+    run.cpu_us = (cpu - first_cpu) / max(first_left, 1) * 1e6
+    run.rss_kib = _vm_hwm_kib(proc.pid)
+    run.tree_kib = sum(_vm_hwm_kib(pid) or 0 for pid in members)
+    run.processes = len(members)
+
+
+def _stop(proc: subprocess.Popen[bytes], contender: Contender, timeout: float, run: Run) -> None:
+    """Stop gracefully, then by SIGTERM, then SIGKILL; kill whatever of its session remains."""
+    started = time.monotonic()
+    try:
+        steps: list[Callable[[], None]] = []
+        if contender.stop_by_stdin:
+            steps.append(lambda: _ask_to_stop(proc))
+        steps.append(lambda: proc.send_signal(signal.SIGTERM))
+        for step in steps:
+            if proc.poll() is not None:
+                break
+            with contextlib.suppress(OSError):
+                step()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                run.note = f"did not stop within {timeout:g} s"
+            else:
+                break
+        else:
+            run.killed = proc.poll() is None
+    finally:
+        _kill_session(proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        run.exit_code = proc.returncode
+        run.stop_seconds = time.monotonic() - started
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+
+def _ask_to_stop(proc: subprocess.Popen[bytes]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(b"stop\n")
+    proc.stdin.flush()
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _describe(run: Run) -> str:
+    if run.error is not None:
+        return f"FAILED: {run.error}"
+    mib = (run.rss_kib or 0) / 1024
+    text = (
+        f"drain {_fmt(run.drain_rate, ',.0f')} jobs/s, spawn {_fmt(run.spawn_rate, ',.0f')} "
+        f"jobs/s, startup {_fmt(run.startup, '.2f')} s, {_fmt(run.cpu_us, '.0f')} us CPU/job, "
+        f"RSS {mib:.1f} MiB, stop {_fmt(run.stop_seconds, '.2f')} s"
+    )
+    if run.processes > 1:
+        text += f", {run.processes} processes {(run.tree_kib or 0) / 1024:.1f} MiB"
+    return text + (f" ({run.note})" if run.note else "")
+
+
+def report(contenders: Sequence[Contender], runs: Sequence[Run], rounds: int) -> None:
+    header = (
+        f"{'contender':<22} {'drain jobs/s':>12} {'spawn jobs/s':>12} {'startup s':>9} "
+        f"{'CPU us/job':>10} {'RSS MiB':>8} {'tree MiB':>8} {'stop s':>6} {'rounds':>6}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    medians: dict[str, tuple[float | None, float | None]] = {}
+    for contender in contenders:
+        if contender.unavailable is not None:
+            print(f"{contender.label:<22} unavailable: {contender.unavailable}")
+            continue
+        mine = [run for run in runs if run.contender == contender.name]
+        good = [run for run in mine if run.error is None]
+        if not good:
+            reason = mine[0].error.splitlines()[0] if mine and mine[0].error else "no round run"
+            print(f"{contender.label:<22} unavailable: {reason}")
+            continue
+        drain = _median([run.drain_rate for run in good])
+        spawn = _median([run.spawn_rate for run in good])
+        medians[contender.name] = (drain, spawn)
+        rss = _median([None if run.rss_kib is None else run.rss_kib / 1024 for run in good])
+        tree = _median([None if run.tree_kib is None else run.tree_kib / 1024 for run in good])
+        print(
+            f"{contender.label:<22} {_fmt(drain, ',.0f'):>12} {_fmt(spawn, ',.0f'):>12} "
+            f"{_fmt(_median([run.startup for run in good]), '.2f'):>9} "
+            f"{_fmt(_median([run.cpu_us for run in good]), ',.0f'):>10} "
+            f"{_fmt(rss, '.1f'):>8} {_fmt(tree, '.1f'):>8} "
+            f"{_fmt(_median([run.stop_seconds for run in good]), '.2f'):>5}"
+            f"{'*' if any(run.killed for run in good) else ' '} "
+            f"{len(good)}/{rounds:<4}"
+        )
+    print()
+    if any(run.killed for run in runs):
+        print("* killed: did not exit within --stop-timeout of SIGTERM\n")
+    ours = medians.get("ours")
+    for contender in contenders:
+        peer = medians.get(contender.name)
+        if contender.name == "ours" or ours is None or peer is None:
+            continue
+        ratios = [
+            f"{kind} x{mine / theirs:.2f}"
+            for kind, mine, theirs in zip(("drain", "spawn"), ours, peer, strict=True)
+            if mine is not None and theirs
+        ]
+        print(f"ours / {contender.label}: {', '.join(ratios)}")
+    failed = [run for run in runs if run.error is not None]
+    for run in failed:
+        print(f"round {run.round} {LABELS[run.contender]}: {run.error}")
+
+
+def print_profile(path: str) -> None:
+    import pstats
+
+    for key in ("tottime", "cumulative"):
+        print(f"\n-- ours under cProfile, by {key} ({path}) --")
+        stream = io.StringIO()
+        stats = pstats.Stats(path, stream=stream)
+        stats.sort_stats(key).print_stats(30)
+        print(stream.getvalue().split("\n", 6)[-1].rstrip())
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per run (20000)")
+    parser.add_argument("--concurrency", type=int, default=20, help="per worker (20)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (3)")
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help=f"comma-separated, of {', '.join(CONTENDERS)} (all)",
+    )
+    parser.add_argument("--timeout", type=float, default=120.0, help="to drain, s (120)")
+    parser.add_argument("--stop-timeout", type=float, default=20.0, help="per stop step (20)")
+    parser.add_argument("--poll", type=float, default=0.05, help="INFO interval, s (0.05)")
+    parser.add_argument("--url", help="an existing server (it is FLUSHed!); default: our own")
+    parser.add_argument("--node-modules", type=Path, help="where faktory-worker is installed")
+    parser.add_argument("--profile", metavar="FILE", help="run only ours, under cProfile")
+    parser.add_argument("--worker", choices=sorted(_CHILDREN), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.contenders.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(CONTENDERS))
+    if unknown:
+        parser.error(f"unknown contenders: {', '.join(unknown)}")
+    if args.profile:
+        names = ["ours"]
+    if args.jobs < 1 or args.concurrency < 1 or args.rounds < 1:
+        parser.error("--jobs, --concurrency and --rounds must be positive")
+    args.names = names
+    return args
+
+
+@contextlib.contextmanager
+def _server(url: str | None) -> Iterator[str]:
+    if url is not None:
+        yield url
+        return
+    from tests.support.server import FaktoryServer
+
+    with FaktoryServer().start() as server:
+        yield server.url
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the clean-ups finish
+    raise _Terminated  # unwinds through the clean-ups
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.worker:
+        logging.basicConfig(level=logging.WARNING)
+        return _CHILDREN[args.worker]()
+    signal.signal(signal.SIGTERM, _terminated)
+    settings = Settings(
+        args.jobs, args.concurrency, args.timeout, args.stop_timeout, args.poll, args.profile
+    )
+    contenders = make_contenders(args.names, args.node_modules)
+    runs: list[Run] = []
+    try:
+        _rounds(args, settings, contenders, runs)
+    except (KeyboardInterrupt, _Terminated):
+        print("interrupted: the workers and the server are stopped", file=sys.stderr)
+        report(contenders, runs, args.rounds)
+        return 130
+    report(contenders, runs, args.rounds)
+    if args.profile:
+        print_profile(args.profile)
+    return 0
+
+
+def _rounds(
+    args: argparse.Namespace,
+    settings: Settings,
+    contenders: Sequence[Contender],
+    runs: list[Run],
+) -> None:
+    available = [contender for contender in contenders if contender.unavailable is None]
+    with _server(args.url) as url:
+        admin = Admin(url)
+        try:
+            server = admin.info()["server"]
+            print(
+                f"{args.jobs:,} no-op jobs, concurrency {args.concurrency}, {args.rounds} "
+                f"round(s); Faktory {server.get('faktory_version')}, {os.cpu_count()} CPUs, "
+                f"Python {sys.version.split()[0]}"
+            )
+            for contender in contenders:
+                state = contender.unavailable and f"unavailable: {contender.unavailable}"
+                print(f"  {contender.label:<22} {state or contender.version}")
+            for rnd in range(1, args.rounds + 1):
+                shift = (rnd - 1) % max(len(available), 1)
+                for contender in available[shift:] + available[:shift]:
+                    run = measure(admin, url, contender, settings, rnd)
+                    runs.append(run)
+                    print(f"round {rnd} {contender.label:<22} {_describe(run)}", flush=True)
+        finally:
+            admin.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

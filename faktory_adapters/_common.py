@@ -1,0 +1,194 @@
+"""What every adapter shares and that needs no runtime: errors, the world's facts the core
+asks for (ids, memory, the environment, TLS), and turning exceptions into FAIL reports.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import queue
+import secrets
+import socket
+import ssl
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from faktory_core import JobError, ServerURL
+
+__all__ = [
+    "AuthenticationError",
+    "DaemonThreadPool",
+    "FaktoryError",
+    "JobAborted",
+    "ServerReplyError",
+    "job_error",
+    "logger",
+    "new_jid",
+    "new_wid",
+    "resolve_url",
+    "rss_kb",
+    "tls_context",
+]
+
+#: Every log line of the library goes through this logger (or its children); none is configured.
+logger: Final = logging.getLogger("faktory")
+
+# The server keeps at most 50 backtrace lines.
+_MAX_BACKTRACE: Final = 50
+
+
+class FaktoryError(Exception):
+    """Base class of the adapters' errors."""
+
+
+class ServerReplyError(FaktoryError):
+    """The server answered a command with ``-CODE message``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code} {message}")
+        self.code = code
+        self.message = message
+
+
+class AuthenticationError(FaktoryError):
+    """The server refused our password (or needs one and none was given)."""
+
+
+class JobAborted(BaseException):
+    """Raised inside a job the worker aborted (shutdown timeout, second stop, time limit).
+
+    It derives from BaseException, like ``asyncio.CancelledError``, so ``except Exception``
+    in a handler does not swallow it. The job was already FAILed when it was raised.
+    """
+
+    def __init__(self, reason: str = "aborted") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def new_jid() -> str:
+    """A random job id: 16 URL-safe characters (96 bits), as the Go client makes them."""
+    return secrets.token_urlsafe(12)
+
+
+def new_wid() -> str:
+    """A random worker id for this process."""
+    return secrets.token_hex(8)
+
+
+def resolve_url(url: str | ServerURL | None, env: Mapping[str, str] | None = None) -> ServerURL:
+    """The server address: the argument, else FAKTORY_PROVIDER / FAKTORY_URL, else localhost."""
+    if isinstance(url, ServerURL):
+        return url
+    if url is not None:
+        return ServerURL.parse(url)
+    return ServerURL.from_env(os.environ if env is None else env)
+
+
+def tls_context(*, cafile: str | None = None, verify: bool = True) -> ssl.SSLContext:
+    """A client TLS context: certificates and host names verified unless ``verify`` is False."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def rss_kb() -> int | None:
+    """This process's resident memory in KiB (Linux), for the heartbeat; None if unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def job_error(error: BaseException, backtrace: int | None = None) -> JobError:
+    """The FAIL report of an exception: its type, its message and its traceback lines."""
+    lines = traceback.format_exception(error)
+    limit = _MAX_BACKTRACE if backtrace is None else max(0, min(backtrace, _MAX_BACKTRACE))
+    kept = [line.rstrip("\n") for line in lines if line.strip()][-limit:] if limit else []
+    message = str(error) or type(error).__name__
+    return JobError(errtype=type(error).__name__, message=message, backtrace=tuple(kept))
+
+
+def connect_socket(url: ServerURL, *, timeout: float, ssl_context: Any = None) -> socket.socket:
+    """A blocking socket connected to the server (wrapped in TLS for ``tcp+tls://``)."""
+    sock = socket.create_connection((url.host, url.port), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if url.tls:
+            context = ssl_context if ssl_context is not None else tls_context()
+            sock = context.wrap_socket(sock, server_hostname=url.host)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class DaemonThreadPool(concurrent.futures.Executor):
+    """A thread pool whose threads never keep the process alive.
+
+    ``concurrent.futures.ThreadPoolExecutor`` joins its threads at interpreter exit, so one
+    job that never returns would hang a worker that is done. Here the threads are daemons: a
+    job still running when the worker exits is abandoned (it was already FAILed).
+    """
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        self._max_workers = max_workers
+        self._name = name
+        self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("the pool is shut down")
+            self._queue.put((future, fn, args, kwargs))
+            if self._idle == 0 and len(self._threads) < self._max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            elif self._idle > 0:
+                self._idle -= 1  # an idle thread takes it
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as error:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+            del item, future, fn, args, kwargs
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()

@@ -1,0 +1,944 @@
+"""The asyncio adapter: a Faktory :class:`Client` and :class:`Worker` on an event loop.
+
+The worker is a thin driver of :class:`faktory_core.Worker`: it moves bytes with asyncio
+protocols, reads ``loop.time()``, sleeps until the machine's next deadline, runs jobs as tasks,
+and maps the machine's abort onto task cancellation. The heartbeat beats from a thread of its
+own, so a handler that blocks the loop cannot get the worker reaped.
+
+Inside a handler, :func:`current_job` returns the :class:`JobContext`: the job and its
+:class:`AbortSignal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import os
+import random
+import signal
+import socket
+import ssl
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, Self, TypeAlias, TypeVar
+
+import faktory_core as core
+from faktory_core import (
+    AbortJob,
+    Action,
+    Close,
+    Connect,
+    ConnectionLost,
+    ConnectionMade,
+    DataReceived,
+    Exit,
+    Job,
+    JobError,
+    JobFinished,
+    MachineInput,
+    Notice,
+    Phase,
+    PhaseChanged,
+    QuietRequested,
+    ServerSignal,
+    Start,
+    StartJob,
+    StopRequested,
+    TimerFired,
+    WorkerState,
+    Write,
+)
+
+from ._common import (
+    AuthenticationError,
+    DaemonThreadPool,
+    FaktoryError,
+    JobAborted,
+    ServerReplyError,
+    job_error,
+    logger,
+    new_jid,
+    new_wid,
+    resolve_url,
+    tls_context,
+)
+from ._heartbeat import HeartbeatThread
+
+__all__ = [
+    "AbortSignal",
+    "AuthenticationError",
+    "Client",
+    "FaktoryError",
+    "InvalidJobError",
+    "JobAborted",
+    "JobContext",
+    "ServerReplyError",
+    "Worker",
+    "current_job",
+]
+
+Handler: TypeAlias = Callable[..., Any]
+Hook: TypeAlias = Callable[[], Any]
+Middleware: TypeAlias = Callable[["JobContext", Callable[[], Awaitable[None]]], Awaitable[None]]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_log: Final = logger.getChild("worker")
+_CURRENT: Final[contextvars.ContextVar[JobContext]] = contextvars.ContextVar("faktory_job")
+
+# Guards the lazy creation of AbortSignal's threading.Event against a concurrent abort.
+_EVENT_LOCK: Final = threading.Lock()
+
+# After Exit, how long the heartbeat gets to send its END.
+_HEARTBEAT_END_TIMEOUT: Final = 5.0
+
+
+class AbortSignal:
+    """Set when the worker aborts the job: a flag, a reason, and waits for both runtimes.
+
+    Coroutines ``await signal.wait()``; a plain function running in a thread polls
+    ``signal.is_set`` or calls ``signal.wait_blocking(timeout)``.
+    """
+
+    __slots__ = ("_event", "_reason", "_thread_event")
+
+    def __init__(self) -> None:
+        # Made on first use: most jobs never wait for their abort.
+        self._event: asyncio.Event | None = None
+        self._thread_event: threading.Event | None = None
+        self._reason: str | None = None
+
+    @property
+    def is_set(self) -> bool:
+        """True once the job has been aborted."""
+        return self._reason is not None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the job was aborted (the FAIL message), or None."""
+        return self._reason
+
+    async def wait(self) -> str:
+        """Wait until the job is aborted; return the reason."""
+        if self._reason is None:
+            if self._event is None:
+                self._event = asyncio.Event()
+            await self._event.wait()
+        assert self._reason is not None
+        return self._reason
+
+    def wait_blocking(self, timeout: float | None = None) -> bool:
+        """From a thread: wait up to ``timeout`` s for the abort; True if it came."""
+        if self._reason is None:
+            with _EVENT_LOCK:  # the loop thread may be setting it right now
+                if self._thread_event is None:
+                    self._thread_event = threading.Event()
+                    if self._reason is not None:
+                        self._thread_event.set()
+            self._thread_event.wait(timeout)
+        return self._reason is not None
+
+    def _set(self, reason: str) -> None:
+        with _EVENT_LOCK:
+            self._reason = reason
+            if self._thread_event is not None:
+                self._thread_event.set()
+        if self._event is not None:
+            self._event.set()
+
+
+class JobContext:
+    """The running job, its abort signal, and the worker running it."""
+
+    __slots__ = ("_thread", "abort", "job", "worker")
+
+    def __init__(self, job: Job, worker: Worker) -> None:
+        self.job = job
+        self.abort = AbortSignal()
+        self.worker = worker
+        self._thread: int | None = None  # the thread of a plain-function handler
+
+    def __repr__(self) -> str:
+        return f"<JobContext {self.job.jobtype} {self.job.jid}>"
+
+
+def current_job() -> JobContext:
+    """The context of the job this code runs for; LookupError outside a job."""
+    return _CURRENT.get()
+
+
+class _RunningJob:
+    __slots__ = ("context", "coroutine", "task")
+
+    def __init__(self, context: JobContext, task: asyncio.Task[Any], coroutine: bool) -> None:
+        self.context = context
+        self.task = task
+        self.coroutine = coroutine
+
+
+class _LinkProtocol(asyncio.Protocol):
+    """Feeds one link's socket events to the worker."""
+
+    def __init__(self, driver: _Driver, link: int) -> None:
+        self._worker = driver
+        self._link = link
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._worker.transports[self._link] = transport
+        self._worker.feed(ConnectionMade(link=self._link))
+
+    def data_received(self, data: bytes) -> None:
+        self._worker.feed(DataReceived(link=self._link, data=data))
+
+    def eof_received(self) -> bool:
+        self._worker.feed(DataReceived(link=self._link, data=b""))
+        return False
+
+    def connection_lost(self, error: Exception | None) -> None:
+        transports = self._worker.transports
+        if transports.get(self._link) is self._transport:  # not one we closed ourselves
+            del transports[self._link]
+            reason = f"connection lost: {error}" if error else "connection closed"
+            self._worker.feed(ConnectionLost(link=self._link, reason=reason))
+
+
+class Worker:
+    """Fetches jobs from Faktory and runs them on the event loop.
+
+    ``queues`` is a list in strict priority order or a ``{name: weight}`` mapping. Times are
+    in seconds. Register handlers with :meth:`register` (or use it as a decorator), then call
+    :meth:`run` (owns a new loop and the signals) or ``await`` :meth:`serve`.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | core.ServerURL | None = None,
+        queues: Sequence[str] | Mapping[str, int] = ("default",),
+        concurrency: int = 10,
+        shutdown_timeout: float = 25.0,
+        abort_grace: float = 3.0,
+        heartbeat_interval: float = 15.0,
+        labels: Iterable[str] = ("python", "asyncio"),
+        job_time_limit: float | None = None,
+        time_limits: Mapping[str, float] | None = None,
+        wid: str | None = None,
+        connect_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self._url = resolve_url(url)
+        self._options: dict[str, Any] = {
+            "queues": queues,
+            "concurrency": concurrency,
+            "shutdown_timeout": shutdown_timeout,
+            "abort_grace": abort_grace,
+            "heartbeat_interval": heartbeat_interval,
+            "labels": tuple(labels),
+            "job_time_limit": job_time_limit,
+            "time_limits": dict(time_limits or {}),
+        }
+        self.wid = wid or new_wid()
+        self._handlers: dict[str, Handler] = {}
+        self._make_config()  # check the options now, not when serving starts
+        self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
+        if self._url.tls and ssl_context is None:
+            self._ssl_context = tls_context()
+        self._random = random.Random(seed)
+        self._middleware: list[Middleware] = []
+        self._hooks: dict[str, list[Hook]] = {"startup": [], "quiet": [], "shutdown": []}
+        self._driver: _Driver | None = None
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def register(self, jobtype: str, handler: Handler | None = None) -> Any:
+        """Run ``handler(*args)`` for jobs of ``jobtype``; without a handler, a decorator.
+
+        ``async def`` handlers run as tasks on the loop; plain functions run in a thread.
+        """
+        if handler is None:
+            return functools.partial(self.register, jobtype)
+        if not isinstance(jobtype, str) or not jobtype:
+            raise ValueError("a job type must be a non-empty string")
+        if jobtype in self._handlers:
+            raise ValueError(f"a handler is already registered for {jobtype!r}")
+        if not callable(handler):
+            raise TypeError(f"the handler of {jobtype!r} is not callable")
+        self._handlers[jobtype] = handler
+        return handler
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Wrap every job: ``async def middleware(context, call_next)``; awaits ``call_next()``."""
+        self._middleware.append(middleware)
+        return middleware
+
+    def on_startup(self, hook: _F) -> _F:
+        """Run ``hook`` (sync or async) before the first FETCH."""
+        self._hooks["startup"].append(hook)
+        return hook
+
+    def on_quiet(self, hook: _F) -> _F:
+        """Run ``hook`` when the worker stops fetching (quiet, or the start of a stop)."""
+        self._hooks["quiet"].append(hook)
+        return hook
+
+    def on_shutdown(self, hook: _F) -> _F:
+        """Run ``hook`` once the worker is done, before :meth:`serve` returns."""
+        self._hooks["shutdown"].append(hook)
+        return hook
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run on a new event loop until stopped; TERM/INT stop, TSTP quiets, TTIN dumps.
+
+        Returns the exit code: 0 after a clean stop, 1 when jobs had to be aborted.
+        """
+        loop = asyncio.new_event_loop()
+        handlers = {
+            signal.SIGTERM: lambda: self._signal(StopRequested(source="SIGTERM")),
+            signal.SIGINT: lambda: self._signal(StopRequested(source="SIGINT")),
+            signal.SIGTSTP: lambda: self._signal(QuietRequested(source="SIGTSTP")),
+            signal.SIGTTIN: self.dump_jobs,
+        }
+        try:
+            for signum, handler in handlers.items():
+                loop.add_signal_handler(signum, handler)
+            return loop.run_until_complete(self.serve())
+        finally:
+            for signum in handlers:
+                loop.remove_signal_handler(signum)
+            # Tasks still running ignored their abort and were FAILed: they are not awaited.
+            loop.close()
+
+    async def serve(self) -> int:
+        """Run on the current loop until stopped; return the exit code.
+
+        Signals are the application's: call :meth:`stop` and :meth:`quiet`. Cancelling this
+        coroutine aborts the running jobs at once, FAILs them, and re-raises the cancellation.
+        """
+        if self._driver is not None:
+            raise RuntimeError("this worker is already serving")
+        driver = self._driver = _Driver(self, asyncio.get_running_loop(), self._make_config())
+        return await driver.serve()
+
+    def _signal(self, event: MachineInput) -> None:
+        if self._driver is not None:
+            self._driver.feed(event)
+
+    def quiet(self) -> None:
+        """Stop fetching; running jobs finish. Safe to call from any thread."""
+        self._post(QuietRequested(source="api"))
+
+    def stop(self) -> None:
+        """Stop: quiet, then abort what still runs after the shutdown timeout; a second call
+        aborts at once. Safe to call from any thread."""
+        self._post(StopRequested(source="api"))
+
+    def dump_jobs(self) -> None:
+        """Log every running job and its stack (TTIN)."""
+        if self._driver is not None:
+            self._driver.dump_jobs()
+
+    def _make_config(self) -> core.WorkerConfig:
+        return core.WorkerConfig(
+            wid=self.wid,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            username=self._url.username,
+            password=self._url.password,
+            jobtypes=frozenset(self._handlers) or None,
+            **self._options,
+        )
+
+    async def _run_hooks(self, kind: str) -> None:
+        for hook in self._hooks[kind]:
+            try:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                _log.exception("the %s hook %r failed", kind, hook)
+
+    def _post(self, event: MachineInput) -> None:
+        driver = self._driver
+        if driver is None:
+            raise RuntimeError("the worker is not serving")
+        driver.loop.call_soon_threadsafe(driver.feed, event)
+
+
+class _Driver:
+    """One run of a worker: the machine, its links, its jobs, its timer and its heartbeat."""
+
+    def __init__(
+        self, worker: Worker, loop: asyncio.AbstractEventLoop, config: core.WorkerConfig
+    ) -> None:
+        self.worker = worker
+        self.loop = loop
+        self.config = config
+        self.machine = core.Worker(config, random=worker._random.random)
+        self.transports: dict[int, asyncio.Transport] = {}
+        self._connecting: dict[int, asyncio.Task[None]] = {}
+        self._jobs: dict[str, _RunningJob] = {}
+        self._inbox: deque[MachineInput] = deque()
+        self._feeding = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._quiet_hooks_ran = False
+        self._exit: asyncio.Future[int] = loop.create_future()
+        self._executor = DaemonThreadPool(config.concurrency, "faktory-job")
+        self._heartbeat = HeartbeatThread(
+            config,
+            worker._url,
+            on_server_state=self._from_heartbeat,
+            random=worker._random.random,
+            ssl_context=worker._ssl_context,
+            connect_timeout=worker._connect_timeout,
+        )
+
+    async def serve(self) -> int:
+        worker, config = self.worker, self.config
+        await worker._run_hooks("startup")
+        _log.info(
+            "worker %s starting: %s, concurrency %d", worker.wid, worker._url, config.concurrency
+        )
+        self._heartbeat.start()
+        self.feed(Start())
+        try:
+            code = await asyncio.shield(self._exit)
+        except asyncio.CancelledError:
+            # Not our cancellation: abort now, FAIL what runs, end cleanly, then pass it on.
+            self.feed(StopRequested(source="cancelled"))
+            if self.machine.phase is Phase.STOPPING:
+                self.feed(StopRequested(source="cancelled"))
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exit), config.abort_grace + 5.0)
+            finally:
+                await self._finish()
+            raise
+        await self._finish()
+        _log.info("worker %s exiting with code %d", worker.wid, code)
+        return code
+
+    def dump_jobs(self) -> None:
+        frames = sys._current_frames()
+        for running in list(self._jobs.values()):
+            context = running.context
+            if running.coroutine:
+                stack = "".join(traceback.format_list(_task_stack(running.task)))
+            else:
+                frame = frames.get(context._thread or -1)
+                stack = "".join(traceback.format_stack(frame)) if frame else "(not started)\n"
+            _log.warning("running %s %s\n%s", context.job.jobtype, context.job.jid, stack)
+
+    def _from_heartbeat(self, state: WorkerState) -> None:
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.feed, ServerSignal(state=state))
+
+    def feed(self, event: MachineInput) -> None:
+        """Give the machine an input and carry out its actions (never re-entered)."""
+        self._inbox.append(event)
+        if self._feeding:
+            return
+        self._feeding = True
+        try:
+            machine, time = self.machine, self.loop.time
+            while self._inbox:
+                if machine.phase is Phase.EXITED:
+                    self._inbox.clear()
+                    break
+                for action in machine.handle(self._inbox.popleft(), time()):
+                    _ACTIONS[type(action)](self, action)
+            self._arm_timer()
+        finally:
+            self._feeding = False
+
+    def _arm_timer(self) -> None:
+        # Most inputs push the next deadline later (each FETCH moves its reply timeout), so
+        # the timer is only moved earlier; when it fires early, the machine does nothing and
+        # the timer is armed again. That saves a timer per job.
+        deadline = self.machine.next_deadline
+        if deadline is None or (self._timer_at is not None and deadline >= self._timer_at):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        self.feed(TimerFired())
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _write(self, action: Write) -> None:
+        transport = self.transports.get(action.link)
+        if transport is not None:
+            transport.write(action.data)
+
+    def _connect(self, action: Connect) -> None:
+        self._connecting[action.link] = self.loop.create_task(self._open(action.link))
+
+    async def _open(self, link: int) -> None:
+        url, context = self.worker._url, self.worker._ssl_context
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: _LinkProtocol(self, link),
+                    url.host,
+                    url.port,
+                    ssl=context if url.tls else None,
+                    server_hostname=url.host if url.tls else None,
+                ),
+                self.worker._connect_timeout,
+            )
+        except (OSError, TimeoutError) as error:
+            self._connecting.pop(link, None)
+            self.feed(ConnectionLost(link=link, reason=f"cannot connect to {url}: {error!r}"))
+        else:
+            self._connecting.pop(link, None)
+
+    def _close(self, action: Close) -> None:
+        transport = self.transports.pop(action.link, None)
+        if transport is not None:
+            transport.close()
+        connecting = self._connecting.pop(action.link, None)
+        if connecting is not None:
+            connecting.cancel()
+
+    def _start_job(self, action: StartJob) -> None:
+        job = action.job
+        handler = self.worker._handlers[job.jobtype]  # the machine FAILs unknown types itself
+        context = JobContext(job, self.worker)
+        coroutine = inspect.iscoroutinefunction(handler)
+        task = self.loop.create_task(self._perform(context, handler, coroutine))
+        self._jobs[job.jid] = _RunningJob(context, task, coroutine)
+        task.add_done_callback(functools.partial(self._job_done, job.jid))
+
+    def _abort(self, action: AbortJob) -> None:
+        running = self._jobs.get(action.jid)
+        if running is None:
+            return
+        job = running.context.job
+        _log.warning("aborting %s %s: %s", job.jobtype, action.jid, action.message)
+        running.context.abort._set(action.message)
+        if running.coroutine:
+            running.task.cancel(action.message)
+        # A plain function in a thread cannot be interrupted: it gets the signal only.
+
+    def _phase_changed(self, action: PhaseChanged) -> None:
+        _log.info("worker %s: %s (%s)", self.worker.wid, action.phase.value, action.trigger.value)
+        self._heartbeat.report_phase(action.phase)
+        if action.phase in (Phase.QUIET, Phase.STOPPING) and not self._quiet_hooks_ran:
+            self._quiet_hooks_ran = True
+            self.loop.create_task(self.worker._run_hooks("quiet"))
+
+    def _notice(self, action: Notice) -> None:
+        _log.warning("%s", action.message)
+
+    def _exited(self, action: Exit) -> None:
+        if not self._exit.done():
+            self._exit.set_result(action.code)
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    async def _perform(self, context: JobContext, handler: Handler, coroutine: bool) -> Any:
+        token = _CURRENT.set(context)
+        try:
+            await self._call(context, handler, coroutine, 0)
+        except asyncio.CancelledError:
+            if context.abort.is_set:
+                return None  # ours: the job was FAILed when it was aborted
+            raise  # not ours: never swallowed
+        except BaseException as error:  # a job's failure, whatever it raised
+            return job_error(error, context.job.backtrace)
+        finally:
+            _CURRENT.reset(token)
+        return None
+
+    async def _call(
+        self, context: JobContext, handler: Handler, coroutine: bool, depth: int
+    ) -> None:
+        middleware = self.worker._middleware
+        if depth < len(middleware):
+            await middleware[depth](
+                context, lambda: self._call(context, handler, coroutine, depth + 1)
+            )
+        elif coroutine:
+            await handler(*context.job.args)
+        else:
+            run = contextvars.copy_context().run
+            await self.loop.run_in_executor(self._executor, run, _in_thread, context, handler)
+
+    def _job_done(self, jid: str, task: asyncio.Task[Any]) -> None:
+        self._jobs.pop(jid, None)
+        if task.cancelled():
+            error: JobError | None = JobError(
+                errtype="CancelledError", message="the job's task was cancelled from outside"
+            )
+        else:
+            failure = task.exception()
+            error = task.result() if failure is None else job_error(failure)
+        self.feed(JobFinished(jid=jid, error=error))
+
+    async def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for transport in self.transports.values():
+            transport.close()
+        for connecting in self._connecting.values():
+            connecting.cancel()
+        self._executor.shutdown(wait=False)
+        finished = await self.loop.run_in_executor(
+            None, self._heartbeat.finish, _HEARTBEAT_END_TIMEOUT
+        )
+        if not finished:
+            _log.warning("the heartbeat did not end within %g s", _HEARTBEAT_END_TIMEOUT)
+        await self.worker._run_hooks("shutdown")
+
+
+def _in_thread(context: JobContext, handler: Handler) -> None:
+    context._thread = threading.get_ident()
+    handler(*context.job.args)
+
+
+def _task_stack(task: asyncio.Task[Any]) -> traceback.StackSummary:
+    return traceback.StackSummary.extract((frame, frame.f_lineno) for frame in task.get_stack())
+
+
+_ACTIONS: Final[dict[type[Action], Callable[[_Driver, Any], None]]] = {
+    Write: _Driver._write,
+    Connect: _Driver._connect,
+    Close: _Driver._close,
+    StartJob: _Driver._start_job,
+    AbortJob: _Driver._abort,
+    PhaseChanged: _Driver._phase_changed,
+    Notice: _Driver._notice,
+    Exit: _Driver._exited,
+}
+
+
+# -- the client -------------------------------------------------------------------------------
+
+
+_E = TypeVar("_E", bound=core.Event)
+
+#: A FETCH waits up to ~2 s on the server; a client that gave up sooner would leave the job
+#: it hands out reserved for a connection nobody reads. So fetch() waits at least this long.
+FETCH_TIMEOUT_FLOOR: Final = 5.0
+
+
+def _expect(event: core.Event, kind: type[_E]) -> _E:
+    if not isinstance(event, kind):
+        raise FaktoryError(f"unexpected reply {event!r}")
+    return event
+
+
+class InvalidJobError(FaktoryError):
+    """FETCH handed out a job that cannot be built; FAIL it by ``jid`` (when known)."""
+
+    def __init__(self, reason: str, jid: str | None, payload: bytes) -> None:
+        super().__init__(f"the server handed out an invalid job: {reason}")
+        self.jid = jid
+        self.payload = payload
+
+
+class Client:
+    """A producer and admin client: push jobs, inspect and manage the server.
+
+    Connections are opened on demand and kept in a small pool (``pool_size``); each command
+    must complete within ``timeout`` s, or its connection is closed and TimeoutError raised.
+    Server errors raise :class:`ServerReplyError`. Use it as ``async with Client() as client``.
+    """
+
+    def __init__(
+        self,
+        url: str | core.ServerURL | None = None,
+        *,
+        pool_size: int = 4,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+        jid_factory: Callable[[], str] = new_jid,
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self._url = resolve_url(url)
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
+        if self._url.tls and ssl_context is None:
+            self._ssl_context = tls_context()
+        self._jid_factory = jid_factory
+        self._idle: list[_ClientConnection] = []
+        self._slots = asyncio.Semaphore(pool_size)
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Send END on every idle connection and close them."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.end()
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def job(self, jobtype: str, args: Iterable[Any] = (), **options: Any) -> Job:
+        """A new job with a fresh jid; ``options`` are Job fields (queue, retry, at, ...)."""
+        return Job.create(jobtype, args, jid_factory=self._jid_factory, **options)
+
+    async def push(self, job: Job | str, args: Iterable[Any] = (), **options: Any) -> str:
+        """Push a job (a :class:`Job`, or a job type with its args and options); return jid."""
+        if isinstance(job, str):
+            job = self.job(job, args, **options)
+        elif args or options:
+            raise TypeError("push(job) takes no args or options: they are the Job's fields")
+        await self._ok(core.Push(job=job))
+        return job.jid
+
+    async def push_bulk(self, jobs: Iterable[Job]) -> dict[str, str]:
+        """Push many jobs in one command (server 1.6+); return {jid: error} of those refused."""
+        event = _expect(await self.request(core.PushBulk(jobs=tuple(jobs))), core.BulkPushed)
+        return event.errors
+
+    async def fetch(self, *queues: str) -> Job | None:
+        """Fetch one job (blocks up to ~2 s on the server); None when there is none.
+
+        It waits at least ``FETCH_TIMEOUT_FLOOR`` s whatever ``timeout`` says: giving up
+        sooner would leave the job the server hands out reserved for nobody.
+        """
+        timeout = max(self._timeout, FETCH_TIMEOUT_FLOOR)
+        event = await self.request(core.Fetch(queues=queues), timeout=timeout)
+        if isinstance(event, core.InvalidJobFetched):
+            raise InvalidJobError(event.reason, event.jid, event.payload)
+        return _expect(event, core.Fetched).job
+
+    async def ack(self, jid: str) -> None:
+        """Acknowledge a fetched job."""
+        await self._ok(core.Ack(jid=jid))
+
+    async def fail(
+        self, jid: str, errtype: str, message: str, backtrace: Iterable[str] = ()
+    ) -> None:
+        """Report a fetched job as failed."""
+        await self._ok(
+            core.Fail(jid=jid, errtype=errtype, message=message, backtrace=tuple(backtrace))
+        )
+
+    # -- administration -----------------------------------------------------------------------
+
+    async def info(self) -> dict[str, Any]:
+        """The server's statistics (INFO)."""
+        event = _expect(await self.request(core.Info()), core.InfoReply)
+        return event.info
+
+    async def flush(self) -> None:
+        """Delete every job, queue and counter on the server."""
+        await self._ok(core.Flush())
+
+    async def mutate(
+        self,
+        operation: str | core.MutateOperation,
+        target: str | core.MutateTarget,
+        *,
+        jids: Iterable[str] = (),
+        pattern: str | None = None,
+        jobtype: str | None = None,
+    ) -> None:
+        """MUTATE the retries, scheduled or dead set (clear, kill, discard, requeue)."""
+        await self._ok(
+            core.Mutate(
+                operation=operation,
+                target=target,
+                jids=tuple(jids),
+                pattern=pattern,
+                jobtype=jobtype,
+            )
+        )
+
+    async def pause_queues(self, *queues: str) -> None:
+        """FETCH skips these queues until resumed (``"*"`` for all)."""
+        await self._ok(core.QueuePause(queues=queues))
+
+    async def resume_queues(self, *queues: str) -> None:
+        """Undo :meth:`pause_queues`."""
+        await self._ok(core.QueueResume(queues=queues))
+
+    async def remove_queues(self, *queues: str) -> None:
+        """Delete these queues and every job waiting in them."""
+        await self._ok(core.QueueRemove(queues=queues))
+
+    async def queue_latency(self, *queues: str) -> dict[str, float]:
+        """Seconds the oldest job of each queue has waited (server 1.9.2+)."""
+        event = _expect(await self.request(core.QueueLatency(queues=queues)), core.LatencyReply)
+        return event.latencies
+
+    # -- Enterprise -----------------------------------------------------------------------
+
+    async def batch_new(
+        self,
+        *,
+        success: Job | None = None,
+        complete: Job | None = None,
+        description: str | None = None,
+        parent_bid: str | None = None,
+    ) -> str:
+        """Open a batch (Enterprise); return its id."""
+        command = core.BatchNew(
+            success=success, complete=complete, description=description, parent_bid=parent_bid
+        )
+        event = _expect(await self.request(command), core.BatchIdReply)
+        return event.bid
+
+    async def batch_open(self, bid: str) -> str:
+        """Reopen a batch to add jobs (Enterprise)."""
+        event = _expect(await self.request(core.BatchOpen(bid=bid)), core.BatchIdReply)
+        return event.bid
+
+    async def batch_commit(self, bid: str) -> None:
+        """Every job of the batch is pushed (Enterprise)."""
+        await self._ok(core.BatchCommit(bid=bid))
+
+    async def batch_status(self, bid: str) -> dict[str, Any]:
+        """Counts and callback states of a batch (Enterprise)."""
+        event = _expect(await self.request(core.BatchStatus(bid=bid)), core.StatusReply)
+        return event.status
+
+    async def track_get(self, jid: str) -> dict[str, Any]:
+        """The progress of a tracked job (Enterprise)."""
+        event = _expect(await self.request(core.TrackGet(jid=jid)), core.StatusReply)
+        return event.status
+
+    async def track_set(
+        self,
+        jid: str,
+        *,
+        percent: int | None = None,
+        description: str | None = None,
+        reserve_until: Any = None,
+    ) -> None:
+        """Report a job's progress; ``reserve_until`` extends its reservation (Enterprise)."""
+        await self._ok(
+            core.TrackSet(
+                jid=jid, percent=percent, description=description, reserve_until=reserve_until
+            )
+        )
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def request(self, command: core.Command, *, timeout: float | None = None) -> core.Event:
+        """Send one command and return its reply event; ServerReplyError on ``-ERR``."""
+        if self._closed:
+            raise FaktoryError("the client is closed")
+        async with self._slots:
+            if self._closed:  # closed while this call waited for a connection
+                raise FaktoryError("the client is closed")
+            connection = self._idle.pop() if self._idle else None
+            try:
+                if connection is None:
+                    connection = await asyncio.wait_for(self._open(), self._connect_timeout)
+                event = await asyncio.wait_for(
+                    connection.request(command), self._timeout if timeout is None else timeout
+                )
+            except BaseException:
+                if connection is not None:
+                    connection.abandon()  # its state is unknown: never reuse it
+                raise
+            if self._closed:
+                connection.end()
+            else:
+                self._idle.append(connection)
+        if isinstance(event, core.ServerError):
+            raise ServerReplyError(event.code, event.message)
+        return event
+
+    async def _ok(self, command: core.Command) -> None:
+        _expect(await self.request(command), core.OK)
+
+    async def _open(self) -> _ClientConnection:
+        url = self._url
+        reader, writer = await asyncio.open_connection(
+            url.host,
+            url.port,
+            ssl=self._ssl_context if url.tls else None,
+            server_hostname=url.host if url.tls else None,
+        )
+        connection = _ClientConnection(
+            reader,
+            writer,
+            core.Connection(core.ClientInfo(username=url.username), password=url.password),
+        )
+        try:
+            event = await connection.next_event()
+        except BaseException:  # a timeout or a cancellation: never leak the socket
+            connection.abandon()
+            raise
+        if isinstance(event, core.ServerError):
+            connection.abandon()
+            if "password" in event.message.lower():
+                raise AuthenticationError(
+                    f"{url} refused the password ({event.message})"
+                    + ("" if url.password else ": the URL gives none")
+                )
+            raise ServerReplyError(event.code, event.message)
+        if not isinstance(event, core.Ready):
+            connection.abandon()
+            raise FaktoryError(f"the handshake with {url} failed: {event}")
+        return connection
+
+
+class _ClientConnection:
+    """One pooled connection: a stream pair and the core's protocol state."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: core.Connection
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._protocol = protocol
+
+    async def request(self, command: core.Command) -> core.Event:
+        self._protocol.send(command)
+        return await self.next_event()
+
+    async def next_event(self) -> core.Event:
+        protocol = self._protocol
+        while True:
+            event = protocol.next_event()
+            data = protocol.data_to_send()
+            if data:
+                self._writer.write(data)
+            if event is not core.NEED_DATA:
+                if isinstance(event, core.ConnectionClosed):
+                    raise FaktoryError("the server closed the connection")
+                return event
+            protocol.receive_data(await self._reader.read(65536))
+
+    def end(self) -> None:
+        if self._protocol.state is core.ConnectionState.READY:
+            self._protocol.send(core.End())
+            self._writer.write(self._protocol.data_to_send())
+        self._writer.close()
+
+    def abandon(self) -> None:
+        self._writer.close()

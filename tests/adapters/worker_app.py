@@ -1,0 +1,125 @@
+"""A worker process for the adapter tests: ``python -m tests.adapters.worker_app ...``.
+
+It registers test handlers, runs the worker with real signal handling, and prints one line per
+event on stdout (``started <jid>``, ``cleanup <jid>``, ``phase quiet`` ...), flushed, so a test
+can wait for events instead of sleeping. The faktory log goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import threading
+import time
+from typing import Any
+
+
+def say(*words: object) -> None:
+    print(*words, flush=True)
+
+
+def build_asyncio(options: argparse.Namespace) -> Any:
+    from faktory_adapters.asyncio import Worker, current_job
+
+    worker = Worker(
+        url=options.url,
+        queues=options.queues,
+        concurrency=options.concurrency,
+        shutdown_timeout=options.shutdown_timeout,
+        abort_grace=options.abort_grace,
+        heartbeat_interval=options.heartbeat_interval,
+    )
+
+    @worker.register("Sleep")
+    async def sleep(seconds: float) -> None:
+        jid = current_job().job.jid
+        say("started", jid)
+        await asyncio.sleep(seconds)
+        say("done", jid)
+
+    @worker.register("CleanupOnAbort")
+    async def cleanup_on_abort(seconds: float) -> None:
+        context = current_job()
+        say("started", context.job.jid)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            say("cleanup", context.job.jid, context.abort.reason)
+            raise
+
+    @worker.register("IgnoreAbort")
+    async def ignore_abort(seconds: float) -> None:
+        jid = current_job().job.jid
+        say("started", jid)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.sleep(deadline - time.monotonic())
+            except asyncio.CancelledError:
+                say("ignored", jid)  # and carries on regardless
+
+    @worker.register("BlockLoop")
+    async def block_loop(seconds: float) -> None:
+        jid = current_job().job.jid
+        say("started", jid)
+        time.sleep(seconds)  # blocks the event loop on purpose
+        say("unblocked", jid)
+
+    @worker.register("SyncSleep")
+    def sync_sleep(seconds: float) -> None:
+        context = current_job()
+        say("started", context.job.jid, threading.current_thread().name)
+        aborted = context.abort.wait_blocking(seconds)
+        say("aborted" if aborted else "done", context.job.jid)
+
+    @worker.register("Boom")
+    async def boom(message: str) -> None:
+        raise ValueError(message)
+
+    @worker.on_startup
+    def started() -> None:
+        say("wid", worker.wid)
+
+    @worker.on_quiet
+    def quiet() -> None:
+        say("phase quiet")
+
+    @worker.on_shutdown
+    def shutdown() -> None:
+        say("phase shutdown")
+
+    return worker
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--adapter", default="asyncio", choices=["asyncio"])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--queue", dest="queues", action="append", required=True)
+    parser.add_argument("--concurrency", type=int, default=5)
+    parser.add_argument("--shutdown-timeout", type=float, default=25.0)
+    parser.add_argument("--abort-grace", type=float, default=3.0)
+    parser.add_argument("--heartbeat-interval", type=float, default=15.0)
+    options = parser.parse_args()
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(relativeCreated)6d %(name)s %(message)s"
+    )
+    logging.getLogger("faktory.heartbeat").addHandler(_HeartbeatEcho())
+    worker = build_asyncio(options)
+    code = worker.run()
+    say("exit", code)
+    sys.exit(code)
+
+
+class _HeartbeatEcho(logging.Handler):
+    """Echo what the heartbeat thread hears from the server, to stdout, as it happens."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "asks this worker" in record.getMessage():
+            say("heartbeat", record.getMessage().rsplit(" ", 1)[-1])
+
+
+if __name__ == "__main__":
+    main()
