@@ -356,7 +356,7 @@ class Worker:
             pid=os.getpid(),
             username=self._url.username,
             password=self._url.password,
-            jobtypes=frozenset(self._handlers) or None,
+            jobtypes=frozenset(self._handlers),  # others are FAILed as UnknownJobType
             **self._options,
         )
 

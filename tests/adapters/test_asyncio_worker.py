@@ -255,11 +255,12 @@ def test_heartbeats_go_on_while_a_handler_blocks_the_event_loop(
     assert failure_of(client, queue, jid) is None
 
 
-def test_handler_errors_and_sync_handlers(
+def test_handler_errors_unknown_job_types_and_sync_handlers(
     faktory_server: FaktoryServer, client: BlockingClient, queue: str
 ) -> None:
     boom = push(client, queue, "Boom", "kaboom")
     sync = push(client, queue, "SyncSleep", 0.2)
+    unknown = push(client, queue, "NoSuchJobType")
     with worker(faktory_server, queue) as process:
         words = process.expect("started", sync)
         assert words[2].startswith("faktory-job")  # a thread of the pool, not the loop
@@ -271,3 +272,7 @@ def test_handler_errors_and_sync_handlers(
     assert (failure.errtype, failure.message) == ("ValueError", "kaboom")
     assert any("raise ValueError(message)" in line for line in failure.backtrace)
     assert failure_of(client, queue, sync) is None
+    failure = failure_of(client, queue, unknown)
+    assert failure is not None
+    assert failure.errtype == "UnknownJobType"
+    assert "NoSuchJobType" in (failure.message or "")
