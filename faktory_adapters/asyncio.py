@@ -12,6 +12,7 @@ Inside a handler, :func:`current_job` returns the :class:`JobContext`: the job a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -123,14 +124,14 @@ class AbortSignal:
         """Why the job was aborted (the FAIL message), or None."""
         return self._reason
 
-    async def wait(self) -> str:
-        """Wait until the job is aborted; return the reason."""
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s (None: for ever) for the abort; True if it came."""
         if self._reason is None:
             if self._event is None:
                 self._event = asyncio.Event()
-            await self._event.wait()
-        assert self._reason is not None
-        return self._reason
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout)
+        return self._reason is not None
 
     def wait_blocking(self, timeout: float | None = None) -> bool:
         """From a thread: wait up to ``timeout`` s for the abort; True if it came."""

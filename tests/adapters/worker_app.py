@@ -93,9 +93,93 @@ def build_asyncio(options: argparse.Namespace) -> Any:
     return worker
 
 
+def build_thread(options: argparse.Namespace) -> Any:
+    from faktory_adapters.thread import JobAborted, Worker, current_job
+
+    worker = Worker(
+        url=options.url,
+        queues=options.queues,
+        concurrency=options.concurrency,
+        shutdown_timeout=options.shutdown_timeout,
+        abort_grace=options.abort_grace,
+        heartbeat_interval=options.heartbeat_interval,
+    )
+
+    def nap(seconds: float) -> None:
+        # Short sleeps: the abort exception lands between them, not inside one.
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    @worker.register("Sleep")
+    def sleep(seconds: float) -> None:
+        jid = current_job().job.jid
+        say("started", jid)
+        nap(seconds)
+        say("done", jid)
+
+    @worker.register("CleanupOnAbort")
+    def cleanup_on_abort(seconds: float) -> None:
+        context = current_job()
+        say("started", context.job.jid)
+        try:
+            nap(seconds)
+        except JobAborted:
+            say("cleanup", context.job.jid, context.abort.reason)
+            raise
+
+    @worker.register("IgnoreAbort")
+    def ignore_abort(seconds: float) -> None:
+        jid = current_job().job.jid
+        say("started", jid)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                nap(deadline - time.monotonic())
+            except JobAborted:
+                say("ignored", jid)  # and carries on regardless
+
+    @worker.register("BlockLoop")
+    def block_loop(seconds: float) -> None:
+        jid = current_job().job.jid
+        say("started", jid)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:  # pure Python, holding the GIL as much as it can
+            pass
+        say("unblocked", jid)
+
+    @worker.register("SyncSleep")
+    def sync_sleep(seconds: float) -> None:
+        context = current_job()
+        say("started", context.job.jid, threading.current_thread().name)
+        aborted = context.abort.wait(seconds)
+        say("aborted" if aborted else "done", context.job.jid)
+
+    @worker.register("Boom")
+    def boom(message: str) -> None:
+        raise ValueError(message)
+
+    @worker.on_startup
+    def started() -> None:
+        say("wid", worker.wid)
+
+    @worker.on_quiet
+    def quiet() -> None:
+        say("phase quiet")
+
+    @worker.on_shutdown
+    def shutdown() -> None:
+        say("phase shutdown")
+
+    return worker
+
+
+BUILDERS = {"asyncio": build_asyncio, "thread": build_thread}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--adapter", default="asyncio", choices=["asyncio"])
+    parser.add_argument("--adapter", default="asyncio", choices=sorted(BUILDERS))
     parser.add_argument("--url", required=True)
     parser.add_argument("--queue", dest="queues", action="append", required=True)
     parser.add_argument("--concurrency", type=int, default=5)
@@ -107,7 +191,7 @@ def main() -> None:
         stream=sys.stderr, level=logging.INFO, format="%(relativeCreated)6d %(name)s %(message)s"
     )
     logging.getLogger("faktory.heartbeat").addHandler(_HeartbeatEcho())
-    worker = build_asyncio(options)
+    worker = BUILDERS[options.adapter](options)
     code = worker.run()
     say("exit", code)
     sys.exit(code)

@@ -1,0 +1,547 @@
+"""The thread adapter: a Faktory :class:`Worker` on OS threads, with blocking sockets.
+
+One thread (the caller's, in :meth:`Worker.run`) moves the bytes of every job link with
+``selectors`` and drives :class:`faktory_core.Worker`; jobs run on a pool of ``concurrency``
+daemon threads; the heartbeat beats from a thread of its own.
+
+Abort: the job's :class:`AbortSignal` is set and, unless ``raise_in_job=False``,
+:class:`JobAborted` is raised inside the job's thread (``PyThreadState_SetAsyncExc``). That
+exception lands only while the thread runs Python bytecode (not inside a blocking C call such
+as ``time.sleep`` or a socket read, which it interrupts only when the call returns), and it can
+land anywhere in Python code, a pure-Python database commit included: turn it off per worker,
+or per job type with ``raise_in_job=False`` in :meth:`Worker.register`, where that is unsafe.
+Either way the job was FAILed when it was aborted, and a thread that refuses to end cannot keep
+the process alive: after the grace period the worker ENDs and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import ctypes
+import functools
+import os
+import random
+import selectors
+import signal
+import socket
+import ssl
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, TypeAlias, TypeVar
+
+import faktory_core as core
+from faktory_core import (
+    AbortJob,
+    Action,
+    Close,
+    Connect,
+    ConnectionLost,
+    ConnectionMade,
+    DataReceived,
+    Exit,
+    Job,
+    JobError,
+    JobFinished,
+    MachineInput,
+    Notice,
+    Phase,
+    PhaseChanged,
+    QuietRequested,
+    ServerSignal,
+    Start,
+    StartJob,
+    StopRequested,
+    TimerFired,
+    Write,
+)
+
+from ._common import (
+    AuthenticationError,
+    DaemonThreadPool,
+    FaktoryError,
+    JobAborted,
+    ServerReplyError,
+    connect_socket,
+    job_error,
+    logger,
+    new_wid,
+    resolve_url,
+    tls_context,
+)
+from ._heartbeat import HeartbeatThread
+
+__all__ = [
+    "AbortSignal",
+    "AuthenticationError",
+    "FaktoryError",
+    "JobAborted",
+    "JobContext",
+    "ServerReplyError",
+    "Worker",
+    "current_job",
+]
+
+Handler: TypeAlias = Callable[..., Any]
+Hook: TypeAlias = Callable[[], Any]
+Middleware: TypeAlias = Callable[["JobContext", Callable[[], None]], None]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_log: Final = logger.getChild("worker")
+_CURRENT: Final[contextvars.ContextVar[JobContext]] = contextvars.ContextVar("faktory_job")
+_HEARTBEAT_END_TIMEOUT: Final = 5.0
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+
+
+class AbortSignal:
+    """Set when the worker aborts the job: a flag, a reason, and a ``wait(timeout)``."""
+
+    __slots__ = ("_event", "_reason")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._reason: str | None = None
+
+    @property
+    def is_set(self) -> bool:
+        """True once the job has been aborted."""
+        return self._event.is_set()
+
+    @property
+    def reason(self) -> str | None:
+        """Why the job was aborted (the FAIL message), or None."""
+        return self._reason
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s (None: for ever) for the abort; True if it came."""
+        return self._event.wait(timeout)
+
+    def wait_blocking(self, timeout: float | None = None) -> bool:
+        """The same as :meth:`wait` (named as in the asyncio adapter)."""
+        return self._event.wait(timeout)
+
+    def _set(self, reason: str) -> None:
+        self._reason = reason
+        self._event.set()
+
+
+class JobContext:
+    """The running job, its abort signal, and the worker running it."""
+
+    __slots__ = ("_lock", "_thread", "abort", "job", "worker")
+
+    def __init__(self, job: Job, worker: Worker) -> None:
+        self.job = job
+        self.abort = AbortSignal()
+        self.worker = worker
+        self._thread: int | None = None  # set while the handler runs
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<JobContext {self.job.jobtype} {self.job.jid}>"
+
+
+def current_job() -> JobContext:
+    """The context of the job this code runs for; LookupError outside a job."""
+    return _CURRENT.get()
+
+
+class Worker:
+    """Fetches jobs from Faktory and runs them on a pool of threads.
+
+    Same keywords as ``faktory_adapters.asyncio.Worker``; handlers and middleware are plain
+    functions. Call :meth:`run` (the main thread's signals are installed) or :meth:`serve`.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | core.ServerURL | None = None,
+        queues: Sequence[str] | Mapping[str, int] = ("default",),
+        concurrency: int = 10,
+        shutdown_timeout: float = 25.0,
+        abort_grace: float = 3.0,
+        heartbeat_interval: float = 15.0,
+        labels: Iterable[str] = ("python", "thread"),
+        job_time_limit: float | None = None,
+        time_limits: Mapping[str, float] | None = None,
+        wid: str | None = None,
+        connect_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+        seed: int | None = None,
+        raise_in_job: bool = True,
+    ) -> None:
+        self._url = resolve_url(url)
+        self._options: dict[str, Any] = {
+            "queues": queues,
+            "concurrency": concurrency,
+            "shutdown_timeout": shutdown_timeout,
+            "abort_grace": abort_grace,
+            "heartbeat_interval": heartbeat_interval,
+            "labels": tuple(labels),
+            "job_time_limit": job_time_limit,
+            "time_limits": dict(time_limits or {}),
+        }
+        self.wid = wid or new_wid()
+        self._handlers: dict[str, Handler] = {}
+        self._interruptible: dict[str, bool] = {}
+        self._make_config()  # check the options now, not when serving starts
+        self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
+        if self._url.tls and ssl_context is None:
+            self._ssl_context = tls_context()
+        self._random = random.Random(seed)
+        self._raise_in_job = raise_in_job
+        self._middleware: list[Middleware] = []
+        self._hooks: dict[str, list[Hook]] = {"startup": [], "quiet": [], "shutdown": []}
+        self._driver: _Driver | None = None
+
+    def register(
+        self, jobtype: str, handler: Handler | None = None, *, raise_in_job: bool | None = None
+    ) -> Any:
+        """Run ``handler(*args)`` for jobs of ``jobtype``; without a handler, a decorator.
+
+        ``raise_in_job=False`` never raises :class:`JobAborted` inside this type's jobs.
+        """
+        if handler is None:
+            return functools.partial(self.register, jobtype, raise_in_job=raise_in_job)
+        if not isinstance(jobtype, str) or not jobtype:
+            raise ValueError("a job type must be a non-empty string")
+        if jobtype in self._handlers:
+            raise ValueError(f"a handler is already registered for {jobtype!r}")
+        if not callable(handler):
+            raise TypeError(f"the handler of {jobtype!r} is not callable")
+        self._handlers[jobtype] = handler
+        if raise_in_job is not None:
+            self._interruptible[jobtype] = raise_in_job
+        return handler
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Wrap every job: ``def middleware(context, call_next)``; calls ``call_next()``."""
+        self._middleware.append(middleware)
+        return middleware
+
+    def on_startup(self, hook: _F) -> _F:
+        """Run ``hook`` before the first FETCH."""
+        self._hooks["startup"].append(hook)
+        return hook
+
+    def on_quiet(self, hook: _F) -> _F:
+        """Run ``hook`` when the worker stops fetching (quiet, or the start of a stop)."""
+        self._hooks["quiet"].append(hook)
+        return hook
+
+    def on_shutdown(self, hook: _F) -> _F:
+        """Run ``hook`` once the worker is done, before :meth:`serve` returns."""
+        self._hooks["shutdown"].append(hook)
+        return hook
+
+    def run(self) -> int:
+        """Serve until stopped, with TERM/INT stopping, TSTP quieting and TTIN dumping jobs.
+
+        Call it from the main thread. Returns 0 after a clean stop, 1 when jobs were aborted.
+        """
+        handlers = {
+            signal.SIGTERM: lambda *_: self._post(StopRequested(source="SIGTERM")),
+            signal.SIGINT: lambda *_: self._post(StopRequested(source="SIGINT")),
+            signal.SIGTSTP: lambda *_: self._post(QuietRequested(source="SIGTSTP")),
+            signal.SIGTTIN: lambda *_: self.dump_jobs(),
+        }
+        previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+        try:
+            return self.serve()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def serve(self) -> int:
+        """Serve on this thread until stopped; return the exit code (signals are yours)."""
+        if self._driver is not None:
+            raise RuntimeError("this worker is already serving")
+        self._driver = _Driver(self, self._make_config())
+        return self._driver.serve()
+
+    def quiet(self) -> None:
+        """Stop fetching; running jobs finish. Safe to call from any thread."""
+        self._post(QuietRequested(source="api"))
+
+    def stop(self) -> None:
+        """Stop: quiet, then abort what still runs after the shutdown timeout; a second call
+        aborts at once. Safe to call from any thread."""
+        self._post(StopRequested(source="api"))
+
+    def dump_jobs(self) -> None:
+        """Log every running job and its stack (TTIN)."""
+        if self._driver is not None:
+            self._driver.dump_jobs()
+
+    def _post(self, event: MachineInput) -> None:
+        driver = self._driver
+        if driver is None:
+            raise RuntimeError("the worker is not serving")
+        driver.post(event)
+
+    def _make_config(self) -> core.WorkerConfig:
+        return core.WorkerConfig(
+            wid=self.wid,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            username=self._url.username,
+            password=self._url.password,
+            jobtypes=frozenset(self._handlers),  # others are FAILed as UnknownJobType
+            **self._options,
+        )
+
+    def _run_hooks(self, kind: str) -> None:
+        for hook in self._hooks[kind]:
+            try:
+                hook()
+            except Exception:
+                _log.exception("the %s hook %r failed", kind, hook)
+
+
+class _Driver:
+    """One run of a worker: the machine, its sockets, its jobs and its heartbeat."""
+
+    def __init__(self, worker: Worker, config: core.WorkerConfig) -> None:
+        self.worker = worker
+        self.config = config
+        self.machine = core.Worker(config, random=worker._random.random)
+        self._selector = selectors.DefaultSelector()
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._selector.register(self._wake_reader, selectors.EVENT_READ, None)
+        self._socks: dict[int, socket.socket] = {}
+        self._attempt: dict[int, int] = {}  # per link, so a late connect is recognised
+        self._connected: deque[tuple[int, int, socket.socket | str]] = deque()
+        self._inbox: deque[MachineInput] = deque()
+        self._jobs: dict[str, JobContext] = {}
+        self._exit_code: int | None = None
+        self._quiet_hooks_ran = False
+        self._executor = DaemonThreadPool(config.concurrency, "faktory-job")
+        self._heartbeat = HeartbeatThread(
+            config,
+            worker._url,
+            on_server_state=lambda state: self.post(ServerSignal(state=state)),
+            random=worker._random.random,
+            ssl_context=worker._ssl_context,
+            connect_timeout=worker._connect_timeout,
+        )
+
+    def post(self, event: MachineInput) -> None:
+        """Queue an input from any thread (or a signal handler) and wake the loop."""
+        self._inbox.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full of wake-ups already, or closed
+            self._wake_writer.send(b"\0")
+
+    def serve(self) -> int:
+        worker = self.worker
+        worker._run_hooks("startup")
+        _log.info(
+            "worker %s starting: %s, concurrency %d",
+            worker.wid,
+            worker._url,
+            self.config.concurrency,
+        )
+        self._heartbeat.start()
+        self._feed(Start())
+        try:
+            while self._exit_code is None:
+                self._turn()
+        finally:
+            self._finish()
+        _log.info("worker %s exiting with code %d", worker.wid, self._exit_code)
+        return self._exit_code
+
+    def _turn(self) -> None:
+        deadline = self.machine.next_deadline
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                with contextlib.suppress(OSError):
+                    self._wake_reader.recv(4096)
+            else:
+                self._receive(key.data, key.fileobj)  # type: ignore[arg-type]
+        while self._connected:
+            self._on_connected(*self._connected.popleft())
+        while self._inbox and self._exit_code is None:
+            self._feed(self._inbox.popleft())
+        if deadline is not None and time.monotonic() >= deadline and self._exit_code is None:
+            self._feed(TimerFired())
+
+    def _receive(self, link: int, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+            while data and isinstance(sock, ssl.SSLSocket) and sock.pending():
+                data += sock.recv(sock.pending())
+        except OSError as error:
+            self._forget(link)
+            self._feed(ConnectionLost(link=link, reason=f"connection lost: {error}"))
+            return
+        self._feed(DataReceived(link=link, data=data))
+
+    def _feed(self, event: MachineInput) -> None:
+        for action in self.machine.handle(event, time.monotonic()):
+            _ACTIONS[type(action)](self, action)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _write(self, action: Write) -> None:
+        sock = self._socks.get(action.link)
+        if sock is None:
+            return
+        try:
+            sock.sendall(action.data)
+        except OSError as error:
+            self._forget(action.link)
+            self.post(ConnectionLost(link=action.link, reason=f"connection lost: {error}"))
+
+    def _connect(self, action: Connect) -> None:
+        link = action.link
+        attempt = self._attempt.get(link, 0) + 1
+        self._attempt[link] = attempt
+        threading.Thread(
+            target=self._open, args=(link, attempt), name="faktory-connect", daemon=True
+        ).start()
+
+    def _open(self, link: int, attempt: int) -> None:
+        worker = self.worker
+        result: socket.socket | str
+        try:
+            result = connect_socket(
+                worker._url, timeout=worker._connect_timeout, ssl_context=worker._ssl_context
+            )
+        except OSError as error:
+            result = f"cannot connect to {worker._url}: {error!r}"
+        self._connected.append((link, attempt, result))
+        self._wake()
+
+    def _on_connected(self, link: int, attempt: int, result: socket.socket | str) -> None:
+        if self._attempt.get(link) != attempt:  # given up on meanwhile
+            if isinstance(result, socket.socket):
+                result.close()
+            return
+        if isinstance(result, str):
+            self._feed(ConnectionLost(link=link, reason=result))
+            return
+        self._socks[link] = result
+        self._selector.register(result, selectors.EVENT_READ, link)
+        self._feed(ConnectionMade(link=link))
+
+    def _close(self, action: Close) -> None:
+        self._attempt[action.link] = self._attempt.get(action.link, 0) + 1
+        self._forget(action.link)
+
+    def _forget(self, link: int) -> None:
+        sock = self._socks.pop(link, None)
+        if sock is not None:
+            self._selector.unregister(sock)
+            sock.close()
+
+    def _start_job(self, action: StartJob) -> None:
+        job = action.job
+        handler = self.worker._handlers[job.jobtype]  # the machine FAILs unknown types itself
+        context = JobContext(job, self.worker)
+        self._jobs[job.jid] = context
+        future = self._executor.submit(
+            contextvars.copy_context().run, self._perform, context, handler
+        )
+        future.add_done_callback(
+            lambda done: self.post(JobFinished(jid=job.jid, error=done.result()))
+        )
+
+    def _abort(self, action: AbortJob) -> None:
+        context = self._jobs.get(action.jid)
+        if context is None:
+            return
+        job = context.job
+        _log.warning("aborting %s %s: %s", job.jobtype, action.jid, action.message)
+        context.abort._set(action.message)
+        worker = self.worker
+        if not worker._interruptible.get(job.jobtype, worker._raise_in_job):
+            return
+        with context._lock:  # only while the handler itself runs
+            if context._thread is not None:
+                _set_async_exc(ctypes.c_ulong(context._thread), ctypes.py_object(JobAborted))
+
+    def _phase_changed(self, action: PhaseChanged) -> None:
+        _log.info("worker %s: %s (%s)", self.worker.wid, action.phase.value, action.trigger.value)
+        self._heartbeat.report_phase(action.phase)
+        if action.phase in (Phase.QUIET, Phase.STOPPING) and not self._quiet_hooks_ran:
+            self._quiet_hooks_ran = True
+            threading.Thread(
+                target=self.worker._run_hooks, args=("quiet",), name="faktory-hook", daemon=True
+            ).start()
+
+    def _notice(self, action: Notice) -> None:
+        _log.warning("%s", action.message)
+
+    def _exited(self, action: Exit) -> None:
+        self._exit_code = action.code
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def _perform(self, context: JobContext, handler: Handler) -> JobError | None:
+        token = _CURRENT.set(context)
+        try:  # the outer try catches an abort landing in our own bookkeeping
+            try:
+                with context._lock:
+                    context._thread = threading.get_ident()
+                self._call(context, handler, 0)
+                return None
+            except JobAborted:
+                return None  # the job was FAILed when it was aborted
+            except BaseException as error:  # a job's failure, whatever it raised
+                return job_error(error, context.job.backtrace)
+            finally:
+                with context._lock:
+                    context._thread = None
+                _CURRENT.reset(token)
+                self._jobs.pop(context.job.jid, None)
+        except JobAborted:
+            return None
+
+    def _call(self, context: JobContext, handler: Handler, depth: int) -> None:
+        middleware = self.worker._middleware
+        if depth < len(middleware):
+            middleware[depth](context, lambda: self._call(context, handler, depth + 1))
+        else:
+            handler(*context.job.args)
+
+    def dump_jobs(self) -> None:
+        frames = sys._current_frames()
+        for context in list(self._jobs.values()):
+            thread = context._thread
+            frame = frames.get(thread) if thread is not None else None
+            stack = "".join(traceback.format_stack(frame)) if frame else "(not running)\n"
+            _log.warning("running %s %s\n%s", context.job.jobtype, context.job.jid, stack)
+
+    def _finish(self) -> None:
+        for link in list(self._socks):
+            self._forget(link)
+        self._executor.shutdown(wait=False)
+        if not self._heartbeat.finish(_HEARTBEAT_END_TIMEOUT):
+            _log.warning("the heartbeat did not end within %g s", _HEARTBEAT_END_TIMEOUT)
+        self._selector.close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+        self.worker._run_hooks("shutdown")
+
+
+_ACTIONS: Final[dict[type[Action], Callable[[_Driver, Any], None]]] = {
+    Write: _Driver._write,
+    Connect: _Driver._connect,
+    Close: _Driver._close,
+    StartJob: _Driver._start_job,
+    AbortJob: _Driver._abort,
+    PhaseChanged: _Driver._phase_changed,
+    Notice: _Driver._notice,
+    Exit: _Driver._exited,
+}
