@@ -14,16 +14,20 @@ import ssl
 import threading
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from faktory_core import JobError, ServerURL
+from faktory_core import Event, JobError, ServerError, ServerURL
 
 __all__ = [
+    "FETCH_TIMEOUT_FLOOR",
     "AuthenticationError",
     "DaemonThreadPool",
     "FaktoryError",
+    "InvalidJobError",
     "JobAborted",
     "ServerReplyError",
+    "expect",
+    "handshake_failure",
     "job_error",
     "logger",
     "new_jid",
@@ -55,6 +59,41 @@ class ServerReplyError(FaktoryError):
 
 class AuthenticationError(FaktoryError):
     """The server refused our password (or needs one and none was given)."""
+
+
+class InvalidJobError(FaktoryError):
+    """FETCH handed out a job that cannot be built; FAIL it by ``jid`` (when known)."""
+
+    def __init__(self, reason: str, jid: str | None, payload: bytes) -> None:
+        super().__init__(f"the server handed out an invalid job: {reason}")
+        self.jid = jid
+        self.payload = payload
+
+
+#: A FETCH waits up to ~2 s on the server; a client that gave up sooner would leave the job
+#: it hands out reserved for a connection nobody reads. So fetch() waits at least this long.
+FETCH_TIMEOUT_FLOOR: Final = 5.0
+
+_E = TypeVar("_E", bound=Event)
+
+
+def expect(event: Event, kind: type[_E]) -> _E:
+    """``event`` if it is a ``kind``, else a FaktoryError (ServerReplyError for ``-ERR``)."""
+    if isinstance(event, kind):
+        return event
+    if isinstance(event, ServerError):
+        raise ServerReplyError(event.code, event.message)
+    raise FaktoryError(f"unexpected reply {event!r}")
+
+
+def handshake_failure(event: Event, url: ServerURL) -> FaktoryError:
+    """The error for a handshake that ended in ``event`` instead of Ready."""
+    if isinstance(event, ServerError):
+        if "password" in event.message.lower():
+            given = "" if url.password else ": the URL gives none"
+            return AuthenticationError(f"{url} refused the password ({event.message}){given}")
+        return ServerReplyError(event.code, event.message)
+    return FaktoryError(f"the handshake with {url} failed: {event}")
 
 
 class JobAborted(BaseException):

@@ -57,11 +57,15 @@ from faktory_core import (
 )
 
 from ._common import (
+    FETCH_TIMEOUT_FLOOR,
     AuthenticationError,
     DaemonThreadPool,
     FaktoryError,
+    InvalidJobError,
     JobAborted,
     ServerReplyError,
+    expect,
+    handshake_failure,
     job_error,
     logger,
     new_jid,
@@ -235,6 +239,7 @@ class Worker:
         connect_timeout: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
         seed: int | None = None,
+        raise_in_job: bool = True,
     ) -> None:
         self._url = resolve_url(url)
         self._options: dict[str, Any] = {
@@ -249,6 +254,8 @@ class Worker:
         }
         self.wid = wid or new_wid()
         self._handlers: dict[str, Handler] = {}
+        self._interruptible: dict[str, bool] = {}
+        self._raise_in_job = raise_in_job
         self._make_config()  # check the options now, not when serving starts
         self._connect_timeout = connect_timeout
         self._ssl_context = ssl_context
@@ -261,13 +268,16 @@ class Worker:
 
     # -- configuration ------------------------------------------------------------------------
 
-    def register(self, jobtype: str, handler: Handler | None = None) -> Any:
+    def register(
+        self, jobtype: str, handler: Handler | None = None, *, raise_in_job: bool | None = None
+    ) -> Any:
         """Run ``handler(*args)`` for jobs of ``jobtype``; without a handler, a decorator.
 
         ``async def`` handlers run as tasks on the loop; plain functions run in a thread.
+        ``raise_in_job=False``: an abort sets the job's signal but does not cancel its task.
         """
         if handler is None:
-            return functools.partial(self.register, jobtype)
+            return functools.partial(self.register, jobtype, raise_in_job=raise_in_job)
         if not isinstance(jobtype, str) or not jobtype:
             raise ValueError("a job type must be a non-empty string")
         if jobtype in self._handlers:
@@ -275,6 +285,8 @@ class Worker:
         if not callable(handler):
             raise TypeError(f"the handler of {jobtype!r} is not callable")
         self._handlers[jobtype] = handler
+        if raise_in_job is not None:
+            self._interruptible[jobtype] = raise_in_job
         return handler
 
     def use(self, middleware: Middleware) -> Middleware:
@@ -532,7 +544,8 @@ class _Driver:
         job = running.context.job
         _log.warning("aborting %s %s: %s", job.jobtype, action.jid, action.message)
         running.context.abort._set(action.message)
-        if running.coroutine:
+        worker = self.worker
+        if running.coroutine and worker._interruptible.get(job.jobtype, worker._raise_in_job):
             running.task.cancel(action.message)
         # A plain function in a thread cannot be interrupted: it gets the signal only.
 
@@ -631,28 +644,6 @@ _ACTIONS: Final[dict[type[Action], Callable[[_Driver, Any], None]]] = {
 # -- the client -------------------------------------------------------------------------------
 
 
-_E = TypeVar("_E", bound=core.Event)
-
-#: A FETCH waits up to ~2 s on the server; a client that gave up sooner would leave the job
-#: it hands out reserved for a connection nobody reads. So fetch() waits at least this long.
-FETCH_TIMEOUT_FLOOR: Final = 5.0
-
-
-def _expect(event: core.Event, kind: type[_E]) -> _E:
-    if not isinstance(event, kind):
-        raise FaktoryError(f"unexpected reply {event!r}")
-    return event
-
-
-class InvalidJobError(FaktoryError):
-    """FETCH handed out a job that cannot be built; FAIL it by ``jid`` (when known)."""
-
-    def __init__(self, reason: str, jid: str | None, payload: bytes) -> None:
-        super().__init__(f"the server handed out an invalid job: {reason}")
-        self.jid = jid
-        self.payload = payload
-
-
 class Client:
     """A producer and admin client: push jobs, inspect and manage the server.
 
@@ -719,7 +710,7 @@ class Client:
 
     async def push_bulk(self, jobs: Iterable[Job]) -> dict[str, str]:
         """Push many jobs in one command (server 1.6+); return {jid: error} of those refused."""
-        event = _expect(await self.request(core.PushBulk(jobs=tuple(jobs))), core.BulkPushed)
+        event = expect(await self.request(core.PushBulk(jobs=tuple(jobs))), core.BulkPushed)
         return event.errors
 
     async def fetch(self, *queues: str) -> Job | None:
@@ -732,7 +723,7 @@ class Client:
         event = await self.request(core.Fetch(queues=queues), timeout=timeout)
         if isinstance(event, core.InvalidJobFetched):
             raise InvalidJobError(event.reason, event.jid, event.payload)
-        return _expect(event, core.Fetched).job
+        return expect(event, core.Fetched).job
 
     async def ack(self, jid: str) -> None:
         """Acknowledge a fetched job."""
@@ -750,7 +741,7 @@ class Client:
 
     async def info(self) -> dict[str, Any]:
         """The server's statistics (INFO)."""
-        event = _expect(await self.request(core.Info()), core.InfoReply)
+        event = expect(await self.request(core.Info()), core.InfoReply)
         return event.info
 
     async def flush(self) -> None:
@@ -791,7 +782,7 @@ class Client:
 
     async def queue_latency(self, *queues: str) -> dict[str, float]:
         """Seconds the oldest job of each queue has waited (server 1.9.2+)."""
-        event = _expect(await self.request(core.QueueLatency(queues=queues)), core.LatencyReply)
+        event = expect(await self.request(core.QueueLatency(queues=queues)), core.LatencyReply)
         return event.latencies
 
     # -- Enterprise -----------------------------------------------------------------------
@@ -808,12 +799,12 @@ class Client:
         command = core.BatchNew(
             success=success, complete=complete, description=description, parent_bid=parent_bid
         )
-        event = _expect(await self.request(command), core.BatchIdReply)
+        event = expect(await self.request(command), core.BatchIdReply)
         return event.bid
 
     async def batch_open(self, bid: str) -> str:
         """Reopen a batch to add jobs (Enterprise)."""
-        event = _expect(await self.request(core.BatchOpen(bid=bid)), core.BatchIdReply)
+        event = expect(await self.request(core.BatchOpen(bid=bid)), core.BatchIdReply)
         return event.bid
 
     async def batch_commit(self, bid: str) -> None:
@@ -822,12 +813,12 @@ class Client:
 
     async def batch_status(self, bid: str) -> dict[str, Any]:
         """Counts and callback states of a batch (Enterprise)."""
-        event = _expect(await self.request(core.BatchStatus(bid=bid)), core.StatusReply)
+        event = expect(await self.request(core.BatchStatus(bid=bid)), core.StatusReply)
         return event.status
 
     async def track_get(self, jid: str) -> dict[str, Any]:
         """The progress of a tracked job (Enterprise)."""
-        event = _expect(await self.request(core.TrackGet(jid=jid)), core.StatusReply)
+        event = expect(await self.request(core.TrackGet(jid=jid)), core.StatusReply)
         return event.status
 
     async def track_set(
@@ -874,7 +865,7 @@ class Client:
         return event
 
     async def _ok(self, command: core.Command) -> None:
-        _expect(await self.request(command), core.OK)
+        expect(await self.request(command), core.OK)
 
     async def _open(self) -> _ClientConnection:
         url = self._url
@@ -894,17 +885,9 @@ class Client:
         except BaseException:  # a timeout or a cancellation: never leak the socket
             connection.abandon()
             raise
-        if isinstance(event, core.ServerError):
-            connection.abandon()
-            if "password" in event.message.lower():
-                raise AuthenticationError(
-                    f"{url} refused the password ({event.message})"
-                    + ("" if url.password else ": the URL gives none")
-                )
-            raise ServerReplyError(event.code, event.message)
         if not isinstance(event, core.Ready):
             connection.abandon()
-            raise FaktoryError(f"the handshake with {url} failed: {event}")
+            raise handshake_failure(event, url)
         return connection
 
 
