@@ -15,9 +15,15 @@ import threading
 import time
 from typing import Any
 
+_SAY = threading.Lock()
+
 
 def say(*words: object) -> None:
-    print(*words, flush=True)
+    """One whole line per event: jobs on several threads must not interleave their words."""
+    line = " ".join(str(word) for word in words) + "\n"
+    with _SAY:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def build_asyncio(options: argparse.Namespace) -> Any:
