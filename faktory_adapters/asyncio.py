@@ -16,16 +16,13 @@ import contextlib
 import contextvars
 import functools
 import inspect
-import os
-import random
 import signal
-import socket
 import ssl
 import sys
 import threading
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias, TypeVar
 
@@ -69,11 +66,11 @@ from ._common import (
     job_error,
     logger,
     new_jid,
-    new_wid,
     resolve_url,
     tls_context,
 )
 from ._heartbeat import HeartbeatThread
+from ._worker_base import WorkerBase
 
 __all__ = [
     "AbortSignal",
@@ -215,99 +212,16 @@ class _LinkProtocol(asyncio.Protocol):
             self._worker.feed(ConnectionLost(link=self._link, reason=reason))
 
 
-class Worker:
+class Worker(WorkerBase):
     """Fetches jobs from Faktory and runs them on the event loop.
 
-    ``queues`` is a list in strict priority order or a ``{name: weight}`` mapping. Times are
-    in seconds. Register handlers with :meth:`register` (or use it as a decorator), then call
-    :meth:`run` (owns a new loop and the signals) or ``await`` :meth:`serve`.
+    ``async def`` handlers, middleware and hooks run on the loop (plain functions are accepted
+    too: handlers then run in a thread pool). Call :meth:`run` (owns a new loop and the
+    signals) or ``await`` :meth:`serve`.
     """
 
-    def __init__(
-        self,
-        *,
-        url: str | core.ServerURL | None = None,
-        queues: Sequence[str] | Mapping[str, int] = ("default",),
-        concurrency: int = 10,
-        shutdown_timeout: float = 25.0,
-        abort_grace: float = 3.0,
-        heartbeat_interval: float = 15.0,
-        labels: Iterable[str] = ("python", "asyncio"),
-        job_time_limit: float | None = None,
-        time_limits: Mapping[str, float] | None = None,
-        wid: str | None = None,
-        connect_timeout: float = 5.0,
-        ssl_context: ssl.SSLContext | None = None,
-        seed: int | None = None,
-        raise_in_job: bool = True,
-    ) -> None:
-        self._url = resolve_url(url)
-        self._options: dict[str, Any] = {
-            "queues": queues,
-            "concurrency": concurrency,
-            "shutdown_timeout": shutdown_timeout,
-            "abort_grace": abort_grace,
-            "heartbeat_interval": heartbeat_interval,
-            "labels": tuple(labels),
-            "job_time_limit": job_time_limit,
-            "time_limits": dict(time_limits or {}),
-        }
-        self.wid = wid or new_wid()
-        self._handlers: dict[str, Handler] = {}
-        self._interruptible: dict[str, bool] = {}
-        self._raise_in_job = raise_in_job
-        self._make_config()  # check the options now, not when serving starts
-        self._connect_timeout = connect_timeout
-        self._ssl_context = ssl_context
-        if self._url.tls and ssl_context is None:
-            self._ssl_context = tls_context()
-        self._random = random.Random(seed)
-        self._middleware: list[Middleware] = []
-        self._hooks: dict[str, list[Hook]] = {"startup": [], "quiet": [], "shutdown": []}
-        self._driver: _Driver | None = None
-
-    # -- configuration ------------------------------------------------------------------------
-
-    def register(
-        self, jobtype: str, handler: Handler | None = None, *, raise_in_job: bool | None = None
-    ) -> Any:
-        """Run ``handler(*args)`` for jobs of ``jobtype``; without a handler, a decorator.
-
-        ``async def`` handlers run as tasks on the loop; plain functions run in a thread.
-        ``raise_in_job=False``: an abort sets the job's signal but does not cancel its task.
-        """
-        if handler is None:
-            return functools.partial(self.register, jobtype, raise_in_job=raise_in_job)
-        if not isinstance(jobtype, str) or not jobtype:
-            raise ValueError("a job type must be a non-empty string")
-        if jobtype in self._handlers:
-            raise ValueError(f"a handler is already registered for {jobtype!r}")
-        if not callable(handler):
-            raise TypeError(f"the handler of {jobtype!r} is not callable")
-        self._handlers[jobtype] = handler
-        if raise_in_job is not None:
-            self._interruptible[jobtype] = raise_in_job
-        return handler
-
-    def use(self, middleware: Middleware) -> Middleware:
-        """Wrap every job: ``async def middleware(context, call_next)``; awaits ``call_next()``."""
-        self._middleware.append(middleware)
-        return middleware
-
-    def on_startup(self, hook: _F) -> _F:
-        """Run ``hook`` (sync or async) before the first FETCH."""
-        self._hooks["startup"].append(hook)
-        return hook
-
-    def on_quiet(self, hook: _F) -> _F:
-        """Run ``hook`` when the worker stops fetching (quiet, or the start of a stop)."""
-        self._hooks["quiet"].append(hook)
-        return hook
-
-    def on_shutdown(self, hook: _F) -> _F:
-        """Run ``hook`` once the worker is done, before :meth:`serve` returns."""
-        self._hooks["shutdown"].append(hook)
-        return hook
+    runtime = "asyncio"
+    _driver: _Driver | None
 
     # -- running ------------------------------------------------------------------------------
 
@@ -318,9 +232,9 @@ class Worker:
         """
         loop = asyncio.new_event_loop()
         handlers = {
-            signal.SIGTERM: lambda: self._signal(StopRequested(source="SIGTERM")),
-            signal.SIGINT: lambda: self._signal(StopRequested(source="SIGINT")),
-            signal.SIGTSTP: lambda: self._signal(QuietRequested(source="SIGTSTP")),
+            signal.SIGTERM: lambda: self._post(StopRequested(source="SIGTERM")),
+            signal.SIGINT: lambda: self._post(StopRequested(source="SIGINT")),
+            signal.SIGTSTP: lambda: self._post(QuietRequested(source="SIGTSTP")),
             signal.SIGTTIN: self.dump_jobs,
         }
         try:
@@ -344,35 +258,6 @@ class Worker:
         driver = self._driver = _Driver(self, asyncio.get_running_loop(), self._make_config())
         return await driver.serve()
 
-    def _signal(self, event: MachineInput) -> None:
-        if self._driver is not None:
-            self._driver.feed(event)
-
-    def quiet(self) -> None:
-        """Stop fetching; running jobs finish. Safe to call from any thread."""
-        self._post(QuietRequested(source="api"))
-
-    def stop(self) -> None:
-        """Stop: quiet, then abort what still runs after the shutdown timeout; a second call
-        aborts at once. Safe to call from any thread."""
-        self._post(StopRequested(source="api"))
-
-    def dump_jobs(self) -> None:
-        """Log every running job and its stack (TTIN)."""
-        if self._driver is not None:
-            self._driver.dump_jobs()
-
-    def _make_config(self) -> core.WorkerConfig:
-        return core.WorkerConfig(
-            wid=self.wid,
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            username=self._url.username,
-            password=self._url.password,
-            jobtypes=frozenset(self._handlers),  # others are FAILed as UnknownJobType
-            **self._options,
-        )
-
     async def _run_hooks(self, kind: str) -> None:
         for hook in self._hooks[kind]:
             try:
@@ -381,12 +266,6 @@ class Worker:
                     await result
             except Exception:
                 _log.exception("the %s hook %r failed", kind, hook)
-
-    def _post(self, event: MachineInput) -> None:
-        driver = self._driver
-        if driver is None:
-            raise RuntimeError("the worker is not serving")
-        driver.loop.call_soon_threadsafe(driver.feed, event)
 
 
 class _Driver:
@@ -452,6 +331,11 @@ class _Driver:
                 frame = frames.get(context._thread or -1)
                 stack = "".join(traceback.format_stack(frame)) if frame else "(not started)\n"
             _log.warning("running %s %s\n%s", context.job.jobtype, context.job.jid, stack)
+
+    def post(self, event: MachineInput) -> None:
+        """Queue an input from any thread; the loop feeds it to the machine."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.feed, event)
 
     def _from_heartbeat(self, state: WorkerState) -> None:
         if not self.loop.is_closed():
@@ -544,8 +428,7 @@ class _Driver:
         job = running.context.job
         _log.warning("aborting %s %s: %s", job.jobtype, action.jid, action.message)
         running.context.abort._set(action.message)
-        worker = self.worker
-        if running.coroutine and worker._interruptible.get(job.jobtype, worker._raise_in_job):
+        if running.coroutine and self.worker._interrupts(job.jobtype):
             running.task.cancel(action.message)
         # A plain function in a thread cannot be interrupted: it gets the signal only.
 

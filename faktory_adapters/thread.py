@@ -19,9 +19,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ctypes
-import functools
-import os
-import random
 import selectors
 import signal
 import socket
@@ -31,7 +28,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias, TypeVar
 
@@ -75,11 +72,11 @@ from ._common import (
     job_error,
     logger,
     new_jid,
-    new_wid,
     resolve_url,
     tls_context,
 )
 from ._heartbeat import HeartbeatThread
+from ._worker_base import WorkerBase
 
 __all__ = [
     "AbortSignal",
@@ -158,95 +155,15 @@ def current_job() -> JobContext:
     return _CURRENT.get()
 
 
-class Worker:
+class Worker(WorkerBase):
     """Fetches jobs from Faktory and runs them on a pool of threads.
 
-    Same keywords as ``faktory_adapters.asyncio.Worker``; handlers and middleware are plain
-    functions. Call :meth:`run` (the main thread's signals are installed) or :meth:`serve`.
+    Handlers, middleware and hooks are plain functions. Call :meth:`run` (the main thread's
+    signals are installed) or :meth:`serve`.
     """
 
-    def __init__(
-        self,
-        *,
-        url: str | core.ServerURL | None = None,
-        queues: Sequence[str] | Mapping[str, int] = ("default",),
-        concurrency: int = 10,
-        shutdown_timeout: float = 25.0,
-        abort_grace: float = 3.0,
-        heartbeat_interval: float = 15.0,
-        labels: Iterable[str] = ("python", "thread"),
-        job_time_limit: float | None = None,
-        time_limits: Mapping[str, float] | None = None,
-        wid: str | None = None,
-        connect_timeout: float = 5.0,
-        ssl_context: ssl.SSLContext | None = None,
-        seed: int | None = None,
-        raise_in_job: bool = True,
-    ) -> None:
-        self._url = resolve_url(url)
-        self._options: dict[str, Any] = {
-            "queues": queues,
-            "concurrency": concurrency,
-            "shutdown_timeout": shutdown_timeout,
-            "abort_grace": abort_grace,
-            "heartbeat_interval": heartbeat_interval,
-            "labels": tuple(labels),
-            "job_time_limit": job_time_limit,
-            "time_limits": dict(time_limits or {}),
-        }
-        self.wid = wid or new_wid()
-        self._handlers: dict[str, Handler] = {}
-        self._interruptible: dict[str, bool] = {}
-        self._make_config()  # check the options now, not when serving starts
-        self._connect_timeout = connect_timeout
-        self._ssl_context = ssl_context
-        if self._url.tls and ssl_context is None:
-            self._ssl_context = tls_context()
-        self._random = random.Random(seed)
-        self._raise_in_job = raise_in_job
-        self._middleware: list[Middleware] = []
-        self._hooks: dict[str, list[Hook]] = {"startup": [], "quiet": [], "shutdown": []}
-        self._driver: _Driver | None = None
-
-    def register(
-        self, jobtype: str, handler: Handler | None = None, *, raise_in_job: bool | None = None
-    ) -> Any:
-        """Run ``handler(*args)`` for jobs of ``jobtype``; without a handler, a decorator.
-
-        ``raise_in_job=False`` never raises :class:`JobAborted` inside this type's jobs.
-        """
-        if handler is None:
-            return functools.partial(self.register, jobtype, raise_in_job=raise_in_job)
-        if not isinstance(jobtype, str) or not jobtype:
-            raise ValueError("a job type must be a non-empty string")
-        if jobtype in self._handlers:
-            raise ValueError(f"a handler is already registered for {jobtype!r}")
-        if not callable(handler):
-            raise TypeError(f"the handler of {jobtype!r} is not callable")
-        self._handlers[jobtype] = handler
-        if raise_in_job is not None:
-            self._interruptible[jobtype] = raise_in_job
-        return handler
-
-    def use(self, middleware: Middleware) -> Middleware:
-        """Wrap every job: ``def middleware(context, call_next)``; calls ``call_next()``."""
-        self._middleware.append(middleware)
-        return middleware
-
-    def on_startup(self, hook: _F) -> _F:
-        """Run ``hook`` before the first FETCH."""
-        self._hooks["startup"].append(hook)
-        return hook
-
-    def on_quiet(self, hook: _F) -> _F:
-        """Run ``hook`` when the worker stops fetching (quiet, or the start of a stop)."""
-        self._hooks["quiet"].append(hook)
-        return hook
-
-    def on_shutdown(self, hook: _F) -> _F:
-        """Run ``hook`` once the worker is done, before :meth:`serve` returns."""
-        self._hooks["shutdown"].append(hook)
-        return hook
+    runtime = "thread"
+    _driver: _Driver | None
 
     def run(self) -> int:
         """Serve until stopped, with TERM/INT stopping, TSTP quieting and TTIN dumping jobs.
@@ -272,37 +189,6 @@ class Worker:
             raise RuntimeError("this worker is already serving")
         self._driver = _Driver(self, self._make_config())
         return self._driver.serve()
-
-    def quiet(self) -> None:
-        """Stop fetching; running jobs finish. Safe to call from any thread."""
-        self._post(QuietRequested(source="api"))
-
-    def stop(self) -> None:
-        """Stop: quiet, then abort what still runs after the shutdown timeout; a second call
-        aborts at once. Safe to call from any thread."""
-        self._post(StopRequested(source="api"))
-
-    def dump_jobs(self) -> None:
-        """Log every running job and its stack (TTIN)."""
-        if self._driver is not None:
-            self._driver.dump_jobs()
-
-    def _post(self, event: MachineInput) -> None:
-        driver = self._driver
-        if driver is None:
-            raise RuntimeError("the worker is not serving")
-        driver.post(event)
-
-    def _make_config(self) -> core.WorkerConfig:
-        return core.WorkerConfig(
-            wid=self.wid,
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            username=self._url.username,
-            password=self._url.password,
-            jobtypes=frozenset(self._handlers),  # others are FAILed as UnknownJobType
-            **self._options,
-        )
 
     def _run_hooks(self, kind: str) -> None:
         for hook in self._hooks[kind]:
@@ -472,8 +358,7 @@ class _Driver:
         job = context.job
         _log.warning("aborting %s %s: %s", job.jobtype, action.jid, action.message)
         context.abort._set(action.message)
-        worker = self.worker
-        if not worker._interruptible.get(job.jobtype, worker._raise_in_job):
+        if not self.worker._interrupts(job.jobtype):
             return
         with context._lock:  # only while the handler itself runs
             if context._thread is not None:
