@@ -1,4 +1,4 @@
-"""Jobs per second draining a queue of no-op jobs: our asyncio Worker against its peers.
+"""Jobs per second draining a queue of no-op jobs: our Workers against their peers.
 
 Each round, for each contender in turn (the order rotates from round to round): FLUSH the
 server, PUSHB ``--jobs`` no-op jobs (chunks of 1,000) to a fresh queue, start the contender's
@@ -7,6 +7,7 @@ queue is empty and nothing is reserved (``faktory.sets.working`` is 0); then sto
 (ours: ``worker.stop()``; the peers: SIGTERM, then SIGKILL). The contenders:
 
     ours       faktory_adapters.asyncio.Worker with an ``async def`` no-op
+    thread     faktory_adapters.thread.Worker with a plain no-op
     faktory    the PyPI package ``faktory`` (use_threads=True)
     pyfaktory  the PyPI package ``pyfaktory`` (a Pebble process pool)
     node       faktory-worker 4.x from npm (benchmarks/peers/node_worker.js)
@@ -91,9 +92,11 @@ from faktory_core import (  # noqa: E402
 JOBTYPE: Final = "noop"
 PUSH_CHUNK: Final = 1000
 NODE_SCRIPT: Final = REPO_ROOT / "benchmarks" / "peers" / "node_worker.js"
-CONTENDERS: Final = ("ours", "faktory", "pyfaktory", "node")
+CONTENDERS: Final = ("ours", "thread", "faktory", "pyfaktory", "node")
+OURS: Final = ("ours", "thread")
 LABELS: Final = {
     "ours": "ours (asyncio)",
+    "thread": "ours (thread)",
     "faktory": "faktory (PyPI)",
     "pyfaktory": "pyfaktory (PyPI)",
     "node": "faktory-worker (npm)",
@@ -118,16 +121,15 @@ def _child_settings() -> tuple[str, str, int]:
     )
 
 
-def _run_ours() -> int:
-    from faktory_adapters.asyncio import Worker
-
+def _run_ours(adapter: str = "asyncio") -> int:
+    module: Any = importlib.import_module(f"faktory_adapters.{adapter}")
     url, queue, concurrency = _child_settings()
-    worker = Worker(url=url, queues=[queue], concurrency=concurrency)
+    worker = module.Worker(url=url, queues=[queue], concurrency=concurrency)
 
     async def noop(*args: object) -> None:
         return None
 
-    worker.register(JOBTYPE, noop)
+    worker.register(JOBTYPE, noop if adapter == "asyncio" else _sync_noop)
 
     def stop_on_request() -> None:
         # A line, or EOF when the benchmark died: stop as asked, else fall back on SIGTERM.
@@ -140,12 +142,13 @@ def _run_ours() -> int:
     threading.Thread(target=stop_on_request, name="bench-stop", daemon=True).start()
     profile = os.environ.get("BENCH_PROFILE")
     if not profile:
-        return worker.run()
+        code: int = worker.run()
+        return code
     import cProfile
 
     profiler = cProfile.Profile()
     try:
-        code: int = profiler.runcall(worker.run)
+        code = profiler.runcall(worker.run)
     finally:
         profiler.dump_stats(profile)
     return code
@@ -176,6 +179,7 @@ def _run_pyfaktory() -> int:
 
 _CHILDREN: Final[dict[str, Callable[[], int]]] = {
     "ours": _run_ours,
+    "thread": lambda: _run_ours("thread"),
     "faktory": _run_faktory,
     "pyfaktory": _run_pyfaktory,
 }
@@ -343,7 +347,7 @@ def _python_contender(name: str, distribution: str | None) -> Contender:
         unavailable = f"not installed (.venv/bin/pip install {distribution})"
     else:
         version = importlib.metadata.version(distribution)
-    return Contender(name, LABELS[name], argv, {}, name == "ours", version, unavailable)
+    return Contender(name, LABELS[name], argv, {}, name in OURS, version, unavailable)
 
 
 def _node_contender(node_modules: Path | None) -> Contender:
@@ -387,7 +391,7 @@ def make_contenders(names: Sequence[str], node_modules: Path | None) -> list[Con
         if name == "node":
             made.append(_node_contender(node_modules))
         else:
-            made.append(_python_contender(name, None if name == "ours" else name))
+            made.append(_python_contender(name, None if name in OURS else name))
     return made
 
 
@@ -466,7 +470,7 @@ def measure(admin: Admin, url: str, contender: Contender, settings: Settings, rn
     processed, failures = int(stats["total_processed"]), int(stats["total_failures"])
     if failures or processed < jobs:
         run.error = f"{processed} jobs processed and {failures} failed, of {jobs}"
-    if contender.name == "ours" and run.exit_code != 0:
+    if contender.name in OURS and run.exit_code != 0:
         run.note = f"exit code {run.exit_code}"
     return run
 
