@@ -1,4 +1,4 @@
-"""Runtime adapters over :mod:`faktory_core`: ``.asyncio`` and ``.thread`` (``.gevent`` next).
+"""Runtime adapters over :mod:`faktory_core`: ``.asyncio``, ``.thread`` and ``.gevent``.
 
 Importing this package imports no runtime; each adapter module imports its own.
 """

@@ -201,11 +201,13 @@ class Worker(WorkerBase):
 class _Driver:
     """One run of a worker: the machine, its sockets, its jobs and its heartbeat."""
 
+    _context_type: Any = None  # JobContext, set below (the gevent adapter has its own)
+
     def __init__(self, worker: Worker, config: core.WorkerConfig) -> None:
         self.worker = worker
         self.config = config
         self.machine = core.Worker(config, random=worker._random.random)
-        self._selector = selectors.DefaultSelector()
+        self._selector = self._new_selector()
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._selector.register(self._wake_reader, selectors.EVENT_READ, None)
@@ -216,7 +218,7 @@ class _Driver:
         self._jobs: dict[str, JobContext] = {}
         self._exit_code: int | None = None
         self._quiet_hooks_ran = False
-        self._executor = DaemonThreadPool(config.concurrency, "faktory-job")
+        self._executor: DaemonThreadPool | None = None
         self._heartbeat = HeartbeatThread(
             config,
             worker._url,
@@ -301,15 +303,13 @@ class _Driver:
         link = action.link
         attempt = self._attempt.get(link, 0) + 1
         self._attempt[link] = attempt
-        threading.Thread(
-            target=self._open, args=(link, attempt), name="faktory-connect", daemon=True
-        ).start()
+        self._spawn(self._open, link, attempt)
 
     def _open(self, link: int, attempt: int) -> None:
         worker = self.worker
         result: socket.socket | str
         try:
-            result = connect_socket(
+            result = self._connect_socket(
                 worker._url, timeout=worker._connect_timeout, ssl_context=worker._ssl_context
             )
         except OSError as error:
@@ -342,14 +342,9 @@ class _Driver:
     def _start_job(self, action: StartJob) -> None:
         job = action.job
         handler = self.worker._handlers[job.jobtype]  # the machine FAILs unknown types itself
-        context = JobContext(job, self.worker)
+        context = self._context_type(job, self.worker)
         self._jobs[job.jid] = context
-        future = self._executor.submit(
-            contextvars.copy_context().run, self._perform, context, handler
-        )
-        future.add_done_callback(
-            lambda done: self.post(JobFinished(jid=job.jid, error=done.result()))
-        )
+        self._run_job(context, handler)
 
     def _abort(self, action: AbortJob) -> None:
         context = self._jobs.get(action.jid)
@@ -358,20 +353,47 @@ class _Driver:
         job = context.job
         _log.warning("aborting %s %s: %s", job.jobtype, action.jid, action.message)
         context.abort._set(action.message)
-        if not self.worker._interrupts(job.jobtype):
-            return
+        if self.worker._interrupts(job.jobtype):
+            self._interrupt(context)
+
+    # -- how this runtime runs things (the gevent adapter overrides these) -----------------
+
+    def _new_selector(self) -> selectors.BaseSelector:
+        return selectors.DefaultSelector()
+
+    def _spawn(self, target: Callable[..., Any], *args: Any) -> None:
+        threading.Thread(target=target, args=args, name="faktory-task", daemon=True).start()
+
+    def _connect_socket(
+        self, url: core.ServerURL, *, timeout: float, ssl_context: Any
+    ) -> socket.socket:
+        return connect_socket(url, timeout=timeout, ssl_context=ssl_context)
+
+    def _run_job(self, context: JobContext, handler: Handler) -> None:
+        if self._executor is None:
+            self._executor = DaemonThreadPool(self.config.concurrency, "faktory-job")
+        jid = context.job.jid
+        future = self._executor.submit(
+            contextvars.copy_context().run, self._perform, context, handler
+        )
+        future.add_done_callback(lambda done: self.post(JobFinished(jid=jid, error=done.result())))
+
+    def _interrupt(self, context: JobContext) -> None:
         with context._lock:  # only while the handler itself runs
             if context._thread is not None:
                 _set_async_exc(ctypes.c_ulong(context._thread), ctypes.py_object(JobAborted))
+
+    def _stack(self, context: JobContext) -> str:
+        thread = context._thread
+        frame = sys._current_frames().get(thread) if thread is not None else None
+        return "".join(traceback.format_stack(frame)) if frame else "(not running)\n"
 
     def _phase_changed(self, action: PhaseChanged) -> None:
         _log.info("worker %s: %s (%s)", self.worker.wid, action.phase.value, action.trigger.value)
         self._heartbeat.report_phase(action.phase)
         if action.phase in (Phase.QUIET, Phase.STOPPING) and not self._quiet_hooks_ran:
             self._quiet_hooks_ran = True
-            threading.Thread(
-                target=self.worker._run_hooks, args=("quiet",), name="faktory-hook", daemon=True
-            ).start()
+            self._spawn(self.worker._run_hooks, "quiet")
 
     def _notice(self, action: Notice) -> None:
         _log.warning("%s", action.message)
@@ -409,17 +431,15 @@ class _Driver:
             handler(*context.job.args)
 
     def dump_jobs(self) -> None:
-        frames = sys._current_frames()
         for context in list(self._jobs.values()):
-            thread = context._thread
-            frame = frames.get(thread) if thread is not None else None
-            stack = "".join(traceback.format_stack(frame)) if frame else "(not running)\n"
+            stack = self._stack(context)
             _log.warning("running %s %s\n%s", context.job.jobtype, context.job.jid, stack)
 
     def _finish(self) -> None:
         for link in list(self._socks):
             self._forget(link)
-        self._executor.shutdown(wait=False)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
         if not self._heartbeat.finish(_HEARTBEAT_END_TIMEOUT):
             _log.warning("the heartbeat did not end within %g s", _HEARTBEAT_END_TIMEOUT)
         self._selector.close()
@@ -427,6 +447,8 @@ class _Driver:
         self._wake_writer.close()
         self.worker._run_hooks("shutdown")
 
+
+_Driver._context_type = JobContext
 
 _ACTIONS: Final[dict[type[Action], Callable[[_Driver, Any], None]]] = {
     Write: _Driver._write,
@@ -472,7 +494,7 @@ class Client:
             self._ssl_context = tls_context()
         self._jid_factory = jid_factory
         self._idle: list[_ClientConnection] = []
-        self._slots = threading.BoundedSemaphore(pool_size)
+        self._slots = self._semaphore(pool_size)
         self._closed = False
 
     def __enter__(self) -> Self:
@@ -666,7 +688,9 @@ class Client:
 
     def _open(self) -> _ClientConnection:
         url = self._url
-        sock = connect_socket(url, timeout=self._connect_timeout, ssl_context=self._ssl_context)
+        sock = self._connect_socket(
+            url, timeout=self._connect_timeout, ssl_context=self._ssl_context
+        )
         connection = _ClientConnection(
             sock, core.Connection(core.ClientInfo(username=url.username), password=url.password)
         )
@@ -679,6 +703,16 @@ class Client:
             connection.abandon()
             raise handshake_failure(event, url)
         return connection
+
+    # -- how this runtime does it (the gevent adapter overrides these) ------------------------
+
+    def _connect_socket(
+        self, url: core.ServerURL, *, timeout: float, ssl_context: Any
+    ) -> socket.socket:
+        return connect_socket(url, timeout=timeout, ssl_context=ssl_context)
+
+    def _semaphore(self, size: int) -> Any:
+        return threading.BoundedSemaphore(size)
 
 
 class _ClientConnection:

@@ -8,9 +8,14 @@ from types import ModuleType
 import pytest
 
 import faktory_adapters.asyncio
+import faktory_adapters.gevent
 import faktory_adapters.thread
 
-ADAPTERS: list[ModuleType] = [faktory_adapters.asyncio, faktory_adapters.thread]
+ADAPTERS: list[ModuleType] = [
+    faktory_adapters.asyncio,
+    faktory_adapters.thread,
+    faktory_adapters.gevent,
+]
 REFERENCE = ADAPTERS[0]
 
 

@@ -102,6 +102,25 @@ def build_asyncio(options: argparse.Namespace) -> Any:
 def build_thread(options: argparse.Namespace) -> Any:
     from faktory_adapters.thread import JobAborted, Worker, current_job
 
+    return _build_blocking(options, Worker, current_job, JobAborted, time.sleep)
+
+
+def build_gevent(options: argparse.Namespace) -> Any:
+    import gevent
+
+    from faktory_adapters.gevent import JobAborted, Worker, current_job
+
+    return _build_blocking(options, Worker, current_job, JobAborted, gevent.sleep)
+
+
+def _build_blocking(
+    options: argparse.Namespace,
+    Worker: Any,
+    current_job: Any,
+    JobAborted: Any,
+    pause: Any,
+) -> Any:
+
     worker = Worker(
         url=options.url,
         queues=options.queues,
@@ -112,10 +131,10 @@ def build_thread(options: argparse.Namespace) -> Any:
     )
 
     def nap(seconds: float) -> None:
-        # Short sleeps: the abort exception lands between them, not inside one.
+        # Short sleeps: the abort exception lands between them (a thread) or in one (gevent).
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            time.sleep(0.01)
+            pause(0.01)
 
     @worker.register("Sleep")
     def sleep(seconds: float) -> None:
@@ -180,7 +199,7 @@ def build_thread(options: argparse.Namespace) -> Any:
     return worker
 
 
-BUILDERS = {"asyncio": build_asyncio, "thread": build_thread}
+BUILDERS = {"asyncio": build_asyncio, "thread": build_thread, "gevent": build_gevent}
 
 
 def main() -> None:

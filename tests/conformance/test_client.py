@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from faktory_adapters import asyncio as aio
+from faktory_adapters import gevent as gevent_adapter
 from faktory_adapters import thread
 from faktory_core import Job
 from tests.support.server import FaktoryServer
@@ -52,14 +53,15 @@ class LoopClient:
         self._thread.join(10)
 
 
-@pytest.fixture(params=["asyncio", "thread"])
+@pytest.fixture(params=["asyncio", "thread", "gevent"])
 def client(request: pytest.FixtureRequest, faktory_server: FaktoryServer) -> Iterator[Any]:
     if request.param == "asyncio":
         loop_client = LoopClient(faktory_server.url)
         yield loop_client
         loop_client.shut()
     else:
-        with thread.Client(faktory_server.url) as blocking:
+        module = thread if request.param == "thread" else gevent_adapter
+        with module.Client(faktory_server.url) as blocking:
             yield blocking
 
 
