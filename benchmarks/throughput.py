@@ -8,6 +8,7 @@ queue is empty and nothing is reserved (``faktory.sets.working`` is 0); then sto
 
     ours       faktory_adapters.asyncio.Worker with an ``async def`` no-op
     thread     faktory_adapters.thread.Worker with a plain no-op
+    gevent     faktory_adapters.gevent.Worker with a plain no-op
     faktory    the PyPI package ``faktory`` (use_threads=True)
     pyfaktory  the PyPI package ``pyfaktory`` (a Pebble process pool)
     node       faktory-worker 4.x from npm (benchmarks/peers/node_worker.js)
@@ -92,11 +93,12 @@ from faktory_core import (  # noqa: E402
 JOBTYPE: Final = "noop"
 PUSH_CHUNK: Final = 1000
 NODE_SCRIPT: Final = REPO_ROOT / "benchmarks" / "peers" / "node_worker.js"
-CONTENDERS: Final = ("ours", "thread", "faktory", "pyfaktory", "node")
-OURS: Final = ("ours", "thread")
+CONTENDERS: Final = ("ours", "thread", "gevent", "faktory", "pyfaktory", "node")
+OURS: Final = ("ours", "thread", "gevent")
 LABELS: Final = {
     "ours": "ours (asyncio)",
     "thread": "ours (thread)",
+    "gevent": "ours (gevent)",
     "faktory": "faktory (PyPI)",
     "pyfaktory": "pyfaktory (PyPI)",
     "node": "faktory-worker (npm)",
@@ -180,6 +182,7 @@ def _run_pyfaktory() -> int:
 _CHILDREN: Final[dict[str, Callable[[], int]]] = {
     "ours": _run_ours,
     "thread": lambda: _run_ours("thread"),
+    "gevent": lambda: _run_ours("gevent"),
     "faktory": _run_faktory,
     "pyfaktory": _run_pyfaktory,
 }

@@ -65,3 +65,21 @@ def test_importing_the_package_imports_no_runtime() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_one_abort_exception_that_except_exception_does_not_catch() -> None:
+    aborted = {module.JobAborted for module in ADAPTERS}
+    assert len(aborted) == 1
+    (kind,) = aborted
+    assert issubclass(kind, BaseException)
+    assert not issubclass(kind, Exception)
+
+
+def test_the_gevent_adapter_without_gevent_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys; sys.modules['gevent'] = None; import faktory_adapters.gevent"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "faktory-sansio[gevent]" in out.stderr

@@ -84,6 +84,11 @@ def build_asyncio(options: argparse.Namespace) -> Any:
     async def boom(message: str) -> None:
         raise ValueError(message)
 
+    @worker.register("Record")
+    async def record() -> None:
+        job = current_job().job
+        say("ran", job.queue, job.jid)
+
     @worker.on_startup
     def started() -> None:
         say("wid", worker.wid)
@@ -184,6 +189,11 @@ def _build_blocking(
     def boom(message: str) -> None:
         raise ValueError(message)
 
+    @worker.register("Record")
+    def record() -> None:
+        job = current_job().job
+        say("ran", job.queue, job.jid)
+
     @worker.on_startup
     def started() -> None:
         say("wid", worker.wid)
@@ -212,6 +222,12 @@ def main() -> None:
     parser.add_argument("--abort-grace", type=float, default=3.0)
     parser.add_argument("--heartbeat-interval", type=float, default=15.0)
     options = parser.parse_args()
+    # --queue name:weight makes the queues weighted; plain names keep strict order.
+    if any(":" in queue for queue in options.queues):
+        options.queues = {
+            name: int(weight)
+            for name, _, weight in (queue.partition(":") for queue in options.queues)
+        }
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(relativeCreated)6d %(name)s %(message)s"
     )

@@ -109,12 +109,17 @@ def test_server_errors_raise_and_the_client_stays_usable(client: Any) -> None:
         client.fail(unique("nobody"), "E", "m")
     assert refused.value.code == "ERR"
     assert refused.value.message.startswith("Job not found")
-    for call, args in [
-        (client.batch_status, ("b-123456",)),
-        (client.track_get, ("jid-12345678",)),
+    callback = Job(jid=unique("callback"), jobtype="Done", args=[])
+    for call, args, kwargs in [
+        (client.batch_new, (), {"success": callback, "description": "d"}),
+        (client.batch_open, ("b-123456",), {}),
+        (client.batch_commit, ("b-123456",), {}),
+        (client.batch_status, ("b-123456",), {}),
+        (client.track_get, ("jid-12345678",), {}),
+        (client.track_set, ("jid-12345678",), {"percent": 50, "description": "half"}),
     ]:
         with pytest.raises(Exception, match="Enterprise"):
-            call(*args)
+            call(*args, **kwargs)
     assert client.info()["server"]["faktory_version"] == "1.9.4"
 
 

@@ -26,6 +26,7 @@ from faktory_core import (
     Job,
     Mutate,
     Push,
+    PushBulk,
     QueueRemove,
 )
 from tests.support.blocking import BlockingClient
@@ -283,3 +284,23 @@ def test_handler_errors_unknown_job_types_and_sync_handlers(
     assert failure is not None
     assert failure.errtype == "UnknownJobType"
     assert "NoSuchJobType" in (failure.message or "")
+
+
+def test_weighted_queues_are_served_in_proportion(
+    faktory_server: FaktoryServer, client: BlockingClient, queue: str, adapter: str
+) -> None:
+    heavy, light = f"{queue}-heavy", f"{queue}-light"
+    jobs = [
+        Job.create("Record", [], jid_factory=lambda: uuid.uuid4().hex, queue=name)
+        for name in (heavy, light)
+        for _ in range(150)
+    ]
+    client.ask(PushBulk(jobs=jobs))
+    weights = ("--queue", f"{heavy}:3", "--queue", f"{light}:1", "--concurrency", "1")
+    with WorkerProcess("--adapter", adapter, "--url", faktory_server.url, *weights) as process:
+        served = [process.expect("ran")[1] for _ in range(120)]  # both queues still hold jobs
+        process.send(signal.SIGTERM)
+        assert process.wait(15) == 0
+    share = served.count(heavy) / len(served)
+    assert 0.6 <= share <= 0.9, share  # 3:1 gives 0.75; binomial sd over 120 is 0.04
+    client.ask(QueueRemove(queues=(heavy, light)))
