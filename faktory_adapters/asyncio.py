@@ -309,9 +309,10 @@ class _Driver:
             code = await asyncio.shield(self._exit)
         except asyncio.CancelledError:
             # Not our cancellation: abort now, FAIL what runs, end cleanly, then pass it on.
+            # Two stop requests abort at once from any phase; the lifecycle table ignores
+            # whatever is one too many.
             self.feed(StopRequested(source="cancelled"))
-            if self.machine.phase is Phase.STOPPING:
-                self.feed(StopRequested(source="cancelled"))
+            self.feed(StopRequested(source="cancelled"))
             try:
                 await asyncio.wait_for(asyncio.shield(self._exit), config.abort_grace + 5.0)
             finally:

@@ -1,7 +1,8 @@
-"""A sans-IO implementation of the Faktory wire protocol.
+"""A sans-IO implementation of the Faktory wire protocol and of a worker's lifecycle.
 
 No sockets, threads, clocks or randomness: feed bytes to a :class:`Connection`, take events
-out, and write what :meth:`Connection.data_to_send` returns.
+out, and write what :meth:`Connection.data_to_send` returns. :class:`Worker` and
+:class:`Heartbeat` take inputs with a ``now`` and return the actions an adapter carries out.
 """
 
 from ._auth import password_hash

@@ -26,6 +26,13 @@ def say(*words: object) -> None:
         sys.stdout.flush()
 
 
+def announce_lifecycle(worker: Any) -> None:
+    """Hooks that print the worker id at startup, then quiet and shutdown as they happen."""
+    worker.on_startup(lambda: say("wid", worker.wid))
+    worker.on_quiet(lambda: say("phase quiet"))
+    worker.on_shutdown(lambda: say("phase shutdown"))
+
+
 def build_asyncio(options: argparse.Namespace) -> Any:
     from faktory_adapters.asyncio import Worker, current_job
 
@@ -89,17 +96,7 @@ def build_asyncio(options: argparse.Namespace) -> Any:
         job = current_job().job
         say("ran", job.queue, job.jid)
 
-    @worker.on_startup
-    def started() -> None:
-        say("wid", worker.wid)
-
-    @worker.on_quiet
-    def quiet() -> None:
-        say("phase quiet")
-
-    @worker.on_shutdown
-    def shutdown() -> None:
-        say("phase shutdown")
+    announce_lifecycle(worker)
 
     return worker
 
@@ -194,17 +191,7 @@ def _build_blocking(
         job = current_job().job
         say("ran", job.queue, job.jid)
 
-    @worker.on_startup
-    def started() -> None:
-        say("wid", worker.wid)
-
-    @worker.on_quiet
-    def quiet() -> None:
-        say("phase quiet")
-
-    @worker.on_shutdown
-    def shutdown() -> None:
-        say("phase shutdown")
+    announce_lifecycle(worker)
 
     return worker
 
