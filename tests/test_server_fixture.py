@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from faktory_adapters.thread import Client
 from tests.support.server import FAKTORY_VERSION, TEST_PASSWORD, FaktoryServer
 
 pytestmark = pytest.mark.server
@@ -95,3 +96,17 @@ def test_urls(faktory_server: FaktoryServer, faktory_password_server: FaktorySer
     assert url.hostname == "127.0.0.1"
     assert url.port == faktory_password_server.port
     assert " " not in faktory_password_server.url
+
+
+def test_restart_keeps_ports_and_jobs() -> None:
+    with FaktoryServer() as server:
+        port, directory = server.port, server.directory
+        with Client(server.url) as client:
+            client.push("Kept", queue="restart")
+        server.restart()
+        assert (server.port, server.directory) == (port, directory)
+        assert read_greeting(server).startswith(b"+HI")
+        with Client(server.url) as client:
+            job = client.fetch("restart")
+        assert job is not None
+        assert job.jobtype == "Kept"

@@ -160,6 +160,20 @@ class FaktoryServer:
                 _kill_redis_for(directory)
                 shutil.rmtree(directory, ignore_errors=True)
 
+    def restart(self) -> None:
+        """Stop Faktory and its Redis (SIGTERM, so Redis saves), then start them again on the
+        same ports with the same data. Jobs pushed before survive the restart."""
+        self._require_started()
+        proc, directory = self._proc, self._dir
+        port, web_port, password = self._port, self._web_port, self._password
+        assert proc is not None
+        assert directory is not None
+        assert port is not None
+        assert web_port is not None
+        _terminate_group(proc, self.stop_timeout)
+        _kill_redis_for(directory)
+        self._launch(self.install(), directory, port, web_port, password)
+
     def __enter__(self) -> Self:
         if self._proc is None:
             self.start()
@@ -237,6 +251,11 @@ class FaktoryServer:
     def _start_once(self, binary: str, password: str | None) -> None:
         directory = Path(tempfile.mkdtemp(prefix="fk", dir="/tmp"))
         port, web_port = _free_ports(2)
+        self._launch(binary, directory, port, web_port, password)
+
+    def _launch(
+        self, binary: str, directory: Path, port: int, web_port: int, password: str | None
+    ) -> None:
         env = os.environ.copy()
         env.pop("FAKTORY_PASSWORD", None)
         env["FAKTORY_BIN"] = binary
