@@ -7,6 +7,11 @@ ports with a short private directory under ``/tmp``::
     with FaktoryServer().start(password="s3cret") as server:
         connect_somehow(server.url)  # tcp://:s3cret@127.0.0.1:<port>
 
+With ``FaktoryServer(tls=(key_path, cert_path))`` the server speaks TLS only, on the command
+port and the Web UI (Faktory does so when its config directory holds ``private.key.pem`` and
+``public.cert.pem``); :attr:`FaktoryServer.url` is then ``tcp+tls://localhost:<port>``, so the
+certificate must name ``localhost`` for a verifying client (see ``tests.support.tls``).
+
 Standard library only.
 """
 
@@ -20,6 +25,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -43,6 +49,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "faktory-server"
 
 _HOST = "127.0.0.1"
+# The name a TLS URL gives: certificates name hosts, and Faktory listens on _HOST only.
+_TLS_HOST = "localhost"
 _INSTALL_TIMEOUT = 1800.0  # apt-get plus a cold Go build; normally ~25 s, or instant.
 _MAX_START_ATTEMPTS = 3  # a picked port can be taken before Faktory binds it
 _PR_SET_PDEATHSIG = 1
@@ -69,8 +77,11 @@ class FaktoryServer:
         log_level: str = "info",
         startup_timeout: float = 20.0,
         stop_timeout: float = 10.0,
+        tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
     ) -> None:
+        """``tls``: (private key, certificate) PEM files; the server then speaks TLS only."""
         self.log_level = log_level
+        self.tls = None if tls is None else (Path(tls[0]), Path(tls[1]))
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -216,14 +227,23 @@ class FaktoryServer:
 
     @property
     def url(self) -> str:
-        """``tcp://127.0.0.1:PORT``, or ``tcp://:PASSWORD@127.0.0.1:PORT`` (percent-encoded)."""
+        """``tcp://127.0.0.1:PORT``, or ``tcp://:PASSWORD@127.0.0.1:PORT`` (percent-encoded).
+
+        With TLS: ``tcp+tls://[:PASSWORD@]localhost:PORT``, the host name a certificate names.
+        """
+        if self.tls is None:
+            scheme, host = "tcp", self.host
+        else:
+            scheme, host = "tcp+tls", _TLS_HOST
         if self.password is None:
-            return f"tcp://{self.host}:{self.port}"
-        return f"tcp://:{urllib.parse.quote(self.password, safe='')}@{self.host}:{self.port}"
+            return f"{scheme}://{host}:{self.port}"
+        return f"{scheme}://:{urllib.parse.quote(self.password, safe='')}@{host}:{self.port}"
 
     @property
     def web_url(self) -> str:
-        return f"http://{self.host}:{self.web_port}"
+        if self.tls is None:
+            return f"http://{self.host}:{self.web_port}"
+        return f"https://{_TLS_HOST}:{self.web_port}"
 
     @property
     def directory(self) -> Path:
@@ -250,6 +270,16 @@ class FaktoryServer:
 
     def _start_once(self, binary: str, password: str | None) -> None:
         directory = Path(tempfile.mkdtemp(prefix="fk", dir="/tmp"))
+        if self.tls is not None:
+            key, cert = self.tls
+            conf = directory / "conf"
+            conf.mkdir()
+            try:
+                shutil.copyfile(key, conf / "private.key.pem")
+                shutil.copyfile(cert, conf / "public.cert.pem")
+            except OSError:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise
         port, web_port = _free_ports(2)
         self._launch(binary, directory, port, web_port, password)
 
@@ -316,9 +346,10 @@ class FaktoryServer:
                 raise RuntimeError(
                     f"Faktory exited early with status {status}; log tail:\n{self.log_tail()}"
                 )
+            tls = self.tls is not None
             if not greeted:
-                greeted = _greets(self._port, deadline)
-            if greeted and _healthy(self._web_port, deadline):
+                greeted = _greets(self._port, deadline, tls=tls)
+            if greeted and _healthy(self._web_port, deadline, tls=tls):
                 return
             # The Web UI runs in its own goroutine and only logs a failed bind.
             if greeted and "server crashed" in self.log_tail():
@@ -353,11 +384,22 @@ def _remaining(deadline: float, cap: float) -> float:
     return max(0.01, min(cap, deadline - time.monotonic()))
 
 
-def _greets(port: int, deadline: float) -> bool:
-    """True if a TCP connection to ``port`` receives a line starting with ``+HI``."""
+# Readiness probes only: whether the server trusts its certificate is for the tests to check.
+_UNVERIFIED = ssl.create_default_context()
+_UNVERIFIED.check_hostname = False
+_UNVERIFIED.verify_mode = ssl.CERT_NONE
+
+
+def _greets(port: int, deadline: float, *, tls: bool = False) -> bool:
+    """True if a TCP (or TLS) connection to ``port`` receives a line starting with ``+HI``."""
     try:
-        with socket.create_connection((_HOST, port), timeout=_remaining(deadline, 0.5)) as sock:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(
+                socket.create_connection((_HOST, port), timeout=_remaining(deadline, 0.5))
+            )
             sock.settimeout(_remaining(deadline, 1.0))
+            if tls:
+                sock = stack.enter_context(_UNVERIFIED.wrap_socket(sock))
             data = b""
             while b"\r\n" not in data and len(data) < 4096:
                 chunk = sock.recv(4096)
@@ -369,12 +411,14 @@ def _greets(port: int, deadline: float) -> bool:
         return False
 
 
-_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_NO_PROXY_OPENER = urllib.request.build_opener(
+    urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=_UNVERIFIED)
+)
 
 
-def _healthy(web_port: int, deadline: float) -> bool:
-    """True if ``GET /health`` answers 200 with Faktory's JSON."""
-    url = f"http://{_HOST}:{web_port}/health"
+def _healthy(web_port: int, deadline: float, *, tls: bool = False) -> bool:
+    """True if ``GET /health`` (over HTTPS with ``tls``) answers 200 with Faktory's JSON."""
+    url = f"{'https' if tls else 'http'}://{_HOST}:{web_port}/health"
     try:
         with _NO_PROXY_OPENER.open(url, timeout=_remaining(deadline, 1.0)) as response:
             if response.status != 200:
