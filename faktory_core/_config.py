@@ -115,6 +115,9 @@ class WorkerConfig:
     time_limits: dict[str, float] = attrs.field(factory=dict, converter=_time_limits)
     #: Job types this worker can run; others are FAILed as UnknownJobType (None: any).
     jobtypes: frozenset[str] | None = attrs.field(default=None, converter=_jobtypes)
+    #: Burst mode: after a FETCH comes back empty, fetch no more and exit once running jobs
+    #: finish (no shutdown timeout applies).
+    burst: bool = False
     #: A connection whose awaited reply takes longer than this is dropped and re-opened.
     reply_timeout: float = attrs.field(default=10.0, validator=_positive)
     reconnect_base: float = attrs.field(default=0.5, validator=_positive)

@@ -40,6 +40,7 @@ HEARTBEAT_LINK: Final = 0
 
 _REPORTED_STATES: Final = {
     Phase.QUIET: WorkerState.QUIET,
+    Phase.DRAINING: WorkerState.QUIET,
     Phase.STOPPING: WorkerState.TERMINATE,
     Phase.ABORTING: WorkerState.TERMINATE,
     Phase.ENDING: WorkerState.TERMINATE,

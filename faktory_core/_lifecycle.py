@@ -26,6 +26,7 @@ class Phase(enum.Enum):
 
     RUNNING = "running: fetching and running jobs"
     QUIET = "quiet: no new fetches, running jobs continue"
+    DRAINING = "draining (burst): the queues were empty; ends when running jobs finish"
     STOPPING = "stopping: quiet, and the shutdown timeout is running"
     ABORTING = "aborting: running jobs were aborted and FAILed; grace period"
     ENDING = "ending: sending END on every connection"
@@ -44,6 +45,7 @@ class Trigger(enum.Enum):
     DEADLINE = "the shutdown timeout ran out"
     DRAINED = "no job running and no FETCH awaiting its reply"
     GRACE_OVER = "the abort grace period ran out"
+    QUEUES_EMPTY = "a FETCH came back empty in burst mode"
     ENDED = "every connection ended"
 
     __hash__ = object.__hash__
@@ -62,8 +64,18 @@ LIFECYCLE: Final[dict[tuple[Phase, Trigger], Phase]] = {
     (_P.QUIET, _T.SERVER_QUIET): _P.QUIET,
     (_P.QUIET, _T.STOP): _P.STOPPING,
     (_P.QUIET, _T.SERVER_TERMINATE): _P.STOPPING,
+    # Burst mode: an empty FETCH means the work is done; no timeout, running jobs finish.
+    (_P.RUNNING, _T.QUEUES_EMPTY): _P.DRAINING,
+    (_P.QUIET, _T.QUEUES_EMPTY): _P.DRAINING,
+    (_P.DRAINING, _T.QUEUES_EMPTY): _P.DRAINING,
+    (_P.DRAINING, _T.QUIET): _P.DRAINING,
+    (_P.DRAINING, _T.SERVER_QUIET): _P.DRAINING,
+    (_P.DRAINING, _T.STOP): _P.STOPPING,
+    (_P.DRAINING, _T.SERVER_TERMINATE): _P.STOPPING,
+    (_P.DRAINING, _T.DRAINED): _P.ENDING,
     (_P.STOPPING, _T.QUIET): _P.STOPPING,
     (_P.STOPPING, _T.SERVER_QUIET): _P.STOPPING,
+    (_P.STOPPING, _T.QUEUES_EMPTY): _P.STOPPING,
     # The server repeats its state in every BEAT reply: that is not a second request.
     (_P.STOPPING, _T.SERVER_TERMINATE): _P.STOPPING,
     # A second stop request skips the rest of the shutdown timeout.
@@ -71,9 +83,11 @@ LIFECYCLE: Final[dict[tuple[Phase, Trigger], Phase]] = {
     (_P.STOPPING, _T.DEADLINE): _P.ABORTING,
     (_P.STOPPING, _T.DRAINED): _P.ENDING,
     **{(_P.ABORTING, request): _P.ABORTING for request in _REQUESTS},
+    (_P.ABORTING, _T.QUEUES_EMPTY): _P.ABORTING,
     (_P.ABORTING, _T.DRAINED): _P.ENDING,
     (_P.ABORTING, _T.GRACE_OVER): _P.ENDING,
     **{(_P.ENDING, request): _P.ENDING for request in _REQUESTS},
+    (_P.ENDING, _T.QUEUES_EMPTY): _P.ENDING,
     (_P.ENDING, _T.ENDED): _P.EXITED,
     **{(_P.EXITED, request): _P.EXITED for request in _REQUESTS},
 }

@@ -210,6 +210,8 @@ class Worker(LinkMachine[_Slot]):
             slot.fetching = False
             if event.job is not None:
                 self._on_job(slot, event.job, now)
+            elif self.config.burst:
+                self._fire(Trigger.QUEUES_EMPTY, now)
         elif isinstance(event, Ready):
             slot.status = LinkStatus.READY
             slot.failures = 0
@@ -329,7 +331,7 @@ class Worker(LinkMachine[_Slot]):
         return [command.jid for command in reports if isinstance(command, (Ack, Fail))]
 
     def _settle(self, now: float) -> None:
-        if self._phase in (Phase.STOPPING, Phase.ABORTING) and not any(
+        if self._phase in _DRAINING_PHASES and not any(
             slot.job is not None or slot.fetching for slot in self._links
         ):
             self._fire(Trigger.DRAINED, now)
@@ -445,6 +447,9 @@ _SERVER_STATES: Final = {
     WorkerState.TERMINATE: Trigger.SERVER_TERMINATE,
 }
 
+#: Phases that end once no job runs and no FETCH awaits its reply.
+_DRAINING_PHASES: Final = frozenset((Phase.DRAINING, Phase.STOPPING, Phase.ABORTING))
+
 _DEADLINE_TRIGGERS: Final = {
     Phase.STOPPING: Trigger.DEADLINE,
     Phase.ABORTING: Trigger.GRACE_OVER,
@@ -453,6 +458,7 @@ _DEADLINE_TRIGGERS: Final = {
 
 _ENTER: Final[dict[Phase, Callable[[Worker, Trigger, float], None]]] = {
     Phase.QUIET: Worker._enter_quiet,
+    Phase.DRAINING: Worker._enter_quiet,
     Phase.STOPPING: Worker._enter_stopping,
     Phase.ABORTING: Worker._enter_aborting,
     Phase.ENDING: Worker._enter_ending,

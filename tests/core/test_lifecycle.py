@@ -62,6 +62,7 @@ def test_rank_order_is_the_life_order() -> None:
     assert list(Phase) == [
         Phase.RUNNING,
         Phase.QUIET,
+        Phase.DRAINING,
         Phase.STOPPING,
         Phase.ABORTING,
         Phase.ENDING,
@@ -88,7 +89,7 @@ def test_quiet_is_one_way(trigger: Trigger) -> None:
         for (phase, _), after in LIFECYCLE.items()
         if phase is not Phase.RUNNING
     )
-    assert {t for (p, t) in LIFECYCLE if p is Phase.RUNNING} == set(REQUESTS)
+    assert {t for (p, t) in LIFECYCLE if p is Phase.RUNNING} == {*REQUESTS, Trigger.QUEUES_EMPTY}
 
 
 def test_a_stop_in_running_or_quiet_starts_the_shutdown_timeout() -> None:
@@ -142,7 +143,22 @@ def test_timer_triggers_only_where_a_timer_runs() -> None:
     for trigger in (Trigger.DEADLINE, Trigger.GRACE_OVER, Trigger.ENDED):
         phases = {phase for (phase, t) in LIFECYCLE if t is trigger}
         assert phases == {p for p, t in TIMER_TRIGGER.items() if t is trigger}
-    assert {p for (p, t) in LIFECYCLE if t is Trigger.DRAINED} == {Phase.STOPPING, Phase.ABORTING}
+    assert {p for (p, t) in LIFECYCLE if t is Trigger.DRAINED} == {
+        Phase.DRAINING,
+        Phase.STOPPING,
+        Phase.ABORTING,
+    }
+
+
+def test_burst_drains_without_a_timeout_and_a_stop_still_applies() -> None:
+    for phase in (Phase.RUNNING, Phase.QUIET):
+        assert next_phase(phase, Trigger.QUEUES_EMPTY) is Phase.DRAINING
+    assert next_phase(Phase.DRAINING, Trigger.DRAINED) is Phase.ENDING
+    assert next_phase(Phase.DRAINING, Trigger.STOP) is Phase.STOPPING
+    assert next_phase(Phase.DRAINING, Trigger.SERVER_TERMINATE) is Phase.STOPPING
+    # A FETCH in flight may come back empty in any later phase: nothing changes then.
+    for phase in (Phase.STOPPING, Phase.ABORTING, Phase.ENDING):
+        assert next_phase(phase, Trigger.QUEUES_EMPTY) is phase
 
 
 def test_exit_codes() -> None:

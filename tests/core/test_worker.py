@@ -281,6 +281,47 @@ def test_a_stop_with_nothing_running_awaits_the_fetches_in_flight() -> None:
     assert exits(driver) == [(2.0, Exit(code=0))]
 
 
+def test_burst_drains_once_a_fetch_comes_back_empty_and_exits_0() -> None:
+    driver = started(J1, J2, concurrency=2, burst=True, shutdown_timeout=1.0)
+    assert list(driver.started) == [J1, J2]
+    driver.advance(1)
+    assert phases(driver.finish(J1)) == []  # its next FETCH waits on the server
+    acts = driver.advance(2)
+    assert phases(acts) == [(Phase.RUNNING, Phase.DRAINING, Trigger.QUEUES_EMPTY)]
+    assert driver.worker.next_deadline is None  # no shutdown timeout: J2 may take its time
+    driver.advance(100)
+    assert [a for _, a in driver.timed(AbortJob)] == []
+    acts = driver.finish(J2)
+    assert phases(acts)[0] == (Phase.DRAINING, Phase.ENDING, Trigger.DRAINED)
+    assert exits(driver) == [(103.0, Exit(code=0))]
+    assert driver.peer.acks(J1)
+    assert driver.peer.acks(J2)
+    # The heartbeat told the server the worker is quiet.
+    assert driver.peer.commands(HB, "BEAT")[-1].json()["current_state"] == "quiet"
+
+
+def test_burst_with_empty_queues_exits_after_the_first_fetches() -> None:
+    driver = started(concurrency=2, burst=True)
+    driver.advance(2)
+    assert exits(driver) == [(2.0, Exit(code=0))]
+
+
+def test_a_stop_while_draining_starts_the_shutdown_timeout() -> None:
+    driver = started(J1, burst=True, concurrency=2, shutdown_timeout=5.0)
+    driver.advance(2)
+    assert driver.worker.phase is Phase.DRAINING
+    assert phases(driver.stop()) == [(Phase.DRAINING, Phase.STOPPING, Trigger.STOP)]
+    driver.advance(5)
+    assert [a.jid for _, a in driver.timed(AbortJob)] == [J1]
+
+
+def test_without_burst_an_empty_fetch_fetches_again() -> None:
+    driver = started(concurrency=1)
+    driver.advance(4.5)
+    assert driver.worker.phase is Phase.RUNNING
+    assert [now for now, *_ in driver.lines("w0", "FETCH")] == [0.0, 2.0, 4.0]
+
+
 def test_a_zero_grace_period_ends_at_the_deadline() -> None:
     driver = started(J1, abort_grace=0.0)
     driver.stop()
