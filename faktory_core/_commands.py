@@ -228,6 +228,11 @@ def _jids(jids: Iterable[str]) -> tuple[str, ...]:
     return kept
 
 
+def _job_json(job: Job) -> str:
+    """The job's JSON; an error names the job, not the value that JSON cannot carry."""
+    return dump_json(job.to_wire(), f"job {job.jid} ({job.jobtype})")
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
         raise LocalProtocolError("times sent to the server must be timezone-aware datetimes")
@@ -253,7 +258,7 @@ class Push(Command):
     job: Job = attrs.field(validator=_job)
 
     def _encode(self) -> bytes:
-        return command_line(self.verb, dump_json(self.job.to_wire()))
+        return command_line(self.verb, _job_json(self.job))
 
 
 @attrs.frozen(kw_only=True)
@@ -267,7 +272,7 @@ class PushBulk(Command):
     def _encode(self) -> bytes:
         if not self.jobs:
             raise LocalProtocolError("PUSHB needs at least one job")
-        return command_line(self.verb, dump_json([job.to_wire() for job in self.jobs]))
+        return command_line(self.verb, f"[{','.join(_job_json(job) for job in self.jobs)}]")
 
 
 @attrs.frozen(kw_only=True)

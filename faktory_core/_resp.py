@@ -113,11 +113,11 @@ class ReplyParser:
         end = buf.find(b"\n", self._scan)
         if end < 0:
             if len(buf) - pos > self._max:
-                raise RemoteProtocolError(f"reply line longer than {self._max} bytes")
+                raise RemoteProtocolError(_too_long(self._max))
             self._scan = len(buf)
             return NEED_DATA
         if end - pos > self._max:
-            raise RemoteProtocolError(f"reply line longer than {self._max} bytes")
+            raise RemoteProtocolError(_too_long(self._max))
         if end == pos or buf[end - 1] != 0x0D:
             raise RemoteProtocolError("reply line not terminated by CRLF")
         kind = buf[pos]
@@ -130,7 +130,9 @@ class ReplyParser:
             if length < 0:
                 raise RemoteProtocolError(f"negative bulk length {length}")
             if length > self._max:
-                raise RemoteProtocolError(f"bulk reply of {length} bytes exceeds {self._max}")
+                raise RemoteProtocolError(
+                    f"bulk reply of {length} bytes exceeds {self._max} bytes (max_reply_size)"
+                )
             self._scan = end
             self._pending_bulk = length
             return self._bulk_body(end + 1, length)
@@ -167,6 +169,10 @@ class ReplyParser:
         self._pos = self._scan = upto
 
 
+def _too_long(limit: int) -> str:
+    return f"reply line longer than {limit} bytes (max_reply_size) without its CRLF"
+
+
 def _text(line: bytes) -> str:
     try:
         return line.decode("utf-8")
@@ -177,12 +183,16 @@ def _text(line: bytes) -> str:
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def dump_json(value: Any) -> str:
-    """Encode ``value`` as compact one-line JSON, or raise :class:`LocalProtocolError`."""
+def dump_json(value: Any, what: str = "the value") -> str:
+    """Encode ``value`` as compact one-line JSON, or raise :class:`LocalProtocolError`.
+
+    JSON has no NaN or infinity, bytes, sets or cycles; the error says which ``what`` held
+    one (never the value itself, which may be secret).
+    """
     try:
         return _encoder.encode(value)
     except (TypeError, ValueError, RecursionError) as error:
-        raise LocalProtocolError(f"cannot be encoded as JSON: {error}") from None
+        raise LocalProtocolError(f"{what} cannot be encoded as JSON: {error}") from None
 
 
 def command_line(verb: str, argument: str | None = None) -> bytes:

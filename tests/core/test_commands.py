@@ -216,6 +216,45 @@ def test_hello_encodes_its_payload() -> None:
     )
 
 
+def test_hello_repr_hides_the_password_hash() -> None:
+    hello = Hello(payload=ClientInfo().hello_payload("d7a1c0ffee5ecret"))
+    assert "d7a1c0ffee5ecret" not in repr(hello)
+    assert "d7a1c0ffee5ecret" not in str(hello)
+
+
+@pytest.mark.parametrize(
+    ("value", "cause"),
+    [
+        (object(), "not JSON serializable"),
+        ({1, 2}, "not JSON serializable"),
+        (b"bytes", "not JSON serializable"),
+        (float("nan"), "Out of range float"),
+        (float("-inf"), "Out of range float"),
+    ],
+)
+def test_a_job_json_cannot_carry_is_refused_naming_the_job(value: object, cause: str) -> None:
+    bad = Job(jid="jid-of-the-bad-one", jobtype="Report", args=[1, {"data": value}])
+    expected = f"job jid-of-the-bad-one \\(Report\\) cannot be encoded as JSON: .*{cause}"
+    with pytest.raises(LocalProtocolError, match=expected):
+        Push(job=bad)
+    with pytest.raises(LocalProtocolError, match=expected):
+        PushBulk(jobs=[JOB, bad])
+
+
+def test_a_job_with_a_cycle_is_refused() -> None:
+    cycle: list[object] = []
+    cycle.append(cycle)
+    with pytest.raises(LocalProtocolError, match="Circular reference"):
+        Push(job=Job(jid=JID, jobtype="T", args=[cycle]))
+    with pytest.raises(LocalProtocolError, match="Circular reference"):
+        Push(job=Job(jid=JID, jobtype="T", custom={"k": cycle}))
+
+
+def test_pushb_joins_the_jobs_as_one_json_array() -> None:
+    line = PushBulk(jobs=[JOB, JOB]).encode()
+    assert json.loads(line[len(b"PUSHB ") :]) == [json.loads(JOB_JSON)] * 2
+
+
 # -- FAIL truncation -------------------------------------------------------------------------
 
 

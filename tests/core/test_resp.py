@@ -466,3 +466,16 @@ def test_dump_json_refuses_cycles_and_deep_nesting() -> None:
 @given(st.recursive(st.none() | st.integers() | st.text(), lambda i: st.lists(i, max_size=3)))
 def test_dump_json_round_trips(value: object) -> None:
     assert json.loads(dump_json(value)) == value
+
+
+def test_size_errors_name_the_setting_to_change() -> None:
+    for data in (b"$17\r\n", b"+" + b"a" * 17):
+        parser = ReplyParser(max_reply_size=16)
+        parser.feed(data)
+        with pytest.raises(RemoteProtocolError, match=r"16 bytes \(max_reply_size\)"):
+            parser.next_reply()
+
+
+def test_dump_json_names_what_it_could_not_encode() -> None:
+    with pytest.raises(LocalProtocolError, match="the payload cannot be encoded as JSON"):
+        dump_json({"k": {1}}, "the payload")
