@@ -128,7 +128,14 @@ def resolve_url(url: str | ServerURL | None, env: Mapping[str, str] | None = Non
 
 
 def tls_context(*, cafile: str | None = None, verify: bool = True) -> ssl.SSLContext:
-    """A client TLS context: certificates and host names verified unless ``verify`` is False."""
+    """A client TLS context (TLS 1.2 or later) for ``tcp+tls://`` URLs without ``ssl_context``.
+
+    The server's certificate and host name are verified unless ``verify`` is False. The CAs
+    trusted are ``cafile``, else the system's, which OpenSSL's standard ``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR`` variables replace when set (read when the Client or Worker is made). So a
+    server with a private CA needs either ``SSL_CERT_FILE=/path/ca.pem`` in the environment or
+    ``ssl_context=ssl.create_default_context(cafile="/path/ca.pem")``.
+    """
     context = ssl.create_default_context(cafile=cafile)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if not verify:

@@ -1,0 +1,142 @@
+"""Each adapter's Client and Worker driven the same way from a synchronous test, and a log
+capture that can be waited on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any, Final
+
+from faktory_adapters import asyncio as aio
+from faktory_adapters import gevent as gevent_adapter
+from faktory_adapters import thread
+
+__all__ = ["ADAPTERS", "LogCapture", "SyncClient", "adapter_module", "capture_logs", "serve"]
+
+ADAPTERS: Final = ("asyncio", "thread", "gevent")
+_MODULES: Final = {"asyncio": aio, "thread": thread, "gevent": gevent_adapter}
+#: How long a test waits for anything a worker or a server does.
+WAIT: Final = 30.0
+
+
+def adapter_module(adapter: str) -> ModuleType:
+    """``faktory_adapters.asyncio``, ``.thread`` or ``.gevent``."""
+    return _MODULES[adapter]
+
+
+class SyncClient:
+    """An adapter's Client with blocking methods: the asyncio one runs on a private loop."""
+
+    def __init__(self, adapter: str, url: str, **options: Any) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if adapter == "asyncio":
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, daemon=True).start()
+            self._client = self._run(self._make(url, options))
+        else:
+            self._client = adapter_module(adapter).Client(url, **options)
+
+    async def _make(self, url: str, options: dict[str, Any]) -> aio.Client:
+        return aio.Client(url, **options)
+
+    def _run(self, coroutine: Any) -> Any:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(WAIT)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = method(*args, **kwargs)
+            return self._run(result) if asyncio.iscoroutine(result) else result
+
+        return call
+
+    def __repr__(self) -> str:
+        return repr(self._client)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is None:
+            self._client.close()
+            return
+        try:
+            self._run(self._client.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def serve(adapter: str, worker: Any, *, stop_when: threading.Event | None = None) -> int:
+    """Run ``worker.serve()`` on this thread and return its exit code.
+
+    With ``stop_when``, a watcher thread calls ``worker.stop()`` once the event is set, or
+    after WAIT seconds if it never is (the test then fails on what did not happen).
+    """
+    done = threading.Event()
+    watcher = None
+    if stop_when is not None:
+        event = stop_when
+
+        def watch() -> None:
+            event.wait(WAIT)
+            while not done.is_set():
+                with contextlib.suppress(RuntimeError):  # not serving yet
+                    worker.stop()
+                    return
+                done.wait(0.05)
+
+        watcher = threading.Thread(target=watch, name="stopper", daemon=True)
+        watcher.start()
+    try:
+        if adapter == "asyncio":
+            return int(asyncio.run(worker.serve()))
+        return int(worker.serve())
+    finally:
+        done.set()
+        if watcher is not None:
+            watcher.join(WAIT)
+
+
+class LogCapture(logging.Handler):
+    """Every record, formatted with its exception; ``seen`` is set by a matching one."""
+
+    def __init__(self, pattern: str | None = None) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
+        self.seen = threading.Event()
+        self._pattern = None if pattern is None else re.compile(pattern)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        self.records.append(record)
+        self.lines.append(line)
+        if self._pattern is not None and self._pattern.search(line):
+            self.seen.set()
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@contextlib.contextmanager
+def capture_logs(pattern: str | None = None) -> Iterator[LogCapture]:
+    """Capture every log record of the process, DEBUG and up, while the block runs."""
+    root = logging.getLogger()
+    capture = LogCapture(pattern)
+    level = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(level)

@@ -1,0 +1,143 @@
+"""TLS against a real Faktory with its own CA, for every adapter's Client and Worker.
+
+Verification is on by default; the CA is given as ``ssl_context`` or through OpenSSL's
+``SSL_CERT_FILE``; a wrong CA or host name fails naming the verification.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.security.adapters import SyncClient, adapter_module, capture_logs, serve
+from tests.support.server import TEST_PASSWORD, FaktoryServer
+from tests.support.tls import Certificates, make_certificates
+
+pytestmark = pytest.mark.server
+
+
+def trusting(ca: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca))
+
+
+@pytest.fixture(scope="module")
+def misnamed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaktoryServer]:
+    """A TLS Faktory whose certificate names faktory.invalid, not localhost."""
+    certs = make_certificates(tmp_path_factory.mktemp("tls-misnamed"), ["faktory.invalid"])
+    server = FaktoryServer(tls=(certs.server_key, certs.server_cert)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def misnamed_ca(misnamed_server: FaktoryServer) -> Path:
+    assert misnamed_server.tls is not None
+    return misnamed_server.tls[1].parent / "ca.cert.pem"
+
+
+def refused(adapter: str, url: str, **options: Any) -> ssl.SSLCertVerificationError:
+    with (
+        SyncClient(adapter, url, **options) as client,
+        pytest.raises(ssl.SSLCertVerificationError) as raised,
+    ):
+        client.info()
+    assert "certificate verify failed" in str(raised.value)
+    assert TEST_PASSWORD not in str(raised.value)
+    return raised.value
+
+
+def test_the_server_serves_tls_only(tls_server: FaktoryServer, certificates: Certificates) -> None:
+    assert tls_server.url.startswith("tcp+tls://:")
+    assert tls_server.url.endswith(f"@localhost:{tls_server.port}")
+    assert tls_server.web_url == f"https://localhost:{tls_server.web_port}"
+    https = urllib.request.HTTPSHandler(context=trusting(certificates.ca_cert))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), https)
+    with opener.open(f"{tls_server.web_url}/health", timeout=10) as response:
+        assert json.loads(response.read())["server"]["faktory_version"] == "1.9.4"
+
+
+def test_verification_is_on_by_default(adapter: str, tls_server: FaktoryServer) -> None:
+    error = refused(adapter, tls_server.url)
+    assert error.verify_message in ("unable to get local issuer certificate",)
+
+
+def test_the_ca_given_as_an_ssl_context(
+    adapter: str, tls_server: FaktoryServer, certificates: Certificates
+) -> None:
+    context = trusting(certificates.ca_cert)
+    with SyncClient(adapter, tls_server.url, ssl_context=context) as client:
+        assert client.info()["server"]["faktory_version"] == "1.9.4"
+
+
+def test_the_ca_from_ssl_cert_file(
+    adapter: str,
+    tls_server: FaktoryServer,
+    certificates: Certificates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca_cert))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with SyncClient(adapter, tls_server.url) as client:
+        assert client.info()["server"]["faktory_version"] == "1.9.4"
+
+
+def test_a_wrong_ca_fails_naming_the_verification(
+    adapter: str, tls_server: FaktoryServer, other_ca: Path
+) -> None:
+    refused(adapter, tls_server.url, ssl_context=trusting(other_ca))
+
+
+def test_a_wrong_host_name_fails_naming_the_mismatch(
+    adapter: str, misnamed_server: FaktoryServer, misnamed_ca: Path
+) -> None:
+    error = refused(adapter, misnamed_server.url, ssl_context=trusting(misnamed_ca))
+    assert "Hostname mismatch" in str(error)
+    assert "'localhost'" in str(error)
+
+
+def test_a_worker_with_the_right_ca_runs_a_job(
+    adapter: str, tls_server: FaktoryServer, certificates: Certificates
+) -> None:
+    context = trusting(certificates.ca_cert)
+    queue = f"tls-{uuid.uuid4().hex[:10]}"
+    with SyncClient(adapter, tls_server.url, ssl_context=context) as client:
+        before = client.info()["faktory"]["total_processed"]
+        jid = client.push("OverTls", ["hello"], queue=queue)
+        ran: list[tuple[str, str]] = []
+        worker = adapter_module(adapter).Worker(
+            url=tls_server.url, queues=[queue], concurrency=1, ssl_context=context, burst=True
+        )
+        worker.register("OverTls", lambda word: ran.append((word, jid)))
+        assert serve(adapter, worker) == 0
+        assert ran == [("hello", jid)]
+        stats = client.info()["faktory"]
+        assert stats["queues"].get(queue, 0) == 0
+        assert stats["total_processed"] == before + 1
+        assert stats["sets"]["retries"] == 0
+
+
+def test_a_worker_refuses_an_unverified_server_and_says_why(
+    adapter: str, tls_server: FaktoryServer, certificates: Certificates
+) -> None:
+    queue = f"tls-{uuid.uuid4().hex[:10]}"
+    with SyncClient(adapter, tls_server.url, ssl_context=trusting(certificates.ca_cert)) as client:
+        client.push("NeverRuns", [], queue=queue)
+        worker = adapter_module(adapter).Worker(url=tls_server.url, queues=[queue], concurrency=1)
+        ran = threading.Event()
+        worker.register("NeverRuns", ran.set)
+        with capture_logs("certificate verify failed") as logs:
+            assert serve(adapter, worker, stop_when=logs.seen) == 0
+        assert logs.seen.is_set(), logs.text
+        assert not ran.is_set()
+        assert client.info()["faktory"]["queues"][queue] == 1  # still there, for a good worker
+        assert TEST_PASSWORD not in logs.text
