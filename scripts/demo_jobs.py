@@ -1,0 +1,85 @@
+"""The demo's job handlers, and the worker that runs them (``scripts/demo.py`` starts it).
+
+``ResizeImage`` is quick, ``ChargeCard`` always raises :class:`PaymentDeclined`, and
+``ExportReport`` writes a report file for a while; when the worker aborts it, it deletes its
+partial file before giving up. The handlers log what they do through the ``demo_jobs`` logger,
+and the worker logs through ``faktory``, all on stderr, so the demo reads one ordered stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from faktory_adapters.asyncio import Worker, current_job
+
+__all__ = ["PaymentDeclined", "charge_card", "export_report", "main", "resize_image"]
+
+log = logging.getLogger("demo_jobs")
+
+
+class PaymentDeclined(Exception):
+    """The failure ``ChargeCard`` demonstrates: its errtype on the server."""
+
+
+async def resize_image(image: str) -> None:
+    """A quick job."""
+    await asyncio.sleep(0.05)
+    log.info("resized %s", image)
+
+
+async def charge_card(card: str) -> None:
+    """A job that fails: the worker FAILs it with the exception's type and message."""
+    log.info("charging card %s", card)
+    raise PaymentDeclined(f"card {card} was declined")
+
+
+async def export_report(directory: str, seconds: float) -> None:
+    """A long job writing ``report-<jid>.partial``; aborted, it deletes the file.
+
+    At abort the worker cancels the job's task, so the cleanup runs in ``except
+    CancelledError``, which re-raises: the job was FAILed as ShutdownAbort already.
+    """
+    partial = Path(directory) / f"report-{current_job().job.jid}.partial"
+    log.info("writing %s", partial)
+    try:
+        with partial.open("w") as report:
+            for row in range(int(seconds * 10)):
+                report.write(f"row {row}\n")
+                await asyncio.sleep(0.1)
+        partial.rename(partial.with_suffix(".csv"))
+        log.info("finished %s", partial.with_suffix(".csv"))
+    except asyncio.CancelledError:
+        partial.unlink(missing_ok=True)
+        log.info("cancelled: deleted %s", partial)
+        raise
+
+
+def main() -> None:
+    """Run the demo worker until a signal stops it; exit with its code."""
+    parser = argparse.ArgumentParser(description="The demo's asyncio worker.")
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--queue", default="demo")
+    parser.add_argument("--concurrency", type=int, default=5)
+    parser.add_argument("--shutdown-timeout", type=float, default=3.0)
+    parser.add_argument("--abort-grace", type=float, default=2.0)
+    options = parser.parse_args()
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(message)s")
+    worker = Worker(
+        url=options.url,
+        queues=[options.queue],
+        concurrency=options.concurrency,
+        shutdown_timeout=options.shutdown_timeout,
+        abort_grace=options.abort_grace,
+    )
+    worker.register("ResizeImage", resize_image)
+    worker.register("ChargeCard", charge_card)
+    worker.register("ExportReport", export_report)
+    sys.exit(worker.run())
+
+
+if __name__ == "__main__":
+    main()
