@@ -12,8 +12,10 @@ test: $(STAMP) server
 	$(BIN)/mypy faktory_core faktory_adapters
 	$(BIN)/pytest --cov --cov-report=term
 
+# A local Faktory, a worker with jobs running, then SIGTERM: the shutdown contract as it
+# happens, in about 5 s. `make demo ARGS=--wire` shows the protocol's bytes instead.
 demo: $(STAMP) server
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(ARGS)
 
 # Installs the pinned Faktory server and Debian's redis-server when they are missing.
 server:
