@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import faktory_core as core
 
 from ._common import new_wid, resolve_url, tls_context
+from ._jobs import Jobs, JobType
 
-__all__ = ["WorkerBase"]
+__all__ = ["JobType", "Jobs", "WorkerBase"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class _Driver(Protocol):
@@ -31,6 +33,7 @@ class WorkerBase:
     ``queues`` is a list in strict priority order or a ``{name: weight}`` mapping; times are
     in seconds. ``raise_in_job=False`` keeps an abort from interrupting a job (the asyncio
     task is not cancelled, no JobAborted is raised in a thread): the job gets the signal only.
+    ``burst=True`` works until a FETCH comes back empty, then stops once running jobs finish.
     """
 
     #: The runtime's name, in the default labels.
@@ -53,6 +56,7 @@ class WorkerBase:
         ssl_context: ssl.SSLContext | None = None,
         seed: int | None = None,
         raise_in_job: bool = True,
+        burst: bool = False,
     ) -> None:
         self._url = resolve_url(url)
         self._options: dict[str, Any] = {
@@ -64,10 +68,12 @@ class WorkerBase:
             "labels": ("python", self.runtime) if labels is None else tuple(labels),
             "job_time_limit": job_time_limit,
             "time_limits": dict(time_limits or {}),
+            "burst": burst,
         }
         self.wid = wid or new_wid()
-        self._handlers: dict[str, Callable[..., Any]] = {}
-        self._interruptible: dict[str, bool] = {}
+        self._jobs = Jobs()
+        # While drain() runs: what jobs raised, the first to be re-raised.
+        self._raised: list[BaseException] | None = None
         self._make_config()  # check the options now, not when serving starts
         self._connect_timeout = connect_timeout
         self._ssl_context = ssl_context
@@ -83,6 +89,16 @@ class WorkerBase:
         }
         self._driver: _Driver | None = None
 
+    @overload
+    def register(
+        self, jobtype: str, handler: None = None, *, raise_in_job: bool | None = None
+    ) -> Callable[[Callable[P, R]], JobType[P, R]]: ...
+
+    @overload
+    def register(
+        self, jobtype: str, handler: Callable[P, R], *, raise_in_job: bool | None = None
+    ) -> JobType[P, R]: ...
+
     def register(
         self,
         jobtype: str,
@@ -90,19 +106,15 @@ class WorkerBase:
         *,
         raise_in_job: bool | None = None,
     ) -> Any:
-        """Run ``handler(*args)`` for jobs of ``jobtype``; without a handler, a decorator."""
-        if handler is None:
-            return functools.partial(self.register, jobtype, raise_in_job=raise_in_job)
-        if not isinstance(jobtype, str) or not jobtype:
-            raise ValueError("a job type must be a non-empty string")
-        if jobtype in self._handlers:
-            raise ValueError(f"a handler is already registered for {jobtype!r}")
-        if not callable(handler):
-            raise TypeError(f"the handler of {jobtype!r} is not callable")
-        self._handlers[jobtype] = handler
-        if raise_in_job is not None:
-            self._interruptible[jobtype] = raise_in_job
-        return handler
+        """Run ``handler(*args)`` for jobs of ``jobtype``; without a handler, a decorator.
+
+        Returns a :class:`~faktory_adapters.JobType`, which can also push jobs of its type.
+        """
+        return self._jobs.register(jobtype, handler, raise_in_job=raise_in_job)
+
+    def include(self, jobs: Jobs) -> None:
+        """Run the job types registered in ``jobs`` too (ValueError on a type seen already)."""
+        self._jobs.include(jobs)
 
     def use(self, middleware: _F) -> _F:
         """Wrap every job: ``middleware(context, call_next)`` must call ``call_next()``."""
@@ -144,17 +156,36 @@ class WorkerBase:
             raise RuntimeError("the worker is not serving")
         driver.post(event)
 
+    def _handler(self, jobtype: str) -> Callable[..., Any]:
+        return self._jobs[jobtype].__wrapped__  # the machine FAILs unknown types itself
+
     def _interrupts(self, jobtype: str) -> bool:
         """Whether an abort interrupts jobs of this type (cancel, or raise JobAborted)."""
-        return self._interruptible.get(jobtype, self._raise_in_job)
+        choice = self._jobs[jobtype].raise_in_job
+        return self._raise_in_job if choice is None else choice
 
-    def _make_config(self) -> core.WorkerConfig:
+    def _job_raised(self, error: BaseException) -> None:
+        if self._raised is not None:
+            self._raised.append(error)
+
+    def _start_drain(self) -> core.WorkerConfig:
+        """drain()'s config: burst mode, keeping what jobs raise."""
+        self._raised = []
+        return self._make_config(burst=True)
+
+    def _end_drain(self, code: int) -> int:
+        raised, self._raised = self._raised, None
+        if raised:
+            raise raised[0]
+        return code
+
+    def _make_config(self, **overrides: Any) -> core.WorkerConfig:
         return core.WorkerConfig(
             wid=self.wid,
             hostname=socket.gethostname(),
             pid=os.getpid(),
             username=self._url.username,
             password=self._url.password,
-            jobtypes=frozenset(self._handlers),  # others are FAILed as UnknownJobType
-            **self._options,
+            jobtypes=frozenset(self._jobs),  # others are FAILed as UnknownJobType
+            **{**self._options, **overrides},
         )

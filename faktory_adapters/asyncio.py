@@ -24,7 +24,7 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias, TypeVar
+from typing import Any, Final, Self, TypeAlias, TypeVar, cast
 
 import faktory_core as core
 from faktory_core import (
@@ -53,6 +53,7 @@ from faktory_core import (
     Write,
 )
 
+from . import _logging
 from ._common import (
     FETCH_TIMEOUT_FLOOR,
     AuthenticationError,
@@ -70,6 +71,7 @@ from ._common import (
     tls_context,
 )
 from ._heartbeat import HeartbeatThread
+from ._jobs import Jobs, JobType, check_result
 from ._worker_base import WorkerBase
 
 __all__ = [
@@ -80,6 +82,8 @@ __all__ = [
     "InvalidJobError",
     "JobAborted",
     "JobContext",
+    "JobType",
+    "Jobs",
     "ServerReplyError",
     "Worker",
     "current_job",
@@ -91,7 +95,7 @@ Middleware: TypeAlias = Callable[["JobContext", Callable[[], Awaitable[None]]], 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 _log: Final = logger.getChild("worker")
-_CURRENT: Final[contextvars.ContextVar[JobContext]] = contextvars.ContextVar("faktory_job")
+_CURRENT: Final = _logging.CURRENT
 
 # Guards the lazy creation of AbortSignal's threading.Event against a concurrent abort.
 _EVENT_LOCK: Final = threading.Lock()
@@ -171,7 +175,7 @@ class JobContext:
 
 def current_job() -> JobContext:
     """The context of the job this code runs for; LookupError outside a job."""
-    return _CURRENT.get()
+    return cast(JobContext, _CURRENT.get())
 
 
 class _RunningJob:
@@ -253,9 +257,18 @@ class Worker(WorkerBase):
         Signals are the application's: call :meth:`stop` and :meth:`quiet`. Cancelling this
         coroutine aborts the running jobs at once, FAILs them, and re-raises the cancellation.
         """
+        return await self._serve(self._make_config())
+
+    async def drain(self) -> int:
+        """Work in burst mode until the queues are empty, then return the exit code; re-raise
+        the first exception a job raised. For tests: push jobs, then ``await worker.drain()``.
+        """
+        return self._end_drain(await self._serve(self._start_drain()))
+
+    async def _serve(self, config: core.WorkerConfig) -> int:
         if self._driver is not None:
-            raise RuntimeError("this worker is already serving")
-        driver = self._driver = _Driver(self, asyncio.get_running_loop(), self._make_config())
+            raise RuntimeError("this worker is already serving (a Worker serves once)")
+        driver = self._driver = _Driver(self, asyncio.get_running_loop(), config)
         return await driver.serve()
 
     async def _run_hooks(self, kind: str) -> None:
@@ -278,6 +291,7 @@ class _Driver:
         self.loop = loop
         self.config = config
         self.machine = core.Worker(config, random=worker._random.random)
+        _logging.install()
         self.transports: dict[int, asyncio.Transport] = {}
         self._connecting: dict[int, asyncio.Task[None]] = {}
         self._jobs: dict[str, _RunningJob] = {}
@@ -285,7 +299,6 @@ class _Driver:
         self._feeding = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._quiet_hooks_ran = False
         self._exit: asyncio.Future[int] = loop.create_future()
         self._executor = DaemonThreadPool(config.concurrency, "faktory-job")
         self._heartbeat = HeartbeatThread(
@@ -415,7 +428,7 @@ class _Driver:
 
     def _start_job(self, action: StartJob) -> None:
         job = action.job
-        handler = self.worker._handlers[job.jobtype]  # the machine FAILs unknown types itself
+        handler = self.worker._handler(job.jobtype)
         context = JobContext(job, self.worker)
         coroutine = inspect.iscoroutinefunction(handler)
         task = self.loop.create_task(self._perform(context, handler, coroutine))
@@ -436,8 +449,7 @@ class _Driver:
     def _phase_changed(self, action: PhaseChanged) -> None:
         _log.info("worker %s: %s (%s)", self.worker.wid, action.phase.value, action.trigger.value)
         self._heartbeat.report_phase(action.phase)
-        if action.phase in (Phase.QUIET, Phase.STOPPING) and not self._quiet_hooks_ran:
-            self._quiet_hooks_ran = True
+        if action.previous is Phase.RUNNING:  # it stopped fetching; this happens once
             self.loop.create_task(self.worker._run_hooks("quiet"))
 
     def _notice(self, action: Notice) -> None:
@@ -458,6 +470,7 @@ class _Driver:
                 return None  # ours: the job was FAILed when it was aborted
             raise  # not ours: never swallowed
         except BaseException as error:  # a job's failure, whatever it raised
+            self.worker._job_raised(error)
             return job_error(error, context.job.backtrace)
         finally:
             _CURRENT.reset(token)
@@ -472,7 +485,7 @@ class _Driver:
                 context, lambda: self._call(context, handler, coroutine, depth + 1)
             )
         elif coroutine:
-            await handler(*context.job.args)
+            check_result(context.job.jobtype, await handler(*context.job.args))
         else:
             run = contextvars.copy_context().run
             await self.loop.run_in_executor(self._executor, run, _in_thread, context, handler)
@@ -506,7 +519,7 @@ class _Driver:
 
 def _in_thread(context: JobContext, handler: Handler) -> None:
     context._thread = threading.get_ident()
-    handler(*context.job.args)
+    check_result(context.job.jobtype, handler(*context.job.args))
 
 
 def _task_stack(task: asyncio.Task[Any]) -> traceback.StackSummary:

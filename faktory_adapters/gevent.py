@@ -42,6 +42,7 @@ from ._common import (
     ServerReplyError,
     tls_context,
 )
+from ._jobs import Jobs, JobType
 from ._worker_base import WorkerBase
 
 __all__ = [
@@ -52,6 +53,8 @@ __all__ = [
     "InvalidJobError",
     "JobAborted",
     "JobContext",
+    "JobType",
+    "Jobs",
     "ServerReplyError",
     "Worker",
     "current_job",
@@ -187,9 +190,17 @@ class Worker(WorkerBase):
 
     def serve(self) -> int:
         """Serve in this greenlet until stopped; return the exit code (signals are yours)."""
+        return self._serve(self._make_config())
+
+    def drain(self) -> int:
+        """Work in burst mode until the queues are empty, then return the exit code; re-raise
+        the first exception a job raised. For tests: push jobs, then ``worker.drain()``."""
+        return self._end_drain(self._serve(self._start_drain()))
+
+    def _serve(self, config: core.WorkerConfig) -> int:
         if self._driver is not None:
-            raise RuntimeError("this worker is already serving")
-        driver = self._driver = _Driver(self, self._make_config())  # type: ignore[arg-type]
+            raise RuntimeError("this worker is already serving (a Worker serves once)")
+        driver = self._driver = _Driver(self, config)  # type: ignore[arg-type]
         return driver.serve()
 
     def _run_hooks(self, kind: str) -> None:

@@ -30,7 +30,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias, TypeVar
+from typing import Any, Final, Self, TypeAlias, TypeVar, cast
 
 import faktory_core as core
 from faktory_core import (
@@ -58,6 +58,7 @@ from faktory_core import (
     Write,
 )
 
+from . import _logging
 from ._common import (
     FETCH_TIMEOUT_FLOOR,
     AuthenticationError,
@@ -76,6 +77,7 @@ from ._common import (
     tls_context,
 )
 from ._heartbeat import HeartbeatThread
+from ._jobs import Jobs, JobType, check_result
 from ._worker_base import WorkerBase
 
 __all__ = [
@@ -86,6 +88,8 @@ __all__ = [
     "InvalidJobError",
     "JobAborted",
     "JobContext",
+    "JobType",
+    "Jobs",
     "ServerReplyError",
     "Worker",
     "current_job",
@@ -97,7 +101,7 @@ Middleware: TypeAlias = Callable[["JobContext", Callable[[], None]], None]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 _log: Final = logger.getChild("worker")
-_CURRENT: Final[contextvars.ContextVar[JobContext]] = contextvars.ContextVar("faktory_job")
+_CURRENT: Final = _logging.CURRENT
 _HEARTBEAT_END_TIMEOUT: Final = 5.0
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 
@@ -152,7 +156,7 @@ class JobContext:
 
 def current_job() -> JobContext:
     """The context of the job this code runs for; LookupError outside a job."""
-    return _CURRENT.get()
+    return cast(JobContext, _CURRENT.get())
 
 
 class Worker(WorkerBase):
@@ -185,9 +189,17 @@ class Worker(WorkerBase):
 
     def serve(self) -> int:
         """Serve on this thread until stopped; return the exit code (signals are yours)."""
+        return self._serve(self._make_config())
+
+    def drain(self) -> int:
+        """Work in burst mode until the queues are empty, then return the exit code; re-raise
+        the first exception a job raised. For tests: push jobs, then ``worker.drain()``."""
+        return self._end_drain(self._serve(self._start_drain()))
+
+    def _serve(self, config: core.WorkerConfig) -> int:
         if self._driver is not None:
-            raise RuntimeError("this worker is already serving")
-        self._driver = _Driver(self, self._make_config())
+            raise RuntimeError("this worker is already serving (a Worker serves once)")
+        self._driver = _Driver(self, config)
         return self._driver.serve()
 
     def _run_hooks(self, kind: str) -> None:
@@ -207,6 +219,7 @@ class _Driver:
         self.worker = worker
         self.config = config
         self.machine = core.Worker(config, random=worker._random.random)
+        _logging.install()
         self._selector = self._new_selector()
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
@@ -217,7 +230,6 @@ class _Driver:
         self._inbox: deque[MachineInput] = deque()
         self._jobs: dict[str, JobContext] = {}
         self._exit_code: int | None = None
-        self._quiet_hooks_ran = False
         self._executor: DaemonThreadPool | None = None
         self._heartbeat = HeartbeatThread(
             config,
@@ -341,7 +353,7 @@ class _Driver:
 
     def _start_job(self, action: StartJob) -> None:
         job = action.job
-        handler = self.worker._handlers[job.jobtype]  # the machine FAILs unknown types itself
+        handler = self.worker._handler(job.jobtype)
         context = self._context_type(job, self.worker)
         self._jobs[job.jid] = context
         self._run_job(context, handler)
@@ -391,8 +403,7 @@ class _Driver:
     def _phase_changed(self, action: PhaseChanged) -> None:
         _log.info("worker %s: %s (%s)", self.worker.wid, action.phase.value, action.trigger.value)
         self._heartbeat.report_phase(action.phase)
-        if action.phase in (Phase.QUIET, Phase.STOPPING) and not self._quiet_hooks_ran:
-            self._quiet_hooks_ran = True
+        if action.previous is Phase.RUNNING:  # it stopped fetching; this happens once
             self._spawn(self.worker._run_hooks, "quiet")
 
     def _notice(self, action: Notice) -> None:
@@ -414,6 +425,7 @@ class _Driver:
             except JobAborted:
                 return None  # the job was FAILed when it was aborted
             except BaseException as error:  # a job's failure, whatever it raised
+                self.worker._job_raised(error)
                 return job_error(error, context.job.backtrace)
             finally:
                 with context._lock:
@@ -428,7 +440,7 @@ class _Driver:
         if depth < len(middleware):
             middleware[depth](context, lambda: self._call(context, handler, depth + 1))
         else:
-            handler(*context.job.args)
+            check_result(context.job.jobtype, handler(*context.job.args))
 
     def dump_jobs(self) -> None:
         for context in list(self._jobs.values()):
