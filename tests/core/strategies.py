@@ -1,4 +1,7 @@
-"""Hypothesis strategies and small helpers shared by the core tests (no I/O anywhere)."""
+"""Hypothesis strategies and small helpers shared by the core tests (no I/O anywhere).
+
+The reply strategies are the public ones of faktory_core.testing.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,6 @@ from faktory_core import (
     NEED_DATA,
     Connection,
     ConnectionClosed,
-    ErrorReply,
     Event,
     Failure,
     Job,
@@ -22,6 +24,7 @@ from faktory_core import (
     Ready,
     Reply,
     ReplyParser,
+    testing,
 )
 
 # -- RESP replies ----------------------------------------------------------------------------
@@ -34,17 +37,6 @@ error_code = st.text(
     min_size=1,
     max_size=10,
 )
-#: Bulk bodies: arbitrary bytes, often full of the bytes that matter to the framing.
-bulk_body = st.one_of(
-    st.binary(max_size=40),
-    st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"$", b"+", b"-", b":", b"x", b"\x00"])).map(
-        b"".join
-    ),
-)
-
-
-def encode_simple(text: str) -> bytes:
-    return b"+" + text.encode() + b"\r\n"
 
 
 def encode_error(code: str, message: str) -> bytes:
@@ -57,27 +49,10 @@ def encode_bulk(body: bytes | None) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(body), body)
 
 
-def encode_integer(value: int) -> bytes:
-    return b":%d\r\n" % value
-
-
 #: One valid reply: (its bytes, what ReplyParser must return for it).
-reply = st.one_of(
-    line_text.map(lambda text: (encode_simple(text), text)),
-    st.tuples(error_code, line_text).map(
-        lambda pair: (encode_error(*pair), ErrorReply(code=pair[0], message=pair[1]))
-    ),
-    bulk_body.map(lambda body: (encode_bulk(body), body)),
-    st.just((b"$-1\r\n", None)),
-    st.integers(min_value=-(10**20) + 1, max_value=10**20 - 1).map(
-        lambda n: (encode_integer(n), n)
-    ),
-)
-
+reply = testing.replies()
 #: A stream of valid replies: (all the bytes, the replies in order).
-reply_stream = st.lists(reply, max_size=12).map(
-    lambda items: (b"".join(data for data, _ in items), [value for _, value in items])
-)
+reply_stream = testing.reply_streams()
 
 
 @st.composite

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,10 @@ FORBIDDEN = {
 }
 PACKAGE = Path(faktory_core.__file__).parent
 MODULES = sorted(PACKAGE.glob("*.py"))
+#: The only packages outside the standard library a module may import.
+DEPENDENCIES = {"attrs"}
+#: faktory_core.testing serves users' tests, with the ``testing`` extra.
+EXTRA_DEPENDENCIES = {"testing.py": {"hypothesis"}}
 
 
 def imported_roots(tree: ast.AST) -> set[str]:
@@ -56,6 +61,13 @@ def test_the_package_has_modules() -> None:
 def test_module_imports_nothing_impure(path: Path) -> None:
     roots = imported_roots(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
     assert not roots & (FORBIDDEN | {"<dynamic __import__>", "importlib"})
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+def test_module_depends_on_attrs_only(path: Path) -> None:
+    roots = imported_roots(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+    outside = roots - set(sys.stdlib_module_names) - {"__future__"}
+    assert outside <= DEPENDENCIES | EXTRA_DEPENDENCIES.get(path.name, set())
 
 
 def test_the_checker_sees_every_import_form() -> None:
