@@ -412,7 +412,7 @@ class _Driver:
                 ),
                 self.worker._connect_timeout,
             )
-        except (OSError, TimeoutError) as error:
+        except Exception as error:  # whatever it is, the core retries with backoff
             self._connecting.pop(link, None)
             self.feed(ConnectionLost(link=link, reason=f"cannot connect to {url}: {error!r}"))
         else:

@@ -120,7 +120,9 @@ def _connect(url: core.ServerURL, *, timeout: float, ssl_context: Any) -> socket
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if url.tls:
             context = ssl_context if ssl_context is not None else tls_context()
-            sock = gevent.ssl.SSLContext.wrap_socket(context, sock, server_hostname=url.host)
+            # gevent's SSLSocket wraps a stdlib context too; SSLContext.wrap_socket would
+            # build the stdlib SSLSocket, which refuses to be constructed.
+            sock = gevent.ssl.SSLSocket(sock=sock, server_hostname=url.host, _context=context)
     except BaseException:
         sock.close()
         raise

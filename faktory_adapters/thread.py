@@ -324,7 +324,7 @@ class _Driver:
             result = self._connect_socket(
                 worker._url, timeout=worker._connect_timeout, ssl_context=worker._ssl_context
             )
-        except OSError as error:
+        except Exception as error:  # whatever it is, the core retries with backoff
             result = f"cannot connect to {worker._url}: {error!r}"
         self._connected.append((link, attempt, result))
         self._wake()
