@@ -159,27 +159,40 @@ async def wait_until_busy(output: WorkerOutput, started: float) -> str:
     return partial
 
 
-# What a line of the worker's log means for the shutdown contract: (source, start, note).
-NOTES = [
-    ("worker", "stopping", f"no new FETCH; running jobs get {SHUTDOWN_TIMEOUT:g} s to finish"),
-    ("worker", "aborting ", "its task is cancelled, and its FAIL (ShutdownAbort) sent at once"),
-    ("job", "cancelled", f"the job cleaned up, within its {ABORT_GRACE:g} s abort_grace"),
-]
+def note(line: Line, aborted_at: float | None) -> str:
+    """What a line of the worker's log means for the shutdown contract ("" if nothing new)."""
+    if line.source == "worker" and line.text.startswith("stopping"):
+        return f"no new FETCH; running jobs get {SHUTDOWN_TIMEOUT:g} s to finish"
+    if line.source == "worker" and line.text.startswith("aborting "):
+        return "its task is cancelled, and the job FAILed at once as ShutdownAbort"
+    if aborted_at is None:
+        return ""
+    if line.source == "job" and line.text.startswith("cancelled"):
+        return (
+            f"the job's cleanup ran, {line.at - aborted_at:.2f} s after its abort"
+            f" (abort_grace: {ABORT_GRACE:g} s)"
+        )
+    if line.source == "worker" and line.text.startswith("ending"):
+        if line.at - aborted_at < ABORT_GRACE:
+            return "every aborted job has ended: the worker does not wait out abort_grace"
+        return "abort_grace ran out: the worker leaves behind what still runs"
+    return ""
 
 
 async def narrate_shutdown(output: WorkerOutput, sigterm: float) -> tuple[int, float]:
     """Print what the worker says from SIGTERM to its exit; return its exit code and time."""
+    aborted_at: float | None = None
     exit_line: Line | None = None
     while (line := await output.next(sigterm + EXIT_TIMEOUT, "exit")) is not None:
         if line.source == "exit":
+            print(f"  {line.at - sigterm:+6.2f} s  the worker process exited with code {line.text}")
             exit_line = line
-            text = f"the worker process exited with code {line.text}"
-        else:
-            text = f"{line.source + ':':7} {line.text}"
-        print(f"  {line.at - sigterm:+6.2f} s  {text}")
-        for source, start, note in NOTES:
-            if line.source == source and line.text.startswith(start):
-                print(f"{'':12}-> {note}")
+            continue
+        print(f"  {line.at - sigterm:+6.2f} s  {line.source + ':':7} {line.text}")
+        if meaning := note(line, aborted_at):
+            print(f"{'':12}-> {meaning}")
+        if line.text.startswith("aborting "):
+            aborted_at = line.at
     assert exit_line is not None  # the exit watcher always reports before it closes
     return int(exit_line.text), exit_line.at - sigterm
 

@@ -53,6 +53,9 @@ async def export_report(directory: str, seconds: float) -> None:
         partial.rename(partial.with_suffix(".csv"))
         log.info("finished %s", partial.with_suffix(".csv"))
     except asyncio.CancelledError:
+        # Cleanup may await (the task is cancelled once); the worker waits for it, up to its
+        # abort_grace. The sleep stands for real work, such as cancelling an upload.
+        await asyncio.sleep(0.5)
         partial.unlink(missing_ok=True)
         log.info("cancelled: deleted %s", partial)
         raise
