@@ -1,0 +1,155 @@
+"""Bad input gets a clear error and loses nothing: malformed URLs, job arguments JSON cannot
+carry, and a reply too large to accept (every adapter, a real server)."""
+
+from __future__ import annotations
+
+import math
+import traceback
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from faktory_core import DEFAULT_MAX_REPLY_SIZE, ConfigurationError, LocalProtocolError
+from faktory_core import RemoteProtocolError as Remote
+from tests.security.adapters import SyncClient, adapter_module
+from tests.support.server import FaktoryServer
+
+pytestmark = pytest.mark.server
+
+SECRET = "Zx9-very-secret-Qw"
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"bad-{uuid.uuid4().hex[:10]}"
+
+
+def queue_size(client: SyncClient, queue: str) -> int:
+    return int(client.info()["faktory"]["queues"].get(queue, 0))
+
+
+# -- URLs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (f"http://:{SECRET}@localhost:7419", "the scheme must be tcp:// or tcp+tls://"),
+        (f"tcp://:{SECRET}@localhost:99999", "the port must be a number"),
+        (f"tcp://:{SECRET}@localhost:74x9", "the port must be a number"),
+        (f"tcp://:{SECRET}/x@localhost:7419", "percent-encode"),
+        (f"tcp+tls://:{SECRET}@:7419", "no host"),
+        ("just junk", "the scheme must be"),
+        ("", "the scheme must be"),
+    ],
+)
+def test_a_malformed_url_fails_at_construction_without_the_password(
+    adapter: str, url: str, problem: str
+) -> None:
+    module = adapter_module(adapter)
+    for make in (lambda: module.Client(url), lambda: module.Worker(url=url)):
+        with pytest.raises(ConfigurationError) as raised:
+            make()
+        assert isinstance(raised.value, ValueError)
+        assert problem in str(raised.value)
+        # Not in a chained exception either: urllib's own message quotes the password.
+        assert SECRET not in "".join(traceback.format_exception(raised.value))
+
+
+def test_a_malformed_faktory_url_in_the_environment_fails_at_construction(
+    adapter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FAKTORY_PROVIDER", raising=False)
+    monkeypatch.setenv("FAKTORY_URL", f"tcp://:{SECRET}@localhost:port")
+    module = adapter_module(adapter)
+    for make in (module.Client, module.Worker):
+        with pytest.raises(ConfigurationError, match="the port must be a number") as raised:
+            make()
+        assert SECRET not in str(raised.value)
+
+
+# -- job arguments ---------------------------------------------------------------------------
+
+
+def _cycle() -> list[Any]:
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    return cycle
+
+
+UNENCODABLE: dict[str, tuple[Any, str]] = {
+    "object": (object(), "not JSON serializable"),
+    "bytes": (b"\x00raw", "not JSON serializable"),
+    "set": ({1, 2}, "not JSON serializable"),
+    "cycle": (_cycle(), "Circular reference"),
+    "nan": (math.nan, "Out of range float"),  # JSON has none; the server's Go parser neither
+    "infinity": (-math.inf, "Out of range float"),
+    "deep": (None, "recursion"),  # built in the test: a 100,000-deep list
+}
+
+
+@pytest.mark.parametrize("kind", list(UNENCODABLE))
+def test_args_json_cannot_carry_fail_at_push_and_nothing_is_sent(
+    adapter: str, faktory_server: FaktoryServer, queue: str, kind: str
+) -> None:
+    value, cause = UNENCODABLE[kind]
+    if kind == "deep":
+        for _ in range(100_000):
+            value = [value]
+    with SyncClient(adapter, faktory_server.url, pool_size=1) as client:
+        client.push("Before", [], queue=queue)
+        bad = client.job("Report", [1, {"data": value}], queue=queue)
+        with pytest.raises(LocalProtocolError) as raised:
+            client.push(bad)
+        message = str(raised.value)
+        assert message.startswith(f"job {bad.jid} (Report) cannot be encoded as JSON: ")
+        assert cause.lower() in message.lower()
+        with pytest.raises(LocalProtocolError, match=f"job {bad.jid} "):
+            client.push_bulk([client.job("Fine", [], queue=queue), bad])  # none of them
+        client.push("After", [], queue=queue)  # the one connection is still fine
+        assert queue_size(client, queue) == 2
+        assert [client.fetch(queue).jobtype for _ in range(2)] == ["Before", "After"]
+
+
+def test_a_lone_surrogate_in_the_args_fails_at_push(
+    adapter: str, faktory_server: FaktoryServer, queue: str
+) -> None:
+    with SyncClient(adapter, faktory_server.url, pool_size=1) as client:
+        with pytest.raises(LocalProtocolError, match="PUSH argument is not valid Unicode"):
+            client.push("Report", ["file \udcff name"], queue=queue)
+        assert queue_size(client, queue) == 0
+
+
+# -- a reply too large -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hoarding_server() -> Iterator[FaktoryServer]:
+    """A server of its own: the jobs too large to fetch stay reserved until it stops."""
+    server = FaktoryServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_a_reply_over_max_reply_size_drops_the_connection_and_loses_nothing(
+    adapter: str, hoarding_server: FaktoryServer, queue: str
+) -> None:
+    with SyncClient(adapter, hoarding_server.url, pool_size=1, timeout=60) as client:
+        client.push("Huge", ["x" * DEFAULT_MAX_REPLY_SIZE], queue=queue)
+        small = client.push("Small", [], queue=queue)
+        working = client.info()["faktory"]["sets"]["working"]
+        with pytest.raises(Remote, match=rf"exceeds {DEFAULT_MAX_REPLY_SIZE} bytes \(max_reply"):
+            client.fetch(queue)
+        # The client dropped the broken connection: the next command gets a new one.
+        stats = client.info()["faktory"]
+        # The server handed the job out before we refused it: it is reserved, not lost, and
+        # comes back when its reservation expires. The queue is intact behind it.
+        assert stats["sets"]["working"] == working + 1
+        assert stats["queues"][queue] == 1
+        job = client.fetch(queue)
+        assert job.jid == small
+        client.ack(small)
