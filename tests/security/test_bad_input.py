@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -49,7 +49,11 @@ def test_a_malformed_url_fails_at_construction_without_the_password(
     adapter: str, url: str, problem: str
 ) -> None:
     module = adapter_module(adapter)
-    for make in (lambda: module.Client(url), lambda: module.Worker(url=url)):
+    makers: list[Callable[[], object]] = [
+        lambda: module.Client(url),
+        lambda: module.Worker(url=url),
+    ]
+    for make in makers:
         with pytest.raises(ConfigurationError) as raised:
             make()
         assert isinstance(raised.value, ValueError)
