@@ -1,0 +1,102 @@
+"""Run ``faktory-worker`` in a real subprocess and await the lines it prints, never sleeping."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+ROOT = Path(__file__).resolve().parents[2]
+#: The installed entry point, next to this interpreter.
+FAKTORY_WORKER = str(Path(sys.executable).with_name("faktory-worker"))
+
+
+def run(*args: str, timeout: float = 30.0, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run the command to its end; its exit code, stdout and stderr."""
+    return subprocess.run(
+        [FAKTORY_WORKER, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+class Command:
+    """``python -m faktory_adapters ARGS``; each line of its stdout and stderr is an event."""
+
+    def __init__(self, *args: str, cwd: Path = ROOT) -> None:
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "faktory_adapters", *args],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # so the cleanup can kill its workers too
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def __enter__(self) -> Command:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        """Wait for the next line in which ``pattern`` (a regex) is found."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no line matching {pattern!r} within {timeout} s; got:\n" + self.output
+                ) from None
+            if line is None:
+                self._queue.put(None)
+                raise AssertionError(f"the command ended without {pattern!r}; got:\n" + self.output)
+            self.lines.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def send(self, signum: signal.Signals) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """The exit code, within ``timeout`` s; the rest of the output is read into lines."""
+        code = self.process.wait(timeout)
+        while (line := self._queue.get(timeout=timeout)) is not None:
+            self.lines.append(line)
+        self._queue.put(None)
+        return code

@@ -1,0 +1,3 @@
+"""A module that registers no handlers."""
+
+not_jobs = object()
