@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from demo_jobs import charge_card, export_report, resize_image
+
 from faktory_adapters.asyncio import Client
 from faktory_core import Ack, ClientInfo, Fail, Failure, Fetch, Info, InfoReply, Job, Push
 from tests.support.blocking import BlockingClient
@@ -123,9 +125,13 @@ def worker_command(url: str) -> list[str]:
 
 
 async def push_jobs(client: Client, directory: Path) -> None:
-    jobs = [client.job("ExportReport", [str(directory), LONG_JOB_SECONDS], queue=QUEUE)]
-    jobs += [client.job("ResizeImage", [f"photo-{n:02}.jpg"], queue=QUEUE) for n in range(20)]
-    jobs += [client.job("ChargeCard", [f"4000-0000-0000-000{n}"], queue=QUEUE) for n in range(3)]
+    """Push the demo's jobs in one PUSHB, made from the handlers' own job types."""
+    export = export_report.options(queue=QUEUE)
+    resize = resize_image.options(queue=QUEUE)
+    charge = charge_card.options(queue=QUEUE)
+    jobs = [export.job(str(directory), LONG_JOB_SECONDS)]
+    jobs += [resize.job(f"photo-{n:02}.jpg") for n in range(QUICK_JOBS)]
+    jobs += [charge.job(f"4000-0000-0000-{n:04}") for n in range(FAILING_JOBS)]
     refused = await client.push_bulk(jobs)
     if refused:
         raise DemoError(f"the server refused jobs: {refused}")

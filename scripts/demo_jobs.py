@@ -14,10 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
-from faktory_adapters.asyncio import Worker, current_job
+from faktory_adapters.asyncio import Jobs, Worker, current_job
 
-__all__ = ["PaymentDeclined", "charge_card", "export_report", "main", "resize_image"]
+__all__ = ["PaymentDeclined", "charge_card", "export_report", "jobs", "main", "resize_image"]
 
+jobs = Jobs()
 log = logging.getLogger("demo_jobs")
 
 
@@ -25,18 +26,21 @@ class PaymentDeclined(Exception):
     """The failure ``ChargeCard`` demonstrates: its errtype on the server."""
 
 
+@jobs.register("ResizeImage")
 async def resize_image(image: str) -> None:
     """A quick job."""
     await asyncio.sleep(0.05)
     log.info("resized %s", image)
 
 
+@jobs.register("ChargeCard")
 async def charge_card(card: str) -> None:
     """A job that fails: the worker FAILs it with the exception's type and message."""
     log.info("charging card %s", card)
     raise PaymentDeclined(f"card {card} was declined")
 
 
+@jobs.register("ExportReport")
 async def export_report(directory: str, seconds: float) -> None:
     """A long job writing ``report-<jid>.partial``; aborted, it deletes the file.
 
@@ -78,9 +82,7 @@ def main() -> None:
         shutdown_timeout=options.shutdown_timeout,
         abort_grace=options.abort_grace,
     )
-    worker.register("ResizeImage", resize_image)
-    worker.register("ChargeCard", charge_card)
-    worker.register("ExportReport", export_report)
+    worker.include(jobs)
     sys.exit(worker.run())
 
 
