@@ -1,0 +1,74 @@
+"""``faktory-worker --watch``: a changed ``.py`` file restarts the worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+from faktory_adapters.thread import Client
+from tests.cli.command import Command
+from tests.cli.test_cli import token
+from tests.support.server import FaktoryServer
+
+pytestmark = pytest.mark.server
+
+# A project of its own in tmp_path: -r names a module of the current directory.
+MODULE = """\
+import os
+
+from faktory_adapters import Jobs
+
+jobs = Jobs()
+print("loaded", os.getpid(), flush=True)
+
+
+@jobs.register("WatchRecord")
+def record(token):
+    print("ran", token, os.getpid(), flush=True)
+"""
+
+
+def touch(path: Path) -> None:
+    """A later modification time, whatever the file system's time resolution."""
+    mtime = path.stat().st_mtime_ns + 5_000_000_000
+    os.utime(path, ns=(mtime, mtime))
+
+
+def test_a_changed_file_restarts_the_worker(faktory_server: FaktoryServer, tmp_path: Path) -> None:
+    queue = f"cli-{uuid.uuid4().hex[:10]}"
+    (tmp_path / "watched_jobs.py").write_text(MODULE)
+    (tmp_path / "helpers").mkdir()
+    helper = tmp_path / "helpers" / "util.py"
+    helper.write_text("")
+    options = ("--watch", "-r", "watched_jobs", "-q", queue, "--url", faktory_server.url)
+    with Client(faktory_server.url) as client, Command(*options, cwd=tmp_path) as command:
+        first_pid = int(command.expect(r"^loaded (\d+)")[1])
+        touch(helper)  # any .py file under the module's directory
+        second_pid = int(command.expect(r"^loaded (\d+)")[1])
+        assert second_pid != first_pid
+        assert "helpers/util.py changed: restarting the worker" in command.output
+        job = token()
+        client.push("WatchRecord", [job], queue=queue)
+        assert int(command.expect(f"^ran {job} (\\d+)")[1]) == second_pid
+        command.send(signal.SIGTERM)
+        assert command.wait() == 0
+
+
+def test_a_worker_that_fails_to_start_is_started_again_at_the_next_change(
+    faktory_server: FaktoryServer, tmp_path: Path
+) -> None:
+    module = tmp_path / "watched_jobs.py"
+    module.write_text("raise RuntimeError('not yet')\n")
+    options = ("--watch", "-r", "watched_jobs", "--url", faktory_server.url)
+    with Command(*options, cwd=tmp_path) as command:
+        command.expect("cannot import 'watched_jobs': RuntimeError: not yet")
+        command.expect("the worker exited with 2; waiting for a change")
+        module.write_text(MODULE)
+        touch(module)
+        command.expect(r"^loaded (\d+)")
+        command.send(signal.SIGINT)
+        assert command.wait() == 0
