@@ -25,7 +25,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from demo_jobs import charge_card, export_report, resize_image
 
 from faktory_adapters.asyncio import Client
-from faktory_core import Ack, ClientInfo, Fail, Failure, Fetch, Info, InfoReply, Job, Push
+from faktory_core import (
+    AbortReason,
+    Ack,
+    ClientInfo,
+    Fail,
+    Failure,
+    Fetch,
+    Info,
+    InfoReply,
+    Job,
+    Push,
+)
 from tests.support.blocking import BlockingClient
 from tests.support.server import FaktoryServer
 
@@ -40,7 +51,7 @@ ABORT_GRACE = 2.0
 JOBS_TIMEOUT = 30.0
 EXIT_TIMEOUT = SHUTDOWN_TIMEOUT + ABORT_GRACE + 15.0
 
-SHUTDOWN_ABORT = "ShutdownAbort"
+SHUTDOWN_ABORT = AbortReason.SHUTDOWN.value
 
 # A log line, whatever the format: the logger's name, then the message after the first ": ".
 _LOG_LINE = re.compile(r"\b(?P<logger>faktory|demo_jobs)[\w.]*\b.*?: (?P<message>.*)")
@@ -68,8 +79,8 @@ class WorkerOutput:
         self._queue: asyncio.Queue[Line | None] = asyncio.Queue()
         assert process.stdout is not None
         assert process.stderr is not None
-        self._open = 3
-        self._tasks = [
+        self._open = 3  # producers still running: two pipes and the exit watcher
+        self._tasks = [  # referenced here, as the loop only keeps weak references to tasks
             asyncio.create_task(self._read(process.stdout)),
             asyncio.create_task(self._read(process.stderr)),
             asyncio.create_task(self._watch_exit()),
@@ -337,7 +348,9 @@ class TracingClient(BlockingClient):
 
 def wire_trace(server: FaktoryServer) -> int:
     """Push, fetch, ACK and FAIL over one socket, printing every line on the wire."""
-    client = TracingClient(server.url, ClientInfo(wid=os.urandom(6).hex(), hostname="demo"))
+    client = TracingClient(
+        server.url, ClientInfo(wid=os.urandom(6).hex(), hostname="demo", pid=os.getpid())
+    )
     counter = iter(range(1, 100))
 
     def jid() -> str:

@@ -51,9 +51,11 @@ async def export_report(directory: str, seconds: float) -> None:
     log.info("writing %s", partial)
     try:
         with partial.open("w") as report:
-            for row in range(int(seconds * 10)):
+            for row in range(1, int(seconds * 10) + 1):
                 report.write(f"row {row}\n")
                 await asyncio.sleep(0.1)
+                if row % 10 == 0:
+                    log.info("%d rows written", row)
         partial.rename(partial.with_suffix(".csv"))
         log.info("finished %s", partial.with_suffix(".csv"))
     except asyncio.CancelledError:
