@@ -92,6 +92,8 @@ def test_ctrl_c_stops_the_worker_and_the_server() -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # As in a terminal: a runner started in the background may have SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert demo.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
