@@ -124,14 +124,19 @@ class WorkerOutput:
 
 
 def worker_command(url: str) -> list[str]:
+    """The ``faktory-worker`` command line, run in scripts/ so that ``-r demo_jobs`` finds it."""
     return [
         sys.executable,
-        str(Path(__file__).with_name("demo_jobs.py")),
-        f"--url={url}",
+        "-m",
+        "faktory_adapters",
+        "--adapter=asyncio",
+        "-r",
+        "demo_jobs",
         f"--queue={QUEUE}",
         f"--concurrency={CONCURRENCY}",
         f"--shutdown-timeout={SHUTDOWN_TIMEOUT:g}",
         f"--abort-grace={ABORT_GRACE:g}",
+        f"--url={url}",
     ]
 
 
@@ -238,6 +243,7 @@ async def shutdown_demo(server: FaktoryServer, directory: Path) -> int:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            cwd=Path(__file__).parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,  # Ctrl-C in the terminal reaches the demo only
         )
@@ -247,7 +253,7 @@ async def shutdown_demo(server: FaktoryServer, directory: Path) -> int:
             print(
                 f"\nStarted the worker (asyncio, concurrency {CONCURRENCY}, shutdown_timeout"
                 f" {SHUTDOWN_TIMEOUT:g} s, abort_grace {ABORT_GRACE:g} s), pid {process.pid}:"
-                f"\n  python {os.path.relpath(command[1])} {' '.join(command[2:])}"
+                f"\n  (in scripts/) python {' '.join(command[1:])}"
             )
             partial = await wait_until_busy(output, started)
             print("\nSIGTERM to the worker; times are from the signal:")

@@ -1,4 +1,4 @@
-"""The demo's job handlers, and the worker that runs them (``scripts/demo.py`` starts it).
+"""The demo's job handlers; ``scripts/demo.py`` runs them with ``faktory-worker -r demo_jobs``.
 
 ``ResizeImage`` is quick, ``ChargeCard`` always raises :class:`PaymentDeclined`, and
 ``ExportReport`` writes a report file for a while; when the worker aborts it, it deletes its
@@ -8,15 +8,13 @@ and the worker logs through ``faktory``, all on stderr, so the demo reads one or
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import sys
 from pathlib import Path
 
-from faktory_adapters.asyncio import Jobs, Worker, current_job
+from faktory_adapters.asyncio import Jobs, current_job
 
-__all__ = ["PaymentDeclined", "charge_card", "export_report", "jobs", "main", "resize_image"]
+__all__ = ["PaymentDeclined", "charge_card", "export_report", "jobs", "resize_image"]
 
 jobs = Jobs()
 log = logging.getLogger("demo_jobs")
@@ -65,28 +63,3 @@ async def export_report(directory: str, seconds: float) -> None:
         partial.unlink(missing_ok=True)
         log.info("cancelled: deleted %s", partial)
         raise
-
-
-def main() -> None:
-    """Run the demo worker until a signal stops it; exit with its code."""
-    parser = argparse.ArgumentParser(description="The demo's asyncio worker.")
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--queue", default="demo")
-    parser.add_argument("--concurrency", type=int, default=5)
-    parser.add_argument("--shutdown-timeout", type=float, default=3.0)
-    parser.add_argument("--abort-grace", type=float, default=2.0)
-    options = parser.parse_args()
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(message)s")
-    worker = Worker(
-        url=options.url,
-        queues=[options.queue],
-        concurrency=options.concurrency,
-        shutdown_timeout=options.shutdown_timeout,
-        abort_grace=options.abort_grace,
-    )
-    worker.include(jobs)
-    sys.exit(worker.run())
-
-
-if __name__ == "__main__":
-    main()
