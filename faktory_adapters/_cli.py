@@ -34,7 +34,7 @@ from typing import Any, Final, NoReturn
 import faktory_core as core
 
 from . import _logging
-from ._common import AuthenticationError, FaktoryError, ServerReplyError
+from ._common import AuthenticationError, FaktoryError, ServerReplyError, resolve_url
 from ._jobs import Jobs
 
 __all__ = [
@@ -43,7 +43,11 @@ __all__ = [
     "EXIT_CRASHED",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
+    "UnreachableError",
     "UsageError",
+    "build_parser",
+    "check_server",
+    "import_jobs",
     "main",
     "parse_queues",
 ]
@@ -60,6 +64,8 @@ ADAPTERS: Final = ("asyncio", "thread", "gevent")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: How long the reachability check waits for the connection and for each reply.
 CHECK_TIMEOUT: Final = 5.0
+
+_IMPORTLIB: Final = os.path.dirname(importlib.__file__)
 
 _log: Final = logging.getLogger("faktory.cli")
 
@@ -196,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "--url",
         help="the server, tcp://[:PASSWORD@]HOST[:PORT] or tcp+tls://... (default: the env var "
-        "FAKTORY_URL, or the one FAKTORY_PROVIDER names, else tcp://localhost:7419)",
+        "FAKTORY_URL, or the one FAKTORY_PROVIDER names, else tcp://localhost:7419). A "
+        "password given here shows in the process list: prefer the environment",
     )
     add(
         "--burst",
@@ -280,7 +287,6 @@ def check_server(url: str | None) -> str:
 
     Raises UnreachableError with the reason in one line.
     """
-    from ._common import resolve_url
     from .thread import Client  # stdlib only
 
     address = resolve_url(url)
@@ -320,7 +326,10 @@ def _reason(error: Exception) -> str:
 
 def import_jobs(names: Sequence[str]) -> list[Jobs]:
     """Import the ``-r`` modules; the Jobs at their top level (or the named attributes)."""
+    from ._worker_base import WorkerBase
+
     found: dict[int, Jobs] = {}  # by identity: one Jobs can be imported by several modules
+    workers: list[str] = []
     for name in names:
         module_name, _, attribute = name.partition(":")
         try:
@@ -328,19 +337,30 @@ def import_jobs(names: Sequence[str]) -> list[Jobs]:
         except Exception as error:
             raise UsageError(f"cannot import {module_name!r}: {_describe(error)}") from None
         if attribute:
-            value = getattr(module, attribute, None)
+            if not hasattr(module, attribute):
+                raise UsageError(f"module {module_name!r} has no attribute {attribute!r}")
+            value = getattr(module, attribute)
             if not isinstance(value, Jobs):
-                raise UsageError(f"{name} is not a faktory_adapters.Jobs: {value!r}")
+                kind = type(value).__name__
+                raise UsageError(f"{name} is not a faktory_adapters.Jobs (its type is {kind})")
             found[id(value)] = value
-        else:
-            for value in vars(module).values():
-                if isinstance(value, Jobs):
-                    found[id(value)] = value
+            continue
+        for key, value in vars(module).items():
+            if isinstance(value, Jobs):
+                found[id(value)] = value
+            elif isinstance(value, WorkerBase):
+                workers.append(f"{module_name}.{key}")
     jobs = [registry for registry in found.values() if len(registry)]
     if not jobs:
+        hint = (
+            f" ({', '.join(workers)} is a Worker: this command makes its own, so register "
+            "the handlers on a Jobs and include it in yours with worker.include(jobs))"
+            if workers
+            else ""
+        )
         raise UsageError(
             f"no job handlers found in {', '.join(names)}: register them on a "
-            "faktory_adapters.Jobs at the top level of a module"
+            f"faktory_adapters.Jobs at the top level of a module{hint}"
         )
     return jobs
 
@@ -358,9 +378,6 @@ def _describe(error: Exception) -> str:
             where = f" ({filename}:{traceback.tb_lineno})"
         traceback = traceback.tb_next
     return text + where
-
-
-_IMPORTLIB: Final = os.path.dirname(importlib.__file__)
 
 
 def _without(argv: Sequence[str], option: str, *, takes_value: bool) -> list[str]:
@@ -405,7 +422,7 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
     worker_options = _worker_options(options)
     if options.check:
         version = check_server(options.url)
-        print(f"{PROG}: ok: Faktory {version} at {_url(options.url)}")
+        print(f"{PROG}: ok: Faktory {version} at {resolve_url(options.url)}")
         return EXIT_CLEAN
     if not options.require:
         raise UsageError("no job handlers: name the modules that register them with -r MODULE")
@@ -421,12 +438,6 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
         check_server(options.url)
         return supervise(_without(argv, "--processes", takes_value=True), options.processes)
     return _run_worker(options, worker_options)
-
-
-def _url(url: str | None) -> str:
-    from ._common import resolve_url
-
-    return str(resolve_url(url))
 
 
 @contextlib.contextmanager

@@ -133,7 +133,9 @@ def test_bad_options_exit_2_with_one_line(args: tuple[str, ...], words: str) -> 
         ("tests.cli.jobs_broken", "RuntimeError: this module is broken on purpose"),
         ("tests.cli.no_such_module", "No module named 'tests.cli.no_such_module'"),
         ("tests.cli.jobs_none", "no job handlers found"),
-        ("tests.cli.jobs_none:not_jobs", "is not a faktory_adapters.Jobs"),
+        ("tests.cli.jobs_none:not_jobs", "is not a faktory_adapters.Jobs (its type is object)"),
+        ("tests.cli.jobs_none:nothing", "has no attribute 'nothing'"),
+        ("tests.cli.jobs_worker", "tests.cli.jobs_worker.worker is a Worker"),
     ],
 )
 def test_handler_modules_that_fail_exit_2(
