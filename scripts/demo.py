@@ -1,9 +1,10 @@
 """Demo: a worker's shutdown contract, shown on a real Faktory server.
 
 Starts a local Faktory v1.9.4 (the same way the tests do), pushes quick jobs, failing jobs and
-one long job, runs the worker of ``scripts/demo_jobs.py`` as a real process, sends it SIGTERM
-while the long job runs, and narrates what happens, read from the worker's log and from the
-server. Run it with ``make demo``; ``--wire`` shows the protocol bytes instead.
+one long job, runs ``faktory-worker -r demo_jobs`` (the handlers of ``scripts/demo_jobs.py``)
+as a real process, sends it SIGTERM while the long job runs, and narrates what happens, read
+from the worker's log and from the server. Run it with ``make demo``; ``--wire`` shows the
+protocol bytes instead.
 """
 
 from __future__ import annotations
