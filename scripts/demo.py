@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import tempfile
+import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -176,8 +177,8 @@ async def wait_until_busy(output: WorkerOutput, started: float) -> str:
         elif line.source == "job" and word == "writing":
             partial = rest
     print(
-        f"  {busy - started:.2f} s after its start: {resized} images resized, {charged} cards"
-        f" declined, and ExportReport is writing {Path(partial).name}"
+        f"  after {busy - started:.2f} s: {resized} images resized, {charged} cards declined,"
+        f" ExportReport writing {Path(partial).name}"
     )
     return partial
 
@@ -254,8 +255,10 @@ async def shutdown_demo(server: FaktoryServer, directory: Path) -> int:
             print(
                 f"\nStarted the worker (asyncio, concurrency {CONCURRENCY}, shutdown_timeout"
                 f" {SHUTDOWN_TIMEOUT:g} s, abort_grace {ABORT_GRACE:g} s), pid {process.pid}:"
-                f"\n  (in scripts/) python {' '.join(command[1:])}"
             )
+            shell = "(in scripts/) python " + " ".join(command[1:])
+            lines = textwrap.wrap(shell, 96, break_on_hyphens=False, break_long_words=False)
+            print("  " + "\n      ".join(lines))
             partial = await wait_until_busy(output, started)
             print("\nSIGTERM to the worker; times are from the signal:")
             sigterm = loop.time()
