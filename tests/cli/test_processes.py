@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -84,3 +86,29 @@ def test_a_killed_worker_process_is_restarted_and_the_worst_exit_code_wins(
         failure = failure_of(client, queue, kept_jid)
         assert failure is not None
         assert failure.errtype == "ShutdownAbort"
+
+
+def ended(pids: set[int], timeout: float) -> set[int]:
+    """Which of ``pids`` end within ``timeout`` s (awaited on pidfds, which become readable
+    when their process ends: no polling)."""
+    fds = {os.pidfd_open(pid): pid for pid in pids}
+    deadline = time.monotonic() + timeout
+    gone: set[int] = set()
+    try:
+        while len(gone) < len(fds) and (remaining := deadline - time.monotonic()) > 0:
+            waiting = [fd for fd, pid in fds.items() if pid not in gone]
+            ready, _, _ = select.select(waiting, [], [], remaining)
+            gone.update(fds[fd] for fd in ready)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return gone
+
+
+def test_worker_processes_do_not_outlive_a_killed_supervisor(
+    faktory_server: FaktoryServer, queue: str
+) -> None:
+    with supervisor(faktory_server, queue) as command:
+        pids = {int(command.expect(STARTED)[2]) for _ in range(2)}
+        command.process.kill()  # no chance to stop them: they get TERM from the kernel
+        assert ended(pids, 20) == pids
