@@ -306,7 +306,8 @@ def report(
         first = failures[0]
         more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
         print(f"  {len(failures):2} {jobtype:13} {errtype}: {first.message}{more}")
-        print(f"{'':19}next try {retry_delay(first)} after the FAIL")
+        soon = ", not when its 30-minute reservation ends" if errtype == SHUTDOWN_ABORT else ""
+        print(f"{'':19}next try {retry_delay(first)} after the FAIL{soon}")
     by_error = sum(1 for job in retried if job.failure and job.failure.errtype != SHUTDOWN_ABORT)
     aborted = [job for job in retried if job.failure and job.failure.errtype == SHUTDOWN_ABORT]
     cleaned = any(line.text == f"cancelled: deleted {partial}" for line in output.seen)
