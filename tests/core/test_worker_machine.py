@@ -54,6 +54,10 @@ def lines(data: bytes) -> list[tuple[str, str]]:
     return found
 
 
+#: The phases in which a FETCH in flight may still deliver a job that then starts.
+FETCHED_JOB_PHASES = (Phase.RUNNING, Phase.QUIET, Phase.DRAINING, Phase.STOPPING)
+
+
 class WorkerMachine(RuleBasedStateMachine):
     """Random inputs; the contract's invariants checked all along."""
 
@@ -68,6 +72,7 @@ class WorkerMachine(RuleBasedStateMachine):
         named_jobtypes=st.booleans(),
         weighted=st.booleans(),
         fetch_wait=st.sampled_from([None, 2.0]),
+        burst=st.booleans(),
         seed=st.integers(0, 2**16),
     )
     def start(
@@ -80,6 +85,7 @@ class WorkerMachine(RuleBasedStateMachine):
         named_jobtypes: bool,
         weighted: bool,
         fetch_wait: float | None,
+        burst: bool,
         seed: int,
     ) -> None:
         self.config = WorkerConfig(
@@ -93,6 +99,7 @@ class WorkerMachine(RuleBasedStateMachine):
             time_limits={"U": 2.5} if job_time_limit else {},
             jobtypes=("T", "U") if named_jobtypes else None,
             reply_timeout=10.0,
+            burst=burst,
         )
         self.driver = Driver(self.config, seed=seed, fetch_wait=fetch_wait)
         self.jids = 0
@@ -100,6 +107,7 @@ class WorkerMachine(RuleBasedStateMachine):
         self.phase = Phase.RUNNING
         self.reported = Phase.RUNNING  # the phase the heartbeat was last told
         self.stop_at: float | None = None
+        self.ending_at: float | None = None
         self.second_stop = False
         self.in_flight: dict[str, tuple[str, int | None]] = {}  # jid -> last report's link
         self.undelivered: set[str] = set()  # jids the worker exited without delivering
@@ -241,6 +249,8 @@ class WorkerMachine(RuleBasedStateMachine):
                 self.phase = action.phase
                 if action.phase is Phase.STOPPING:
                     self.stop_at = now
+                elif action.phase is Phase.ENDING:
+                    self.ending_at = now
             elif isinstance(action, Write):
                 key = driver.key(machine, action.link)
                 self.last_io[key] = now
@@ -266,7 +276,7 @@ class WorkerMachine(RuleBasedStateMachine):
                 event("exit with reports undelivered (ENDING deadline)")
             elif isinstance(action, StartJob):
                 job = action.job
-                assert self.phase in (Phase.RUNNING, Phase.QUIET, Phase.STOPPING), self.phase
+                assert self.phase in FETCHED_JOB_PHASES, self.phase
                 assert self.config.jobtypes is None or job.jobtype in self.config.jobtypes
                 assert job.jid not in driver.started, f"{job.jid} started twice"
                 assert isinstance(call.input, DataReceived)
@@ -302,6 +312,7 @@ class WorkerMachine(RuleBasedStateMachine):
                         expected_state = {
                             Phase.RUNNING: None,
                             Phase.QUIET: "quiet",
+                            Phase.DRAINING: "quiet",
                         }.get(self.reported, "terminate")
                         assert beat.get("current_state") == expected_state, (beat, self.reported)
                         if self.beating and self.last_beat is not None:
@@ -547,7 +558,8 @@ class WorkerMachine(RuleBasedStateMachine):
         driver.stop()
         if self.jids % 3 == 0:
             driver.stop()  # a second signal: abort at once
-        assert self.stop_at is not None or driver.worker.phase is Phase.EXITED
+        # A burst run may be ending already, having drained: then a stop changes nothing.
+        assert self.stop_at is not None or driver.worker.phase in (Phase.ENDING, Phase.EXITED)
         for _ in range(200):
             if driver.exit_code is not None and driver.heartbeat_finished:
                 break
@@ -559,10 +571,12 @@ class WorkerMachine(RuleBasedStateMachine):
             driver.advance(0.5)
         assert driver.exit_code is not None, "the worker never exited"
         assert self.exited_at is not None
+        config = self.config
         if self.stop_at is not None:
-            config = self.config
             bound = self.stop_at + config.shutdown_timeout + config.abort_grace
             assert self.exited_at <= bound + config.reply_timeout + EPSILON
+        elif self.ending_at is not None:
+            assert self.exited_at <= self.ending_at + config.reply_timeout + EPSILON
         assert driver.heartbeat_finished, "the heartbeat never ended"
         self.one_outcome_per_job()
         self.every_job_ends_in_an_outcome()
