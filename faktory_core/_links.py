@@ -18,7 +18,7 @@ from ._commands import Command, End
 from ._config import WorkerConfig
 from ._connection import Connection
 from ._errors import LocalProtocolError, ProtocolError
-from ._events import ConnectionClosed, Event
+from ._events import ConnectionClosed, Event, ServerError
 from ._io import (
     Action,
     Close,
@@ -44,6 +44,11 @@ def reconnect_delay(failures: int, random: Random, *, base: float, cap: float) -
     """Capped exponential backoff with jitter: half fixed, half random, so peers spread out."""
     ceiling = min(cap, base * 2.0 ** min(failures, 32))
     return ceiling / 2 + random() * ceiling / 2
+
+
+def _shutting_down(error: ServerError) -> bool:
+    """``-ERR shutdown in progress``: what a stopping Faktory answers to any command."""
+    return error.message.lower() == "shutdown in progress"
 
 
 class LinkStatus(enum.Enum):
@@ -197,6 +202,12 @@ class LinkMachine(Generic[L]):
                 if isinstance(reply, ConnectionClosed):
                     lost = reply.unanswered
                     self._drop(link, now, "the server closed the connection", lost=lost)
+                elif isinstance(reply, ServerError) and _shutting_down(reply):
+                    # The server refuses every command once it is stopping, carries out none,
+                    # and closes: the refused command and those behind it are still owed.
+                    refused = () if reply.command is None else (reply.command,)
+                    lost = refused + connection.pending
+                    self._drop(link, now, "the server is shutting down", lost=lost)
                 else:
                     self._on_event(link, reply, now)
         except ProtocolError as error:
