@@ -296,15 +296,18 @@ def check_server(url: str | None) -> str:
         ) as client:
             info = client.info()
     except Exception as error:
-        raise UnreachableError(f"cannot use the server at {address}: {_reason(error)}") from None
+        reason = _reason(error, address)
+        raise UnreachableError(f"cannot use the server at {address}: {reason}") from None
     server = info.get("server")
     return str(server.get("faktory_version", "?")) if isinstance(server, Mapping) else "?"
 
 
-def _reason(error: Exception) -> str:
+def _reason(error: Exception, address: core.ServerURL) -> str:
     """Why the server could not be used, in a few words."""
     if isinstance(error, AuthenticationError):
-        return f"wrong password: {error}"
+        if address.password:
+            return "wrong password (the server refused the password in the URL)"
+        return "wrong password (the server needs one and the URL gives none)"
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"TLS error: the certificate is not trusted ({error.verify_message})"
     if isinstance(error, ssl.SSLError):
