@@ -3,11 +3,13 @@ core's tables.
 
 Conventions for ```python blocks in docs/*.md, by the HTML comment on the line before a block:
 
-- none: the block runs, in its own process, with ``FAKTORY_URL`` set to a test server;
+- none: the block runs, in its own process, with ``FAKTORY_URL`` set to a test server that
+  was flushed just before, so it must work on its own;
+- ``<!-- continues -->``: the block runs on what the block before it left on the server;
 - ``<!-- file: NAME.py -->``: the block is written to ``NAME.py`` for later blocks to import;
 - ``<!-- no-test -->``: the block is not run (a worker that runs until stopped, say).
 
-A page's blocks run in order in one fresh directory, on a server flushed for the page.
+A page's blocks run in order, in one fresh directory.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class Block:
     code: str
     #: None: run it; a file name: write it there; "": skip it.
     file: str | None
+    #: Run it without flushing the server first.
+    continues: bool = False
 
 
 def blocks(page: Path) -> list[Block]:
@@ -68,15 +72,17 @@ def blocks(page: Path) -> list[Block]:
     for match in _BLOCK.finditer(text):
         marker = match["marker"]
         line = text.count("\n", 0, match.start("code"))
-        if marker is None:
-            file: str | None = None
+        file: str | None = None
+        if marker is None or marker == "continues":
+            pass
         elif marker == "no-test":
             file = ""
         elif named := _FILE_MARKER.fullmatch(marker):
             file = named["name"]
         else:
             raise AssertionError(f"{page.name}:{line}: unknown marker <!-- {marker} -->")
-        found.append(Block(page=page.name, line=line, code=match["code"], file=file))
+        block = Block(page.name, line, match["code"], file, continues=marker == "continues")
+        found.append(block)
     return found
 
 
@@ -103,15 +109,14 @@ def test_the_docs_have_runnable_examples() -> None:
 def test_every_marker_comment_is_attached_to_a_python_block() -> None:
     for page in PAGES:
         text = page.read_text(encoding="utf-8")
-        markers = re.findall(r"^<!-- (?:no-test|file: [^>]*) -->$", text, re.MULTILINE)
-        attached = [block for block in blocks(page) if block.file is not None]
+        markers = re.findall(r"^<!-- (?:no-test|continues|file: [^>]*) -->$", text, re.MULTILINE)
+        attached = [block for block in blocks(page) if block.file is not None or block.continues]
         assert len(markers) == len(attached), f"{page.name}: a marker not right above ```python"
 
 
 @pytest.mark.server
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_the_page_s_examples_run(page: Path, server: FaktoryServer, tmp_path: Path) -> None:
-    flush(server)
     env = {**os.environ, "FAKTORY_URL": server.url, "PYTHONUNBUFFERED": "1"}
     for block in blocks(page):
         if block.file == "":
@@ -121,6 +126,8 @@ def test_the_page_s_examples_run(page: Path, server: FaktoryServer, tmp_path: Pa
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block.code, encoding="utf-8")
             continue
+        if not block.continues:
+            flush(server)
         # Blank lines keep the traceback's line numbers those of the page.
         script = tmp_path / f"{page.stem}_line_{block.line}.py"
         script.write_text("\n" * block.line + block.code, encoding="utf-8")
