@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--url",
         help="the server, tcp://[:PASSWORD@]HOST[:PORT] or tcp+tls://... (default: the env var "
         "FAKTORY_URL, or the one FAKTORY_PROVIDER names, else tcp://localhost:7419). A "
-        "password given here shows in the process list: prefer the environment",
+        "password given here shows in the process list: prefer the environment. TLS "
+        "certificates are verified against the system's CAs, or those in the file the env var "
+        "SSL_CERT_FILE names",
     )
     add(
         "--burst",

@@ -6,6 +6,7 @@ import signal
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from faktory_adapters.thread import Client
 from faktory_core import Failure
 from tests.cli.command import Command, run
 from tests.support.server import FaktoryServer
+from tests.support.tls import make_certificates
 
 pytestmark = pytest.mark.server
 
@@ -170,6 +172,33 @@ def test_a_wrong_password_exits_3(
         assert "the URL gives none" in line
     else:
         assert password not in line  # never echoed
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FaktoryServer, Path]]:
+    """A server speaking TLS only, with the CA file that trusts its certificate."""
+    certs = make_certificates(tmp_path_factory.mktemp("cli-tls"))
+    with FaktoryServer(tls=(certs.server_key, certs.server_cert)) as server:
+        yield server, certs.ca_cert
+
+
+def test_an_untrusted_certificate_exits_3_naming_tls(
+    tls_server: tuple[FaktoryServer, Path],
+) -> None:
+    server, _ = tls_server
+    result = run("--check", "--url", server.url)
+    assert result.returncode == 3
+    assert "TLS error: the certificate is not trusted" in one_error_line(result)
+
+
+def test_a_private_ca_is_trusted_through_ssl_cert_file(
+    tls_server: tuple[FaktoryServer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, ca_cert = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_cert))
+    result = run("--check", "--url", server.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("faktory-worker: ok: Faktory 1.9.4 at tcp+tls://")
 
 
 def test_check_reports_the_server_version(faktory_server: FaktoryServer) -> None:
