@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +104,18 @@ def test_help_documents_every_option_and_the_exit_codes() -> None:
     for code in "01234":
         assert f"\n  {code}  " in result.stdout
     assert "(default: 10)" in result.stdout  # --concurrency
+
+
+def test_the_command_imports_no_runtime_before_it_runs_one() -> None:
+    probe = (
+        "import sys; from faktory_adapters import _cli; "
+        "_cli.build_parser().parse_args(['-r', 'tasks', '--adapter', 'gevent']); "
+        "print(sorted({'asyncio', 'gevent'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_version() -> None:
