@@ -52,6 +52,8 @@ def test_sigterm_drains_every_worker_process_and_exits_0(
         Client(faktory_server.url) as client,
         supervisor(faktory_server, queue) as command,
     ):
+        for _ in range(2):  # both serving: the second job cannot wait for the first process
+            command.expect(r"faktory\.worker .*: worker \w+ starting: ")
         client.push("CliSleep", [first, 2.0], queue=queue)
         first_pid = started(command, first)
         client.push("CliSleep", [second, 2.0], queue=queue)  # the first process is busy
