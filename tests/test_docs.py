@@ -7,6 +7,7 @@ Conventions for ```python blocks in docs/*.md, by the HTML comment on the line b
   was flushed just before, so it must work on its own;
 - ``<!-- continues -->``: the block runs on what the block before it left on the server;
 - ``<!-- file: NAME.py -->``: the block is written to ``NAME.py`` for later blocks to import;
+  a ``test_*.py`` file is a user's test module: pytest runs it there and then;
 - ``<!-- no-test -->``: the block is not run (a worker that runs until stopped, say).
 
 A page's blocks run in order, in one fresh directory.
@@ -102,7 +103,12 @@ def flush(server: FaktoryServer) -> None:
 
 
 def test_the_docs_have_runnable_examples() -> None:
-    runnable = [block for page in PAGES for block in blocks(page) if block.file is None]
+    runnable = [
+        block
+        for page in PAGES
+        for block in blocks(page)
+        if block.file is None or block.file.startswith("test_")
+    ]
     assert len(runnable) >= 10
 
 
@@ -125,14 +131,18 @@ def test_the_page_s_examples_run(page: Path, server: FaktoryServer, tmp_path: Pa
             target = tmp_path / block.file
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block.code, encoding="utf-8")
-            continue
+            if not target.name.startswith("test_"):
+                continue
+            command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", block.file]
+        else:
+            # Blank lines keep the traceback's line numbers those of the page.
+            script = tmp_path / f"{page.stem}_line_{block.line}.py"
+            script.write_text("\n" * block.line + block.code, encoding="utf-8")
+            command = [sys.executable, str(script)]
         if not block.continues:
             flush(server)
-        # Blank lines keep the traceback's line numbers those of the page.
-        script = tmp_path / f"{page.stem}_line_{block.line}.py"
-        script.write_text("\n" * block.line + block.code, encoding="utf-8")
         result = subprocess.run(
-            [sys.executable, str(script)],
+            command,
             cwd=tmp_path,
             env=env,
             capture_output=True,
