@@ -119,6 +119,11 @@ class FaultProxy:
         """How many connections are relayed right now."""
         return self._call(lambda: len(self._pipes) // 2)  # type: ignore[no-any-return]
 
+    @property
+    def faults_on(self) -> bool:
+        """Whether random cuts are on."""
+        return self._mean_bytes is not None or self._mean_seconds is not None
+
     def set_faults(self, *, mean_bytes: float | None, mean_seconds: float | None) -> None:
         """Change the random cuts; open connections get a new plan, from now."""
 
