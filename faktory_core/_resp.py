@@ -31,6 +31,8 @@ DEFAULT_MAX_REPLY_SIZE: Final = 16 * 1024 * 1024
 
 # Longest length or integer line we parse: int() of a huge digit run is slow, then refused.
 _MAX_NUMBER_DIGITS: Final = 20
+# The first byte of every reply: + simple string, - error, $ bulk string, : integer.
+_TYPE_BYTES: Final = b"+-$:"
 # Consumed bytes are dropped from the buffer's front once they pass this size.
 _COMPACT_AT: Final = 64 * 1024
 
@@ -112,6 +114,9 @@ class ReplyParser:
             return self._bulk_body(self._scan + 1, self._pending_bulk)
         end = buf.find(b"\n", self._scan)
         if end < 0:
+            if len(buf) > pos and buf[pos] not in _TYPE_BYTES:
+                # Not RESP at all (another protocol, say): say so now, not after max bytes.
+                raise RemoteProtocolError(f"unexpected reply type byte {bytes([buf[pos]])!r}")
             if len(buf) - pos > self._max:
                 raise RemoteProtocolError(_too_long(self._max))
             self._scan = len(buf)

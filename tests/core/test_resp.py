@@ -479,3 +479,20 @@ def test_size_errors_name_the_setting_to_change() -> None:
 def test_dump_json_names_what_it_could_not_encode() -> None:
     with pytest.raises(LocalProtocolError, match="the payload cannot be encoded as JSON"):
         dump_json({"k": {1}}, "the payload")
+
+
+@pytest.mark.parametrize("first", [b"\x16", b"H", b"*", b"\r", b" "])
+def test_a_bad_first_byte_is_refused_before_its_line_ends(first: bytes) -> None:
+    # Another protocol answering (TLS, HTTP...) fails at once, not after max_reply_size bytes.
+    parser = ReplyParser()
+    parser.feed(b"+OK\r\n" + first)
+    assert parser.next_reply() == "OK"
+    with pytest.raises(RemoteProtocolError, match="type byte"):
+        parser.next_reply()
+
+
+@pytest.mark.parametrize("first", [b"+", b"-", b"$", b":"])
+def test_a_good_first_byte_waits_for_its_line(first: bytes) -> None:
+    parser = ReplyParser()
+    parser.feed(first)
+    assert parser.next_reply() is NEED_DATA
