@@ -27,6 +27,8 @@ __all__ = [
     "JobAborted",
     "ServerReplyError",
     "expect",
+    "explain_tls_error",
+    "handshake_closed",
     "handshake_failure",
     "job_error",
     "logger",
@@ -94,6 +96,24 @@ def handshake_failure(event: Event, url: ServerURL) -> FaktoryError:
             return AuthenticationError(f"{url} refused the password ({event.message}){given}")
         return ServerReplyError(event.code, event.message)
     return FaktoryError(f"the handshake with {url} failed: {event}")
+
+
+def handshake_closed(url: ServerURL) -> FaktoryError:
+    """The error for a server that closed the connection before the handshake ended."""
+    # Faktory serving TLS waits 2 s for a TLS hello, then closes a plain client's connection.
+    hint = "" if url.tls else ": if the server speaks TLS, use a tcp+tls:// URL"
+    return FaktoryError(f"{url} closed the connection during the handshake{hint}")
+
+
+def explain_tls_error(error: ssl.SSLError, url: ServerURL) -> None:
+    """Add to a failed TLS handshake's error what it usually means (a note: tracebacks show it)."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        error.add_note(
+            f"{url}: give the CA that signed the server's certificate with ssl_context= or the "
+            "SSL_CERT_FILE variable; the certificate must name the URL's host"
+        )
+    elif error.reason == "WRONG_VERSION_NUMBER":
+        error.add_note(f"{url} does not speak TLS: if the server is plain TCP, use a tcp:// URL")
 
 
 class JobAborted(BaseException):
@@ -170,7 +190,11 @@ def connect_socket(url: ServerURL, *, timeout: float, ssl_context: Any = None) -
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if url.tls:
             context = ssl_context if ssl_context is not None else tls_context()
-            sock = context.wrap_socket(sock, server_hostname=url.host)
+            try:
+                sock = context.wrap_socket(sock, server_hostname=url.host)
+            except ssl.SSLError as error:
+                explain_tls_error(error, url)
+                raise
     except BaseException:
         sock.close()
         raise

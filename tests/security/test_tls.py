@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import traceback
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
+from faktory_adapters._common import handshake_closed
+from faktory_core import ServerURL
 from tests.security.adapters import SyncClient, adapter_module, capture_logs, serve
 from tests.support.server import TEST_PASSWORD, FaktoryServer
 from tests.support.tls import Certificates, make_certificates
@@ -141,3 +144,38 @@ def test_a_worker_refuses_an_unverified_server_and_says_why(
         assert not ran.is_set()
         assert client.info()["faktory"]["queues"][queue] == 1  # still there, for a good worker
         assert TEST_PASSWORD not in logs.text
+
+
+# -- the wrong scheme ------------------------------------------------------------------------
+
+HINTED: Final = ["thread"]  # the adapters whose connect code adds the hints
+
+
+@pytest.mark.parametrize("adapter", HINTED)
+def test_a_tls_url_for_a_plain_server_hints_at_tcp(
+    adapter: str, faktory_server: FaktoryServer
+) -> None:
+    url = f"tcp+tls://localhost:{faktory_server.port}"
+    with SyncClient(adapter, url) as client, pytest.raises(ssl.SSLError) as raised:
+        client.info()
+    assert raised.value.reason == "WRONG_VERSION_NUMBER"
+    shown = "".join(traceback.format_exception(raised.value))
+    assert f"{url} does not speak TLS: if the server is plain TCP, use a tcp:// URL" in shown
+
+
+@pytest.mark.parametrize("adapter", HINTED)
+def test_an_untrusted_certificate_hints_at_the_remedy(
+    adapter: str, tls_server: FaktoryServer
+) -> None:
+    error = refused(adapter, tls_server.url)
+    assert any("ssl_context= or the SSL_CERT_FILE variable" in note for note in error.__notes__)
+
+
+def test_the_closed_handshake_error_hints_at_tls_for_plain_urls_only() -> None:
+    plain = handshake_closed(ServerURL.parse("tcp://:pw@faktory:7419"))
+    assert str(plain) == (
+        "tcp://:***@faktory:7419 closed the connection during the handshake: "
+        "if the server speaks TLS, use a tcp+tls:// URL"
+    )
+    tls = handshake_closed(ServerURL.parse("tcp+tls://faktory:7419"))
+    assert str(tls) == "tcp+tls://faktory:7419 closed the connection during the handshake"
