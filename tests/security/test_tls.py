@@ -69,6 +69,19 @@ def test_the_server_serves_tls_only(tls_server: FaktoryServer, certificates: Cer
         assert json.loads(response.read())["server"]["faktory_version"] == "1.9.4"
 
 
+def test_a_restarted_server_serves_tls_again(certificates: Certificates) -> None:
+    server = FaktoryServer(tls=(certificates.server_key, certificates.server_cert)).start()
+    try:
+        context = trusting(certificates.ca_cert)
+        with SyncClient("thread", server.url, ssl_context=context) as client:
+            client.push("Kept", [], queue="restart")
+        server.restart()
+        with SyncClient("thread", server.url, ssl_context=context) as client:
+            assert client.info()["faktory"]["queues"]["restart"] == 1
+    finally:
+        server.stop()
+
+
 def test_verification_is_on_by_default(adapter: str, tls_server: FaktoryServer) -> None:
     error = refused(adapter, tls_server.url)
     assert error.verify_message in ("unable to get local issuer certificate",)
