@@ -340,13 +340,13 @@ class FaktoryServer:
         assert self._web_port is not None
         deadline = time.monotonic() + self.startup_timeout
         greeted = False
+        tls = self.tls is not None
         while True:
             status = self._proc.poll()
             if status is not None:
                 raise RuntimeError(
                     f"Faktory exited early with status {status}; log tail:\n{self.log_tail()}"
                 )
-            tls = self.tls is not None
             if not greeted:
                 greeted = _greets(self._port, deadline, tls=tls)
             if greeted and _healthy(self._web_port, deadline, tls=tls):
