@@ -348,6 +348,8 @@ def test_fail_surrogates_do_not_depend_on_length(field: str) -> None:
         lambda: Fetch(queues=["ok", "not ok"]),
         lambda: Fetch(queues=["a*"]),
         lambda: Fetch(queues=[ALL_QUEUES]),
+        lambda: Push(job=JOB.to_wire()),
+        lambda: PushBulk(jobs=JOB),
         lambda: PushBulk(jobs=[]),
         lambda: PushBulk(jobs=[JOB, {"jid": JID}]),
         lambda: Ack(jid="short"),

@@ -256,6 +256,19 @@ def test_malformed_greeting(greeting: bytes) -> None:
     assert conn.data_to_send() == b""  # no HELLO went out
 
 
+def test_a_greeting_asking_for_too_many_hash_rounds_is_refused() -> None:
+    # A hostile server could make us hash for minutes; real ones ask for 4000 to 8095.
+    conn = Connection(password="pw")
+    conn.receive_data(b'+HI {"v":2,"i":100001,"s":"ab"}\r\n')
+    with pytest.raises(RemoteProtocolError, match="100001 hash iterations"):
+        conn.next_event()
+    assert conn.data_to_send() == b""
+    ok = Connection(password="pw")
+    ok.receive_data(b'+HI {"v":2,"i":100000,"s":"ab"}\r\n')
+    assert ok.next_event() is NEED_DATA
+    assert b'"pwdhash":"' in ok.data_to_send()
+
+
 @pytest.mark.parametrize("answer", [GREETING, b"+NO\r\n", b"$2\r\nOK\r\n", b":0\r\n", b"$-1\r\n"])
 def test_unexpected_reply_to_hello(answer: bytes) -> None:
     conn = Connection()
