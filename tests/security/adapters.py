@@ -32,7 +32,7 @@ def adapter_module(adapter: str) -> ModuleType:
 class SyncClient:
     """An adapter's Client with blocking methods: the asyncio one runs on a private loop."""
 
-    def __init__(self, adapter: str, url: str, **options: Any) -> None:
+    def __init__(self, adapter: str, url: str | None, **options: Any) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         if adapter == "asyncio":
             self._loop = asyncio.new_event_loop()
@@ -41,7 +41,7 @@ class SyncClient:
         else:
             self._client = adapter_module(adapter).Client(url, **options)
 
-    async def _make(self, url: str, options: dict[str, Any]) -> aio.Client:
+    async def _make(self, url: str | None, options: dict[str, Any]) -> aio.Client:
         return aio.Client(url, **options)
 
     def _run(self, coroutine: Any) -> Any:

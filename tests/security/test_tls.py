@@ -142,6 +142,27 @@ def test_a_worker_with_the_right_ca_runs_a_job(
         assert stats["sets"]["retries"] == 0
 
 
+def test_a_worker_configured_by_the_environment_alone(
+    adapter: str,
+    tls_server: FaktoryServer,
+    certificates: Certificates,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # FAKTORY_URL names the server, SSL_CERT_FILE its CA: no URL or context in the code.
+    monkeypatch.delenv("FAKTORY_PROVIDER", raising=False)
+    monkeypatch.setenv("FAKTORY_URL", tls_server.url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca_cert))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    queue = f"tls-{uuid.uuid4().hex[:10]}"
+    with SyncClient(adapter, None) as client:
+        client.push("FromEnv", [1, 2], queue=queue)
+    ran: list[int] = []
+    worker = adapter_module(adapter).Worker(queues=[queue], concurrency=1, burst=True)
+    worker.register("FromEnv", lambda a, b: ran.append(a + b))
+    assert serve(adapter, worker) == 0
+    assert ran == [3]
+
+
 def test_a_worker_refuses_an_unverified_server_and_says_why(
     adapter: str, tls_server: FaktoryServer, certificates: Certificates
 ) -> None:
