@@ -84,7 +84,7 @@ def test_a_restarted_server_serves_tls_again(certificates: Certificates) -> None
 
 def test_verification_is_on_by_default(adapter: str, tls_server: FaktoryServer) -> None:
     error = refused(adapter, tls_server.url)
-    assert error.verify_message in ("unable to get local issuer certificate",)
+    assert error.verify_message == "unable to get local issuer certificate"
 
 
 def test_the_ca_given_as_an_ssl_context(
