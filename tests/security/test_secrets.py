@@ -142,6 +142,7 @@ def test_a_worker_with_a_wrong_password_says_so_and_hides_it(
     assert pwdhashes
     assert_hidden(logs.text, pwdhashes)
     assert producer.info()["faktory"]["queues"][queue] == 1  # nothing fetched, nothing lost
+    producer.remove_queues(queue)
 
 
 def test_a_worker_run_at_debug_level_never_logs_the_secrets(
