@@ -63,6 +63,8 @@ from ._common import (
     JobAborted,
     ServerReplyError,
     expect,
+    explain_tls_error,
+    handshake_closed,
     handshake_failure,
     job_error,
     logger,
@@ -766,12 +768,16 @@ class Client:
 
     async def _open(self) -> _ClientConnection:
         url = self._url
-        reader, writer = await asyncio.open_connection(
-            url.host,
-            url.port,
-            ssl=self._ssl_context if url.tls else None,
-            server_hostname=url.host if url.tls else None,
-        )
+        try:
+            reader, writer = await asyncio.open_connection(
+                url.host,
+                url.port,
+                ssl=self._ssl_context if url.tls else None,
+                server_hostname=url.host if url.tls else None,
+            )
+        except ssl.SSLError as error:
+            explain_tls_error(error, url)
+            raise
         connection = _ClientConnection(
             reader,
             writer,
@@ -779,6 +785,9 @@ class Client:
         )
         try:
             event = await connection.next_event()
+        except FaktoryError:  # closed before the handshake ended
+            connection.abandon()
+            raise handshake_closed(url) from None
         except BaseException:  # a timeout or a cancellation: never leak the socket
             connection.abandon()
             raise

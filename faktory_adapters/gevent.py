@@ -26,6 +26,7 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
 import contextvars
 import signal
 import socket
+import ssl
 import traceback
 from collections.abc import Callable
 from typing import Any, Final
@@ -40,6 +41,7 @@ from ._common import (
     InvalidJobError,
     JobAborted,
     ServerReplyError,
+    explain_tls_error,
     tls_context,
 )
 from ._jobs import Jobs, JobType
@@ -122,7 +124,11 @@ def _connect(url: core.ServerURL, *, timeout: float, ssl_context: Any) -> socket
             context = ssl_context if ssl_context is not None else tls_context()
             # gevent's SSLSocket wraps a stdlib context too; SSLContext.wrap_socket would
             # build the stdlib SSLSocket, which refuses to be constructed.
-            sock = gevent.ssl.SSLSocket(sock=sock, server_hostname=url.host, _context=context)
+            try:
+                sock = gevent.ssl.SSLSocket(sock=sock, server_hostname=url.host, _context=context)
+            except ssl.SSLError as error:
+                explain_tls_error(error, url)
+                raise
     except BaseException:
         sock.close()
         raise

@@ -69,6 +69,7 @@ from ._common import (
     ServerReplyError,
     connect_socket,
     expect,
+    handshake_closed,
     handshake_failure,
     job_error,
     logger,
@@ -708,6 +709,9 @@ class Client:
         )
         try:
             event = connection.next_event()
+        except FaktoryError:  # closed before the handshake ended
+            connection.abandon()
+            raise handshake_closed(url) from None
         except BaseException:  # a timeout: never leak the socket
             connection.abandon()
             raise

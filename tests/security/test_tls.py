@@ -182,7 +182,7 @@ def test_a_worker_refuses_an_unverified_server_and_says_why(
 
 # -- the wrong scheme ------------------------------------------------------------------------
 
-HINTED: Final = ["thread"]  # the adapters whose connect code adds the hints
+HINTED: Final = ["asyncio", "thread", "gevent"]  # the adapters whose connect code adds hints
 
 
 @pytest.mark.parametrize("adapter", HINTED)
@@ -195,6 +195,23 @@ def test_a_tls_url_for_a_plain_server_hints_at_tcp(
     assert raised.value.reason == "WRONG_VERSION_NUMBER"
     shown = "".join(traceback.format_exception(raised.value))
     assert f"{url} does not speak TLS: if the server is plain TCP, use a tcp:// URL" in shown
+
+
+@pytest.mark.parametrize("adapter", HINTED)
+def test_a_plain_url_for_a_tls_server_hints_at_tcp_tls(
+    adapter: str, tls_server: FaktoryServer
+) -> None:
+    # Faktory waits 2 s for a TLS hello, then closes the connection without a word.
+    url = tls_server.url.replace("tcp+tls://", "tcp://", 1)
+    with (
+        SyncClient(adapter, url) as client,
+        pytest.raises(adapter_module(adapter).FaktoryError) as raised,
+    ):
+        client.info()
+    assert str(raised.value) == (
+        f"tcp://:***@localhost:{tls_server.port} closed the connection during the handshake: "
+        "if the server speaks TLS, use a tcp+tls:// URL"
+    )
 
 
 @pytest.mark.parametrize("adapter", HINTED)
