@@ -11,11 +11,12 @@
    enqueued, reserved, scheduled, retrying or dead;
 5. SIGTERMs the worker, which must exit 0 or 1 within a bound.
 
-Jobs that come back through the retry set must be explained: failed as ``ReservationExpired``
-(held by the killed worker, or handed out on a connection that was cut before the reply got
-through), and never completed by the surviving worker well before they expired (that would be
-an ACK the worker failed to deliver). Explained retries are requeued at once instead of waiting
-out Faktory's retry backoff; anything else is reported and fails the run.
+One job in ``FAIL_EVERY`` fails its first run on purpose. Jobs that come back through the retry
+set must be explained: either that planned failure, or ``ReservationExpired`` (held by the
+killed worker, or handed out on a connection that was cut before the reply got through) of a
+job the surviving worker did not run well before it expired (that would be an ACK or a FAIL
+the worker failed to deliver). Explained retries are requeued at once instead of waiting out
+Faktory's retry backoff; anything else is reported and fails the run.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from faktory_adapters.thread import Client, FaktoryError
-from tests.chaos.worker_app import JOBTYPE, QUEUE, open_db
+from tests.chaos.worker_app import JOBTYPE, QUEUE, ChaosFailure, open_db
 from tests.support.proxy import FaultProxy
 from tests.support.server import FaktoryServer
 
@@ -50,9 +51,16 @@ ACK_MARGIN = 15.0
 #: How long the worker gets to exit after SIGTERM: its shutdown timeout (5 s), abort grace
 #: (1 s), a FETCH or a report still awaiting its reply (10 s) and the heartbeat's END (5 s).
 EXIT_BOUND = 40.0
+#: One job in this many fails its first run on purpose.
+FAIL_EVERY = 20
+#: Once the faults are over, a job that waits in the queue this long means the worker hangs.
+IDLE_BOUND = 60.0
 #: Random cuts: each connection is cut after this many bytes or seconds, on average.
 MEAN_BYTES = 8_000
 MEAN_SECONDS = 1.0
+#: The share of those faults that stall a connection (the worker's reply timeout ends it)
+#: instead of cutting it.
+STALL_SHARE = 0.2
 
 
 @dataclass
@@ -62,9 +70,11 @@ class Figures:
     adapter: str
     jobs: int = 0
     executions: int = 0
+    failures: int = 0
     duplicates: int = 0
     lost: int = 0
     faults: int = 0
+    stalls: int = 0
     worker_restarts: int = 0
     server_restarts: int = 0
     requeued: int = 0
@@ -74,8 +84,10 @@ class Figures:
 
     def line(self) -> str:
         return (
-            f"chaos {self.adapter}: jobs pushed {self.jobs}, executions {self.executions}, "
-            f"duplicates {self.duplicates}, lost {self.lost}, faults injected {self.faults}, "
+            f"chaos {self.adapter}: jobs pushed {self.jobs}, executions {self.executions} "
+            f"({self.failures} planned failures), "
+            f"duplicates {self.duplicates}, lost {self.lost}, "
+            f"faults injected {self.faults} ({self.stalls} of them stalls), "
             f"worker restarts {self.worker_restarts}, server restarts {self.server_restarts}, "
             f"retries requeued {self.requeued}, exit code {self.exit_code}, "
             f"wall time {self.wall_time:.1f} s"
@@ -131,6 +143,12 @@ class ChaosWorker:
             self.process.wait(10)
             return None
 
+    def dump_stacks(self) -> None:
+        """Make the worker write every thread's stack to its log (faulthandler, SIGUSR1)."""
+        if self.alive:
+            self.process.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)  # the dump is written from a signal handler: no event to await
+
     def tail(self, lines: int = 40) -> str:
         """The end of what the worker printed and logged."""
         parts = []
@@ -151,10 +169,12 @@ class ChaosRun:
         self.db_path = directory / "executions.db"
         self.figures = Figures(adapter=adapter)
         self.jids: list[str] = []
+        self.failing: set[str] = set()  # the jids whose first run fails
         self.survivor_pid: int | None = None
         self._workers: list[ChaosWorker] = []
         self._server: FaktoryServer | None = None
         self._started = time.monotonic()
+        self._queued_since: float | None = None
         self.timeline: list[str] = []
 
     def _note(self, event: str) -> None:
@@ -167,7 +187,9 @@ class ChaosRun:
         try:
             with (
                 FaktoryServer() as server,
-                FaultProxy(server.host, server.port, seed=self.seed) as proxy,
+                FaultProxy(
+                    server.host, server.port, seed=self.seed, stall_share=STALL_SHARE
+                ) as proxy,
             ):
                 self._server = server
                 try:
@@ -177,6 +199,7 @@ class ChaosRun:
                         if worker.alive:
                             worker.kill()
                     figures.faults = proxy.faults
+                    figures.stalls = proxy.stalls
         finally:
             db.close()
         figures.wall_time = time.monotonic() - started
@@ -188,7 +211,7 @@ class ChaosRun:
         proxy.set_faults(mean_bytes=MEAN_BYTES, mean_seconds=MEAN_SECONDS)
 
         first = self._start_worker(proxy, "worker1")
-        self._wait("the first worker to run a few jobs", 60, lambda: self._ran(db) >= 20)
+        self._wait("the first worker to run a few jobs", 60, lambda: self._ran_count(db) >= 20)
         first.kill()
         self._note("first worker killed")
         figures.worker_restarts += 1
@@ -196,7 +219,7 @@ class ChaosRun:
         self.survivor_pid = survivor.pid
 
         # Restart the server while the new worker is at work, a third of the way through.
-        restart_at = max(20, (self.jobs - self._ran(db)) // 3)
+        restart_at = max(20, (self.jobs - self._ran_count(db)) // 3)
         self._wait(
             "the new worker to run a third of the jobs left",
             120 + self.jobs / 20,
@@ -217,11 +240,14 @@ class ChaosRun:
             f"the worker did not exit within {EXIT_BOUND} s of SIGTERM:\n" + survivor.tail()
         )
 
-        executions = db.execute("SELECT COUNT(*), COUNT(DISTINCT jid) FROM executions").fetchone()
         figures.jobs = len(self.jids)
-        figures.executions, distinct = executions
-        figures.duplicates = figures.executions - distinct
-        ran = {jid for (jid,) in db.execute("SELECT DISTINCT jid FROM executions")}
+        (figures.executions,) = db.execute("SELECT COUNT(*) FROM executions").fetchone()
+        (figures.failures,) = db.execute(
+            "SELECT COUNT(*) FROM executions WHERE outcome = 'failed'"
+        ).fetchone()
+        (successes,) = db.execute("SELECT COUNT(*) FROM executions WHERE outcome = 'ok'").fetchone()
+        ran = _ran(db)
+        figures.duplicates = successes - len(ran)
         figures.lost = len(set(self.jids) - ran)
 
     # -- steps --------------------------------------------------------------------------------
@@ -230,7 +256,11 @@ class ChaosRun:
         with Client(server.url) as client:
             batch: list[Any] = []
             for index in range(self.jobs):
-                batch.append(client.job(JOBTYPE, [index], queue=QUEUE, reserve_for=RESERVE_FOR))
+                fail_first = index % FAIL_EVERY == 0
+                job = client.job(JOBTYPE, [index, fail_first], queue=QUEUE, reserve_for=RESERVE_FOR)
+                batch.append(job)
+                if fail_first:
+                    self.failing.add(job.jid)
                 if len(batch) == 500 or index == self.jobs - 1:
                     refused = client.push_bulk(batch)
                     assert not refused, refused
@@ -265,19 +295,18 @@ class ChaosRun:
                 )
             time.sleep(0.2)
 
-    def _ran(self, db: sqlite3.Connection) -> int:
-        (count,) = db.execute("SELECT COUNT(DISTINCT jid) FROM executions").fetchone()
-        return int(count)
+    def _ran_count(self, db: sqlite3.Connection) -> int:
+        return len(_ran(db))
 
     def _ran_by(self, db: sqlite3.Connection, pid: int) -> int:
-        query = "SELECT COUNT(DISTINCT jid) FROM executions WHERE pid = ?"
+        query = "SELECT COUNT(DISTINCT jid) FROM executions WHERE pid = ? AND outcome = 'ok'"
         (count,) = db.execute(query, (pid,)).fetchone()
         return int(count)
 
     def _progress(self) -> str:
         """Where the run is: what ran, what the server holds, where the missing jobs are."""
         with sqlite3.connect(self.db_path, timeout=30) as db:
-            ran = {jid for (jid,) in db.execute("SELECT DISTINCT jid FROM executions")}
+            ran = _ran(db)
         missing = [jid for jid in self.jids if jid not in ran]
         lines = [f"{len(ran)} of {self.jobs} jobs ran", *self.timeline]
         server = self._server
@@ -310,16 +339,36 @@ class ChaosRun:
         if queued == 0 and proxy.faults_on:
             proxy.set_faults(mean_bytes=None, mean_seconds=None)
             self._note("the queue is empty: random cuts off")
+        self._check_fetching(queued, proxy)
         if sets.get("retries") or sets.get("dead"):
             self._explain_and_requeue(server, db)
             return False
-        ran = {jid for (jid,) in db.execute("SELECT DISTINCT jid FROM executions")}
+        ran = _ran(db)
         return (
             queued == 0
             and not sets.get("working")
             and not sets.get("scheduled")
             and ran.issuperset(self.jids)
         )
+
+    def _check_fetching(self, queued: int, proxy: FaultProxy) -> None:
+        """Fail if jobs wait in the queue for long while the worker should be fetching.
+
+        Once the faults are over, every link of the worker blocks in a FETCH, so a job that
+        comes back is taken at once; jobs left waiting mean the worker hangs.
+        """
+        now = time.monotonic()
+        if queued == 0 or proxy.faults_on:
+            self._queued_since = None
+        elif self._queued_since is None:
+            self._queued_since = now
+        elif now - self._queued_since > IDLE_BOUND:
+            survivor = self._workers[-1]
+            survivor.dump_stacks()
+            raise AssertionError(
+                f"{queued} jobs waited {IDLE_BOUND:g} s in the queue, with no fault injected, "
+                f"and the worker took none: {self._progress()}\n{survivor.tail(200)}"
+            )
 
     def _explain_and_requeue(self, server: FaktoryServer, db: sqlite3.Connection) -> None:
         explained = []
@@ -346,6 +395,8 @@ class ChaosRun:
         """Why a failed job is not explained by the faults, or None if it is."""
         if target == "dead":
             return f"in the dead set ({failure})"
+        if failure.get("errtype") == ChaosFailure.__name__ and jid in self.failing:
+            return None
         if failure.get("errtype") != "ReservationExpired":
             return f"failed with {failure.get('errtype')}: {failure.get('message')}"
         failed_at = _timestamp(failure["failed_at"])
@@ -355,10 +406,15 @@ class ChaosRun:
         ).fetchone()
         if early is not None:
             return (
-                f"completed by the surviving worker at {early[0]:.3f}, "
-                f"yet its reservation expired at {failed_at:.3f}: the ACK was lost"
+                f"run by the surviving worker at {early[0]:.3f}, yet its reservation "
+                f"expired at {failed_at:.3f}: its ACK or FAIL was lost"
             )
         return None
+
+
+def _ran(db: sqlite3.Connection) -> set[str]:
+    """The jids that ran to the end at least once."""
+    return {jid for (jid,) in db.execute("SELECT jid FROM executions WHERE outcome = 'ok'")}
 
 
 def _info(server: FaktoryServer) -> tuple[int, dict[str, int]] | None:

@@ -31,4 +31,5 @@ def test_every_job_runs_despite_cuts_restarts_and_a_kill(adapter: str, tmp_path:
     assert figures.unexplained == []
     assert figures.exit_code in (0, 1)
     assert figures.faults > 0
+    assert figures.failures > 0  # the planned failures were FAILed and retried
     assert (figures.worker_restarts, figures.server_restarts) == (1, 1)

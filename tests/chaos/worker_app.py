@@ -1,9 +1,12 @@
 """The worker of the chaos run: ``python -m tests.chaos.worker_app --adapter ... --url ...``.
 
-It serves one job type, ``Chaos``: a short random pause (a few milliseconds, in the runtime's
-own way), then one row ``(jid, pid, at)`` in the SQLite database ``--db``, committed before
-the handler returns, so a SIGKILL can lose the ACK of a recorded run but never the record. The
-database is in WAL mode with a busy timeout, so worker processes and the test share it. The
+It serves one job type, ``Chaos(index, fail_first)``: a short random pause (a few
+milliseconds, in the runtime's own way), then one row ``(jid, pid, at, outcome)`` in the SQLite
+database ``--db``, committed before the handler returns, so a SIGKILL can lose the ACK of a
+recorded run but never the record. A job pushed with ``fail_first`` raises
+:class:`ChaosFailure` the first time it runs (outcome ``failed``), so FAILs travel through the
+faults too; its retry succeeds (outcome ``ok``). The database is in WAL mode with a busy
+timeout, so worker processes and the test share it. The
 worker runs with real signal handling and exits with :meth:`Worker.run`'s code; the faktory
 log goes to stderr.
 """
@@ -11,9 +14,11 @@ log goes to stderr.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import random
+import signal
 import sqlite3
 import sys
 import threading
@@ -33,8 +38,15 @@ def open_db(path: Path | str) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     db.execute("PRAGMA journal_mode = WAL")
-    db.execute("CREATE TABLE IF NOT EXISTS executions (jid TEXT NOT NULL, pid INTEGER, at REAL)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS executions"
+        " (jid TEXT NOT NULL, pid INTEGER NOT NULL, at REAL NOT NULL, outcome TEXT NOT NULL)"
+    )
     return db
+
+
+class ChaosFailure(Exception):
+    """The planned failure of a job's first run."""
 
 
 class Recorder:
@@ -45,13 +57,22 @@ class Recorder:
         self._local = threading.local()
         self._pid = os.getpid()
 
-    def record(self, jid: str) -> None:
+    def run(self, jid: str, index: int, fail_first: bool) -> None:
+        """Record this run of job ``jid``; raise if it is the planned failure."""
         db = getattr(self._local, "db", None)
         if db is None:
             db = self._local.db = open_db(self._path)
+        outcome = "ok"
+        if fail_first:
+            query = "SELECT 1 FROM executions WHERE jid = ? AND outcome = 'failed'"
+            if db.execute(query, (jid,)).fetchone() is None:
+                outcome = "failed"
         db.execute(
-            "INSERT INTO executions (jid, pid, at) VALUES (?, ?, ?)", (jid, self._pid, time.time())
+            "INSERT INTO executions (jid, pid, at, outcome) VALUES (?, ?, ?, ?)",
+            (jid, self._pid, time.time(), outcome),
         )
+        if outcome == "failed":
+            raise ChaosFailure(f"the planned failure of job {index}")
 
 
 def build(options: argparse.Namespace) -> Any:
@@ -74,9 +95,9 @@ def build(options: argparse.Namespace) -> Any:
         worker = Worker(**settings)
 
         @worker.register(JOBTYPE)
-        async def chaos(index: int) -> None:
+        async def chaos(index: int, fail_first: bool) -> None:
             await asyncio.sleep(pauses.random() * 0.01)
-            recorder.record(current_job().job.jid)
+            recorder.run(current_job().job.jid, index, fail_first)
 
         return worker
     pause: Callable[[float], None]
@@ -93,9 +114,9 @@ def build(options: argparse.Namespace) -> Any:
     worker = Worker(**settings)
 
     @worker.register(JOBTYPE)
-    def chaos_blocking(index: int) -> None:
+    def chaos_blocking(index: int, fail_first: bool) -> None:
         pause(pauses.random() * 0.01)
-        recorder.record(current_job().job.jid)
+        recorder.run(current_job().job.jid, index, fail_first)
 
     return worker
 
@@ -108,6 +129,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
+    faulthandler.register(signal.SIGUSR1)  # the test asks for the stacks of a hung worker
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )

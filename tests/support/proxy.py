@@ -5,9 +5,11 @@ the target (a real Faktory server). With random cuts on, each connection is give
 it is accepted: it is cut after a random number of bytes (both directions together; the last
 chunk is cut short, so a command or a reply arrives half-written) or after a random time,
 whichever comes first. A cut closes both sides, half of them with a reset (RST) and half with
-a plain close (FIN). :meth:`FaultProxy.cut_all` cuts every open connection at once. The plans
-are drawn from a generator seeded with ``seed``, in the order connections are accepted, so a
-run replays its plans as far as the timing of the peers allows.
+a plain close (FIN). A share of the faults (``stall_share``) are stalls instead: the connection
+stays open, but whatever it carries from then on is lost, both ways, until a side closes it.
+:meth:`FaultProxy.cut_all` cuts every open connection at once. The plans are drawn from a
+generator seeded with ``seed``, in the order connections are accepted, so a run replays its
+plans as far as the timing of the peers allows.
 
 One thread moves every byte (a selector, non-blocking sockets); :meth:`FaultProxy.close`
 stops it and closes everything. Standard library only::
@@ -50,6 +52,8 @@ class _Pipe:
         self.budget: int | None = None  # bytes left before the cut
         self.cut_at: float | None = None  # monotonic time of the cut
         self.reset = False  # cut with RST rather than FIN
+        self.stall = False  # the fault is a stall rather than a cut
+        self.stalled = False  # the stall has begun: whatever comes is dropped
 
     def other(self, sock: socket.socket) -> socket.socket:
         return self.server if sock is self.client else self.client
@@ -60,9 +64,10 @@ class FaultProxy:
 
     ``mean_bytes`` and ``mean_seconds`` set the random cuts: each connection is cut after an
     exponentially distributed number of bytes or seconds with that mean (None: never). Change
-    them while running with :meth:`set_faults`. The counters: :attr:`connections` accepted,
-    :attr:`random_cuts`, :attr:`forced_cuts` (by :meth:`cut_all`), :attr:`refused` (the target
-    was down, so the connection was closed at once); :attr:`faults` is the sum of the cuts.
+    them while running with :meth:`set_faults`; ``stall_share`` of those faults are stalls.
+    The counters: :attr:`connections` accepted, :attr:`random_cuts`, :attr:`stalls`,
+    :attr:`forced_cuts` (by :meth:`cut_all`), :attr:`refused` (the target was down, so the
+    connection was closed at once); :attr:`faults` is the sum of the cuts and stalls.
     """
 
     def __init__(
@@ -73,13 +78,16 @@ class FaultProxy:
         seed: int = 0,
         mean_bytes: float | None = None,
         mean_seconds: float | None = None,
+        stall_share: float = 0.0,
     ) -> None:
         self.target = (target_host, target_port)
         self._random = random.Random(seed)
         self._mean_bytes = mean_bytes
         self._mean_seconds = mean_seconds
+        self._stall_share = stall_share
         self.connections = 0
         self.random_cuts = 0
+        self.stalls = 0
         self.forced_cuts = 0
         self.refused = 0
         self._pipes: dict[socket.socket, _Pipe] = {}  # by either of its sockets
@@ -111,8 +119,8 @@ class FaultProxy:
 
     @property
     def faults(self) -> int:
-        """Every cut injected so far, random or forced."""
-        return self.random_cuts + self.forced_cuts
+        """Every fault injected so far: cuts, random or forced, and stalls."""
+        return self.random_cuts + self.stalls + self.forced_cuts
 
     @property
     def open_connections(self) -> int:
@@ -211,8 +219,7 @@ class FaultProxy:
         now = time.monotonic()
         for pipe in list(self._each_pipe()):
             if pipe.cut_at is not None and now >= pipe.cut_at:
-                self.random_cuts += 1
-                self._cut(pipe)
+                self._fault(pipe)
         while self._requests:
             request, result, done = self._requests.popleft()
             result.append(request())
@@ -243,11 +250,15 @@ class FaultProxy:
         self._watch(pipe)
 
     def _plan(self, pipe: _Pipe) -> None:
-        """Draw when ``pipe`` is cut (always three draws, so plans follow the seed)."""
+        """Draw when and how ``pipe`` fails (always three draws, so plans follow the seed)."""
         draw_bytes = self._random.random()
         draw_seconds = self._random.random()
-        pipe.reset = self._random.random() < 0.5
+        draw_kind = self._random.random()
+        pipe.stall = draw_kind < self._stall_share
+        pipe.reset = not pipe.stall and draw_kind < (1 + self._stall_share) / 2
         pipe.budget = pipe.cut_at = None
+        if pipe.stalled:
+            return
         if self._mean_bytes is not None:
             pipe.budget = 1 + int(-self._mean_bytes * _log1m(draw_bytes))
         if self._mean_seconds is not None:
@@ -264,6 +275,8 @@ class FaultProxy:
             self._flush(pipe, pipe.other(sock))
             self._drop(pipe)
             return
+        if pipe.stalled:
+            return  # lost on the way
         cut = pipe.budget is not None and len(data) >= pipe.budget
         if pipe.budget is not None:
             if cut:
@@ -273,8 +286,7 @@ class FaultProxy:
         pipe.pending[target] += data
         self._flush(pipe, target)
         if cut:
-            self.random_cuts += 1
-            self._cut(pipe)
+            self._fault(pipe)
         elif target in self._pipes:
             self._watch(pipe)
 
@@ -308,6 +320,19 @@ class FaultProxy:
             else:
                 self._selector.unregister(sock)
             pipe.masks[sock] = mask
+
+    def _fault(self, pipe: _Pipe) -> None:
+        """The random fault planned for ``pipe`` is due: cut it, or stall it."""
+        if not pipe.stall:
+            self.random_cuts += 1
+            self._cut(pipe)
+            return
+        self.stalls += 1
+        pipe.stalled = True
+        pipe.budget = pipe.cut_at = None
+        for pending in pipe.pending.values():
+            pending.clear()
+        self._watch(pipe)
 
     def _cut(self, pipe: _Pipe) -> None:
         if pipe.reset:
