@@ -138,7 +138,7 @@ class HeartbeatThread:
             while data and isinstance(sock, ssl.SSLSocket) and sock.pending():
                 data += sock.recv(sock.pending())
         except OSError as error:
-            self._inbox.append(ConnectionLost(link=0, reason=str(error)))
+            self._lost(error)
             return
         self._inbox.append(DataReceived(link=0, data=data))
 
@@ -176,7 +176,13 @@ class HeartbeatThread:
         try:
             sock.sendall(data)
         except OSError as error:
-            self._inbox.append(ConnectionLost(link=0, reason=str(error)))
+            self._lost(error)
+
+    def _lost(self, error: OSError) -> None:
+        # Closed at once: a broken socket stays readable, and select() would return at once
+        # for it over and over while the machine waits out its reconnect backoff.
+        self._close()
+        self._inbox.append(ConnectionLost(link=0, reason=str(error)))
 
     def _close(self) -> None:
         sock, self._sock = self._sock, None

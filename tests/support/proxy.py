@@ -142,12 +142,17 @@ class FaultProxy:
 
         self._call(change)
 
-    def cut_all(self) -> int:
-        """Cut every open connection now; return how many were cut."""
+    def cut_all(self, *, reset: bool | None = None) -> int:
+        """Cut every open connection now; return how many were cut.
+
+        ``reset``: True cuts with RST, False with FIN, None as each connection's plan says.
+        """
 
         def cut() -> int:
             pipes = list(self._each_pipe())
             for pipe in pipes:
+                if reset is not None:
+                    pipe.reset = reset
                 self._cut(pipe)
             self.forced_cuts += len(pipes)
             return len(pipes)
