@@ -8,6 +8,7 @@ out, and write what :meth:`Connection.data_to_send` returns. :class:`Worker` and
 from ._auth import password_hash
 from ._commands import (
     ALL_QUEUES,
+    DEFAULT_RETRY,
     Ack,
     BatchCommit,
     BatchNew,
@@ -103,6 +104,7 @@ __all__ = [
     "ALL_QUEUES",
     "DEFAULT_MAX_REPLY_SIZE",
     "DEFAULT_PORT",
+    "DEFAULT_RETRY",
     "DEFAULT_URL",
     "ERRTYPE_INVALID_JOB",
     "ERRTYPE_UNKNOWN_JOBTYPE",

@@ -228,9 +228,21 @@ def _jids(jids: Iterable[str]) -> tuple[str, ...]:
     return kept
 
 
+#: The server's retry count for a job that gives none.
+DEFAULT_RETRY: Final = 25
+
+
+def _pushed(job: Job) -> dict[str, Any]:
+    """The job as pushed: ``retry`` is always given, because Faktory 1.9.4 gives a job without
+    one the last ``retry`` any client pushed (its default is shared, and decoding writes it)."""
+    wire = job.to_wire()
+    wire.setdefault("retry", DEFAULT_RETRY)
+    return wire
+
+
 def _job_json(job: Job) -> str:
     """The job's JSON; an error names the job, not the value that JSON cannot carry."""
-    return dump_json(job.to_wire(), f"job {job.jid} ({job.jobtype})")
+    return dump_json(_pushed(job), f"job {job.jid} ({job.jobtype})")
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -458,9 +470,9 @@ class BatchNew(Command):
         if self.parent_bid is not None:
             payload["parent_bid"] = _word(self.parent_bid, "parent_bid")
         if self.success is not None:
-            payload["success"] = self.success.to_wire()
+            payload["success"] = _pushed(self.success)
         if self.complete is not None:
-            payload["complete"] = self.complete.to_wire()
+            payload["complete"] = _pushed(self.complete)
         return command_line(self.verb, "NEW " + dump_json(payload))
 
 

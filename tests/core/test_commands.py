@@ -47,9 +47,10 @@ from .strategies import aware_datetimes, jids, jobs, queue_names, words
 
 JID = "0123456789abcdef"
 JOB = Job(jid=JID, jobtype="SendEmail", args=["alice@example.com", 42])
+# As pushed: "retry" is always sent (Faktory 1.9.4 would give it another client's value).
 JOB_JSON = (
     '{"jid":"0123456789abcdef","jobtype":"SendEmail","args":["alice@example.com",42],'
-    '"queue":"default"}'
+    '"queue":"default","retry":25}'
 )
 
 EXACT: list[tuple[Command, bytes]] = [
@@ -72,9 +73,8 @@ EXACT: list[tuple[Command, bytes]] = [
     ),
     (
         Push(job=Job(jid=JID, jobtype="\u00e9", args=["\u20ac\n"])),
-        '{"jid":"0123456789abcdef","jobtype":"\u00e9","args":["\u20ac\\n"],"queue":"default"}'.join(
-            ["PUSH ", "\r\n"]
-        ).encode(),
+        '{"jid":"0123456789abcdef","jobtype":"\u00e9","args":["\u20ac\\n"],"queue":"default",'
+        '"retry":25}'.join(["PUSH ", "\r\n"]).encode(),
     ),
     (PushBulk(jobs=[JOB, JOB]), f"PUSHB [{JOB_JSON},{JOB_JSON}]\r\n".encode()),
     (Fetch(queues=["critical", "default"]), b"FETCH critical default\r\n"),

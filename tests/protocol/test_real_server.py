@@ -13,6 +13,7 @@ import pytest
 
 from faktory_core import (
     ALL_QUEUES,
+    DEFAULT_RETRY,
     OK,
     Ack,
     BatchCommit,
@@ -122,6 +123,20 @@ def test_push_fetch_ack_round_trip(client: BlockingClient, worker: BlockingClien
     ack = Ack(jid=fetched.jid)
     ok(worker.ask(ack), ack)
     assert queue_sizes(client)[queue] == 0
+
+
+def test_a_job_without_retry_keeps_the_default_whatever_others_pushed(
+    client: BlockingClient, worker: BlockingClient
+) -> None:
+    # Faktory 1.9.4 gives a job pushed without "retry" the last retry any client pushed: we
+    # always send it, so another producer's choice cannot reach our jobs.
+    queue = unique("q")
+    for fields in ({"retry": 0}, {}, {"retry": -1}, {}):
+        push = Push(job=new_job(queue, **fields))
+        ok(client.ask(push), push)
+        fetched = fetch_one(worker, queue)
+        assert fetched.retry == fields.get("retry", DEFAULT_RETRY)
+        ok(worker.ask(Ack(jid=fetched.jid)), Ack(jid=fetched.jid))
 
 
 def test_pipelined_push_fetch_ack_in_one_write(worker: BlockingClient) -> None:
