@@ -6,7 +6,7 @@
 1. SIGKILLs the worker early and starts a new one (the jobs the first held come back only when
    their 60 s reservation expires, so that wait overlaps with the rest of the run);
 2. restarts the server once mid-run (same ports, same data) while the new worker runs on;
-3. keeps cutting connections at random until every jid has run once;
+3. keeps cutting and stalling connections at random until the queue is first empty;
 4. waits (bounded) until every jid has a recorded execution and the server holds nothing
    enqueued, reserved, scheduled, retrying or dead;
 5. SIGTERMs the worker, which must exit 0 or 1 within a bound.
@@ -14,9 +14,9 @@
 One job in ``FAIL_EVERY`` fails its first run on purpose. Jobs that come back through the retry
 set must be explained: either that planned failure, or ``ReservationExpired`` (held by the
 killed worker, or handed out on a connection that was cut before the reply got through) of a
-job the surviving worker did not run well before it expired (that would be an ACK or a FAIL
-the worker failed to deliver). Explained retries are requeued at once instead of waiting out
-Faktory's retry backoff; anything else is reported and fails the run.
+job the surviving worker did not run, under that reservation, well before it expired (that
+would be an ACK or a FAIL the worker failed to deliver). Explained retries are requeued at
+once instead of waiting out Faktory's retry backoff; anything else fails the run.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ class Figures:
     exit_code: int | None = None
     wall_time: float = 0.0
     unexplained: list[str] = field(default_factory=list)
+    timeline: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         return (
@@ -175,10 +177,10 @@ class ChaosRun:
         self._server: FaktoryServer | None = None
         self._started = time.monotonic()
         self._queued_since: float | None = None
-        self.timeline: list[str] = []
+        self._failed_at: dict[str, float] = {}  # the last failure seen of each jid
 
     def _note(self, event: str) -> None:
-        self.timeline.append(f"{time.monotonic() - self._started:.1f} s {event}")
+        self.figures.timeline.append(f"{time.monotonic() - self._started:.1f} s {event}")
 
     def run(self) -> Figures:
         started = self._started = time.monotonic()
@@ -213,7 +215,7 @@ class ChaosRun:
         first = self._start_worker(proxy, "worker1")
         self._wait("the first worker to run a few jobs", 60, lambda: self._ran_count(db) >= 20)
         first.kill()
-        self._note("first worker killed")
+        self._note(f"first worker killed, {self._ran_count(db)} jobs ran")
         figures.worker_restarts += 1
         survivor = self._start_worker(proxy, "worker2")
         self.survivor_pid = survivor.pid
@@ -225,7 +227,7 @@ class ChaosRun:
             120 + self.jobs / 20,
             lambda: self._ran_by(db, survivor.pid) >= restart_at,
         )
-        self._note("server restart")
+        self._note(f"server restart, {self._ran_count(db)} of {self.jobs} jobs ran")
         server.restart()
         self._note("server back")
         figures.server_restarts += 1
@@ -308,7 +310,7 @@ class ChaosRun:
         with sqlite3.connect(self.db_path, timeout=30) as db:
             ran = _ran(db)
         missing = [jid for jid in self.jids if jid not in ran]
-        lines = [f"{len(ran)} of {self.jobs} jobs ran", *self.timeline]
+        lines = [f"{len(ran)} of {self.jobs} jobs ran", *self.figures.timeline]
         server = self._server
         if server is not None:
             lines.append(f"server (queued, sets): {_info(server)}")
@@ -379,6 +381,7 @@ class ChaosRun:
                 reason = self._unexplained(jid, failure, target, db)
                 if reason is None:
                     explained.append(jid)
+                    self._failed_at[jid] = _timestamp(failure["failed_at"])
                 elif not any(jid in entry for entry in self.figures.unexplained):
                     self.figures.unexplained.append(f"{jid}: {reason}")
         if explained:  # a MUTATE without jids would requeue everything
@@ -399,10 +402,11 @@ class ChaosRun:
             return None
         if failure.get("errtype") != "ReservationExpired":
             return f"failed with {failure.get('errtype')}: {failure.get('message')}"
+        # The reservation that expired began after the job's previous failure.
         failed_at = _timestamp(failure["failed_at"])
         early = db.execute(
-            "SELECT at FROM executions WHERE jid = ? AND pid = ? AND at < ?",
-            (jid, self.survivor_pid, failed_at - ACK_MARGIN),
+            "SELECT at FROM executions WHERE jid = ? AND pid = ? AND at > ? AND at < ?",
+            (jid, self.survivor_pid, self._failed_at.get(jid, 0.0), failed_at - ACK_MARGIN),
         ).fetchone()
         if early is not None:
             return (
@@ -453,8 +457,6 @@ def _sorted_set(server: FaktoryServer, key: str) -> Iterator[dict[str, Any]]:
 
 def _timestamp(text: str) -> float:
     """Seconds since the epoch of an RFC 3339 time with nanoseconds, as Faktory writes them."""
-    from datetime import datetime
-
     head, _, fraction = text.rstrip("Z").partition(".")
     seconds = datetime.fromisoformat(head + "+00:00").timestamp()
     return seconds + float("0." + fraction) if fraction else seconds

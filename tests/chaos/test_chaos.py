@@ -25,6 +25,8 @@ def test_every_job_runs_despite_cuts_restarts_and_a_kill(adapter: str, tmp_path:
     jobs = int(os.environ.get("CHAOS_JOBS", SHORT_FORM_JOBS))
     figures = ChaosRun(adapter, jobs, tmp_path, seed=jobs).run()
     print(figures.line())
+    for event in figures.timeline:
+        print("   ", event)
     with REPORT.open("a") as report:
         report.write(figures.line() + "\n")
     assert figures.lost == 0
