@@ -279,7 +279,7 @@ def _worker_options(options: argparse.Namespace) -> dict[str, Any]:
     }
     try:
         WorkerBase(**worker_options)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, core.ProtocolError) as error:  # the core's checks too
         raise UsageError(str(error)) from None
     return worker_options
 
@@ -461,9 +461,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = build_parser().parse_args(args)
     _logging.install()
     logging.basicConfig(level=options.log_level, format=_logging.LOG_FORMAT, stream=sys.stderr)
-    # Like `python -m`: modules in the current directory can be named with -r.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    # Like `python -m`: modules in the current directory can be named with -r, first.
+    with contextlib.suppress(ValueError):
+        sys.path.remove(os.getcwd())
+    sys.path.insert(0, os.getcwd())
     try:
         with _term_interrupts():
             return _main(options, args)
@@ -475,3 +476,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:  # stopped before a worker started: nothing to drain
         return EXIT_CLEAN
+    except Exception:  # never exit 1, which says jobs were aborted
+        _log.exception("%s crashed", PROG)
+        return EXIT_CRASHED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -45,7 +46,7 @@ class Command:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,  # so the cleanup can kill its workers too
+            start_new_session=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -59,7 +60,11 @@ class Command:
         traceback: TracebackType | None,
     ) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            # Worker processes have process groups of their own: kill them by pid, found
+            # before their parent dies and they are handed to init.
+            for pid in [*_descendants(self.process.pid), self.process.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.process.wait(10)
 
     def _read(self) -> None:
@@ -100,3 +105,23 @@ class Command:
             self.lines.append(line)
         self._queue.put(None)
         return code
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process whose parent chain leads to ``root``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat[stat.rfind(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, frontier = [], [root]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            found.append(child)
+            frontier.append(child)
+    return found

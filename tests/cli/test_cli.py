@@ -133,6 +133,7 @@ def test_version() -> None:
         (("--adapter", "trio"), "invalid choice"),
         (("-q", "high:3", "-q", "low"), "a weight to every queue or to none"),
         (("-q", "high:x"), "not a whole number"),
+        (("-q", "no spaces", "-r", "tests.cli.jobs_ok"), "queue names must match"),
         (("--url", "http://localhost:7419"), "tcp://"),
         ((), "-r MODULE"),
     ],
@@ -141,6 +142,13 @@ def test_bad_options_exit_2_with_one_line(args: tuple[str, ...], words: str) -> 
     result = run(*args)
     assert result.returncode == 2
     assert words in one_error_line(result)
+
+
+def test_a_crash_outside_the_worker_exits_4_not_1(faktory_server: FaktoryServer) -> None:
+    result = run("-r", "tests.cli.jobs_crash", "--url", faktory_server.url)
+    assert result.returncode == 4
+    assert "faktory-worker crashed" in result.stderr
+    assert "RuntimeError: a registry that explodes on purpose" in result.stderr
 
 
 @pytest.mark.parametrize(
