@@ -1,8 +1,11 @@
-"""Job context in log records: ``%(jid)s`` and ``%(jobtype)s`` work in any formatter.
+"""Job context in log records: ``%(faktory_jid)s`` and ``%(faktory_jobtype)s`` in a format.
 
 The three adapters set :data:`CURRENT` while a job's handler runs (a context variable, so it
-follows asyncio tasks, threads and greenlets). :func:`install` wraps the log record factory
-once, so every record carries the running job's ``jid`` and ``jobtype``, empty outside a job.
+follows asyncio tasks, threads and greenlets). :func:`install`, called when a worker starts,
+wraps the log record factory once, so every record carries the running job's
+``faktory_jid`` and ``faktory_jobtype``, empty outside a job. The prefix is deliberate:
+``logging`` refuses an ``extra`` key a record already has, and ``extra={"jid": ...}`` is
+common in job code.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ class _HasJob(Protocol):
 CURRENT: Final[contextvars.ContextVar[_HasJob]] = contextvars.ContextVar("faktory_job")
 
 #: The format ``faktory-worker`` logs with.
-LOG_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(jobtype)s %(jid)s: %(message)s"
+LOG_FORMAT: Final = (
+    "%(asctime)s %(levelname)s %(name)s %(faktory_jobtype)s %(faktory_jid)s: %(message)s"
+)
 
 _lock: Final = threading.Lock()
 _installed = False
 
 
 def install() -> None:
-    """Give every log record ``jid`` and ``jobtype`` attributes (idempotent)."""
+    """Give every log record ``faktory_jid`` and ``faktory_jobtype`` attributes (idempotent)."""
     global _installed
     with _lock:
         if _installed:
@@ -43,9 +48,10 @@ def install() -> None:
             record = make_record(*args, **kwargs)
             context = CURRENT.get(None)
             if context is None:
-                record.jid = record.jobtype = ""
+                record.faktory_jid = record.faktory_jobtype = ""
             else:
-                record.jid, record.jobtype = context.job.jid, context.job.jobtype
+                record.faktory_jid = context.job.jid
+                record.faktory_jobtype = context.job.jobtype
             return record
 
         logging.setLogRecordFactory(with_job)

@@ -187,7 +187,7 @@ def test_log_records_written_in_a_job_carry_its_jid_and_jobtype(
     jobs = Jobs()
 
     def say(word: str) -> None:
-        log.info("saying %s", word)
+        log.info("saying %s", word, extra={"jid": "mine"})
 
     jobs.register("Say", say)
     jid = client.push("Say", ["hello"], queue=queue)
@@ -197,10 +197,13 @@ def test_log_records_written_in_a_job_carry_its_jid_and_jobtype(
     finally:
         log.removeHandler(collect)
     inside, outside = records
-    assert (inside.getMessage(), inside.jid, inside.jobtype) == ("saying hello", jid, "Say")  # type: ignore[attr-defined]
-    assert (outside.jid, outside.jobtype) == ("", "")  # type: ignore[attr-defined]
-    line = logging.Formatter("%(jobtype)s %(jid)s %(message)s").format(inside)
+    assert inside.getMessage() == "saying hello"
+    assert (inside.faktory_jid, inside.faktory_jobtype) == (jid, "Say")  # type: ignore[attr-defined]
+    assert (outside.faktory_jid, outside.faktory_jobtype) == ("", "")  # type: ignore[attr-defined]
+    line = logging.Formatter("%(faktory_jobtype)s %(faktory_jid)s %(message)s").format(inside)
     assert line == f"Say {jid} saying hello"
+    # The job's own "jid" in extra is the user's business: it does not collide with ours.
+    assert (inside.jid, inside.faktory_jid) == ("mine", jid)  # type: ignore[attr-defined]
 
 
 def test_registering_a_job_type_twice_is_refused(adapter: str) -> None:
