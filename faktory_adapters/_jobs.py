@@ -116,14 +116,17 @@ class Jobs:
             return functools.partial(self.register, jobtype, raise_in_job=raise_in_job)
         if jobtype in self._types:
             raise ValueError(f"a handler is already registered for {jobtype!r}")
-        if isinstance(handler, JobType):
+        if isinstance(handler, JobType):  # the function inside, with its abort setting
+            if raise_in_job is None:
+                raise_in_job = handler.raise_in_job
             handler = handler.__wrapped__
         registered: JobType[Any, Any] = JobType(jobtype, handler, raise_in_job=raise_in_job)
         self._types[jobtype] = registered
         return registered
 
     def include(self, other: Jobs) -> None:
-        """Add every job type of ``other``; ValueError if one is registered here already."""
+        """Add every job type ``other`` has now (not those registered later); ValueError if
+        one is registered here already."""
         clashes = sorted(self._types.keys() & other._types.keys())
         if clashes:
             raise ValueError(f"handlers are already registered for {', '.join(clashes)}")

@@ -26,6 +26,7 @@ __all__ = ["POLL_INTERVAL", "snapshot", "watch", "watched_directories"]
 POLL_INTERVAL: Final = 0.5
 
 _log: Final = logging.getLogger("faktory.watch")
+_NOT_WATCHED: Final = frozenset(("__pycache__", "site-packages", "node_modules"))
 
 
 def watched_directories(modules: Iterable[str]) -> list[str]:
@@ -55,14 +56,17 @@ def watched_directories(modules: Iterable[str]) -> list[str]:
 
 def snapshot(directories: Iterable[str]) -> dict[str, int]:
     """Every ``.py`` file under the directories with its modification time (ns); hidden
-    directories (``.venv``, ``.git``) and ``__pycache__`` are skipped."""
+    directories (``.venv``, ``.git``), virtual environments, ``__pycache__``,
+    ``site-packages`` and ``node_modules`` are skipped: no user code changes there."""
     files: dict[str, int] = {}
     for directory in directories:
         for root, subdirectories, names in os.walk(directory):
             subdirectories[:] = [
                 name
                 for name in subdirectories
-                if not name.startswith(".") and name != "__pycache__"
+                if not name.startswith(".")
+                and name not in _NOT_WATCHED
+                and not os.path.exists(os.path.join(root, name, "pyvenv.cfg"))
             ]
             for name in names:
                 if name.endswith(".py"):

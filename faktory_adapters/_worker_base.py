@@ -113,7 +113,8 @@ class WorkerBase:
         return self._jobs.register(jobtype, handler, raise_in_job=raise_in_job)
 
     def include(self, jobs: Jobs) -> None:
-        """Run the job types registered in ``jobs`` too (ValueError on a type seen already)."""
+        """Run the job types registered in ``jobs`` so far too (ValueError on a type seen
+        already)."""
         self._jobs.include(jobs)
 
     def use(self, middleware: _F) -> _F:

@@ -451,7 +451,7 @@ class _Driver:
     def _phase_changed(self, action: PhaseChanged) -> None:
         _log.info("worker %s: %s (%s)", self.worker.wid, action.phase.value, action.trigger.value)
         self._heartbeat.report_phase(action.phase)
-        if action.previous is Phase.RUNNING:  # it stopped fetching; this happens once
+        if action.stops_fetching:
             self.loop.create_task(self.worker._run_hooks("quiet"))
 
     def _notice(self, action: Notice) -> None:

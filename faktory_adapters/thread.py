@@ -47,7 +47,6 @@ from faktory_core import (
     JobFinished,
     MachineInput,
     Notice,
-    Phase,
     PhaseChanged,
     QuietRequested,
     ServerSignal,
@@ -404,7 +403,7 @@ class _Driver:
     def _phase_changed(self, action: PhaseChanged) -> None:
         _log.info("worker %s: %s (%s)", self.worker.wid, action.phase.value, action.trigger.value)
         self._heartbeat.report_phase(action.phase)
-        if action.previous is Phase.RUNNING:  # it stopped fetching; this happens once
+        if action.stops_fetching:
             self._spawn(self.worker._run_hooks, "quiet")
 
     def _notice(self, action: Notice) -> None:

@@ -217,6 +217,11 @@ class PhaseChanged(Action):
     phase: Phase
     trigger: Trigger
 
+    @property
+    def stops_fetching(self) -> bool:
+        """True for the one change that leaves RUNNING: the time to run the quiet hooks."""
+        return self.previous is Phase.RUNNING
+
 
 @attrs.frozen(kw_only=True)
 class Exit(Action):

@@ -46,8 +46,6 @@ R = TypeVar("R")
 _EXACT_INT: Final = 2**53
 #: Whole numbers below this come back from the server without a fraction: as ints.
 _GO_EXPONENT_FROM: Final = 1e21
-#: The server's retry count when a job gives none.
-_SERVER_RETRY: Final = 25
 _QUEUE_CHARS: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 _LETTERS: Final = "abcdefghijklmnopqrstuvwxyz"
 _HANDSHAKE: Final = b'+HI {"v":2}\r\n+OK\r\n'
@@ -220,8 +218,9 @@ def as_fetched(job: Job) -> Job:
     The job is encoded as PUSH sends it (:class:`LocalProtocolError` for args that are not
     JSON, such as a datetime), its args and custom values are stored the way the server stores
     them (integers beyond 2**53 lose precision, whole floats become ints, object keys are
-    sorted, an empty ``custom`` and a zero ``backtrace`` are dropped, a missing retry becomes
-    25), and the reply is decoded as FETCH decodes it (a tuple comes back as a list).
+    sorted, an empty ``custom`` and a zero ``backtrace`` are dropped; PUSH sends a missing
+    retry as ``DEFAULT_RETRY``), and the reply is decoded as FETCH decodes it (a tuple comes
+    back as a list).
     Timestamps the server adds (``created_at``, ``enqueued_at``) are left out.
     """
     line = Push(job=job).encode()
@@ -232,7 +231,6 @@ def as_fetched(job: Job) -> Job:
     for key in ("custom", "reserve_for", "backtrace"):
         if key in payload and not payload[key]:
             del payload[key]  # the server omits them at their zero value
-    payload.setdefault("retry", _SERVER_RETRY)
     body = dump_json(payload).encode()
 
     connection = Connection()

@@ -84,6 +84,7 @@ def test_the_decorator_form_and_registering_a_job_type_elsewhere() -> None:
     assert adder.raise_in_job is False
     again = other.register("Plus", adder)  # the function inside is registered, not the wrapper
     assert again.__wrapped__ is adder.__wrapped__
+    assert again.raise_in_job is False  # its abort setting comes along
     jobs.include(other)
     assert sorted(jobs) == ["Add", "Plus"]
     assert len(jobs) == 2

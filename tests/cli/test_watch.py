@@ -72,3 +72,13 @@ def test_a_worker_that_fails_to_start_is_started_again_at_the_next_change(
         command.expect(r"^loaded (\d+)")
         command.send(signal.SIGINT)
         assert command.wait() == 0
+
+
+def test_the_snapshot_skips_environments_caches_and_hidden_folders(tmp_path: Path) -> None:
+    from faktory_adapters._watch import snapshot
+
+    for folder in ("app", "venv", ".git", "__pycache__", "node_modules", "lib/site-packages"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "module.py").write_text("")
+    (tmp_path / "venv" / "pyvenv.cfg").write_text("")
+    assert list(snapshot([str(tmp_path)])) == [str(tmp_path / "app" / "module.py")]

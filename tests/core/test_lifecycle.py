@@ -12,6 +12,7 @@ from faktory_core import (
     LIFECYCLE,
     LocalProtocolError,
     Phase,
+    PhaseChanged,
     Trigger,
     next_phase,
 )
@@ -168,3 +169,12 @@ def test_exit_codes() -> None:
 def test_members_hash_by_identity() -> None:
     assert hash(Phase.RUNNING) == object.__hash__(Phase.RUNNING)
     assert hash(Trigger.STOP) == object.__hash__(Trigger.STOP)
+
+
+def test_exactly_the_changes_out_of_running_stop_fetching() -> None:
+    for (phase, trigger), after in LIFECYCLE.items():
+        if after is not phase:
+            change = PhaseChanged(previous=phase, phase=after, trigger=trigger)
+            assert change.stops_fetching is (phase is Phase.RUNNING)
+    # Phases only move forward, so a run leaves RUNNING, and runs the quiet hooks, once.
+    assert all(after is not Phase.RUNNING for after in LIFECYCLE.values())
