@@ -9,7 +9,7 @@
 3. keeps cutting and stalling connections at random until the queue is first empty;
 4. waits (bounded) until every jid has a recorded execution and the server holds nothing
    enqueued, reserved, scheduled, retrying or dead;
-5. SIGTERMs the worker, which must exit 0 or 1 within a bound.
+5. turns the faults on again and SIGTERMs the worker, which must exit 0 or 1 within a bound.
 
 One job in ``FAIL_EVERY`` fails its first run on purpose. Jobs that come back through the retry
 set must be explained: either that planned failure, or ``ReservationExpired`` (held by the
@@ -237,7 +237,11 @@ class ChaosRun:
             lambda: self._settled(server, proxy, db),
         )
         assert survivor.alive, "the worker died:\n" + survivor.tail()
+        # The stop, too, goes through faults: nothing may keep the worker from exiting.
+        proxy.set_faults(mean_bytes=MEAN_BYTES, mean_seconds=MEAN_SECONDS)
+        self._note("random cuts on again; SIGTERM")
         figures.exit_code = survivor.terminate(EXIT_BOUND)
+        self._note(f"the worker exited with {figures.exit_code}")
         assert figures.exit_code is not None, (
             f"the worker did not exit within {EXIT_BOUND} s of SIGTERM:\n" + survivor.tail()
         )

@@ -6,9 +6,9 @@ database ``--db``, committed before the handler returns, so a SIGKILL can lose t
 recorded run but never the record. A job pushed with ``fail_first`` raises
 :class:`ChaosFailure` the first time it runs (outcome ``failed``), so FAILs travel through the
 faults too; its retry succeeds (outcome ``ok``). The database is in WAL mode with a busy
-timeout, so worker processes and the test share it. The
-worker runs with real signal handling and exits with :meth:`Worker.run`'s code; the faktory
-log goes to stderr.
+timeout, so worker processes and the test share it. The worker runs with real signal handling
+and exits with :meth:`Worker.run`'s code; the faktory log goes to stderr, and SIGUSR1 writes
+every thread's stack there.
 """
 
 from __future__ import annotations
