@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from types import TracebackType
+
+from tests.support.process import AwaitedLines
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The installed entry point, next to this interpreter.
@@ -36,8 +35,6 @@ class Command:
     """``python -m faktory_adapters ARGS``; each line of its stdout and stderr is an event."""
 
     def __init__(self, *args: str, cwd: Path = ROOT) -> None:
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "faktory_adapters", *args],
             cwd=cwd,
@@ -48,7 +45,8 @@ class Command:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        assert self.process.stdout is not None
+        self._output = AwaitedLines(self.process.stdout)
 
     def __enter__(self) -> Command:
         return self
@@ -67,29 +65,19 @@ class Command:
                     os.kill(pid, signal.SIGKILL)
             self.process.wait(10)
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
+    @property
+    def lines(self) -> list[str]:
+        """The lines awaited so far."""
+        return self._output.seen
 
     def expect(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
         """Wait for the next line in which ``pattern`` (a regex) is found."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._queue.get(timeout=max(deadline - time.monotonic(), 0.0))
-            except queue.Empty:
-                raise AssertionError(
-                    f"no line matching {pattern!r} within {timeout} s; got:\n" + self.output
-                ) from None
-            if line is None:
-                self._queue.put(None)
-                raise AssertionError(f"the command ended without {pattern!r}; got:\n" + self.output)
-            self.lines.append(line)
-            match = re.search(pattern, line)
-            if match:
-                return match
+        return self._output.next_matching(
+            lambda line: re.search(pattern, line),
+            f"matching {pattern!r}",
+            timeout,
+            lambda: self.output,
+        )
 
     @property
     def output(self) -> str:
@@ -101,9 +89,7 @@ class Command:
     def wait(self, timeout: float = 30.0) -> int:
         """The exit code, within ``timeout`` s; the rest of the output is read into lines."""
         code = self.process.wait(timeout)
-        while (line := self._queue.get(timeout=timeout)) is not None:
-            self.lines.append(line)
-        self._queue.put(None)
+        self._output.rest(timeout)
         return code
 
 

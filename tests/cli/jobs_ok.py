@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 
 from faktory_adapters import Jobs
 
@@ -12,7 +13,10 @@ jobs = Jobs()
 
 
 def say(*words: object) -> None:
-    print(*words, flush=True)
+    # One write: print() writes each word apart, and the log lines of other threads, on the
+    # same pipe, could land in between.
+    sys.stdout.write(" ".join(map(str, words)) + "\n")
+    sys.stdout.flush()
 
 
 @jobs.register("CliRecord")
