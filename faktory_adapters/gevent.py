@@ -6,7 +6,8 @@ greenlets; an abort sets the job's :class:`AbortSignal` and kills its greenlet w
 cooperative switch: a greenlet that never yields cannot be interrupted, only abandoned after the
 grace period. The job links are gevent sockets on the hub; the heartbeat beats from an OS thread
 of its own (without monkey patching), so a greenlet that hogs the CPU cannot get the worker
-reaped. Monkey patching is not needed.
+reaped. Monkey patching is not needed; under ``gevent.monkey.patch_all()`` the heartbeat's
+thread is a greenlet too, and that protection is lost.
 """
 
 from __future__ import annotations
