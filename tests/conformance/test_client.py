@@ -1,68 +1,31 @@
 """Every client command, unchanged against every adapter's Client and a real server.
 
-The asyncio Client is driven through a loop on a thread of its own, so one synchronous test
-body serves both.
+The asyncio Client is driven through a loop on a thread of its own (``SyncClient``), so one
+synchronous test body serves every adapter.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from faktory_adapters import asyncio as aio
-from faktory_adapters import gevent as gevent_adapter
 from faktory_adapters import thread
 from faktory_core import Job
+from tests.support.adapters import ADAPTERS, SyncClient
 from tests.support.server import FaktoryServer
 
 pytestmark = pytest.mark.server
 
 
-class LoopClient:
-    """The asyncio Client's coroutines, run to completion on a private loop thread."""
-
-    def __init__(self, url: str) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._client = self._run(self._make(url))
-
-    async def _make(self, url: str) -> aio.Client:
-        return aio.Client(url)
-
-    def _run(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._client, name)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            result = method(*args, **kwargs)
-            return self._run(result) if asyncio.iscoroutine(result) else result
-
-        return call
-
-    def shut(self) -> None:
-        self._run(self._client.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
-@pytest.fixture(params=["asyncio", "thread", "gevent"])
+@pytest.fixture(params=ADAPTERS)
 def client(request: pytest.FixtureRequest, faktory_server: FaktoryServer) -> Iterator[Any]:
-    if request.param == "asyncio":
-        loop_client = LoopClient(faktory_server.url)
-        yield loop_client
-        loop_client.shut()
-    else:
-        module = thread if request.param == "thread" else gevent_adapter
-        with module.Client(faktory_server.url) as blocking:
-            yield blocking
+    with SyncClient(request.param, faktory_server.url) as synced:
+        yield synced
 
 
 def unique(prefix: str) -> str:
@@ -104,8 +67,8 @@ def test_fail_then_requeue_shows_the_failure(client: Any) -> None:
 
 
 def test_server_errors_raise_and_the_client_stays_usable(client: Any) -> None:
-    with pytest.raises(thread.ServerReplyError if isinstance(client, thread.Client)
-                       else aio.ServerReplyError) as refused:  # fmt: skip
+    assert aio.ServerReplyError is thread.ServerReplyError  # one error class for all adapters
+    with pytest.raises(thread.ServerReplyError) as refused:
         client.fail(unique("nobody"), "E", "m")
     assert refused.value.code == "ERR"
     assert refused.value.message.startswith("Job not found")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from faktory_core import password_hash
-from tests.security.adapters import ADAPTERS
+from tests.support.adapters import ADAPTERS
 from tests.support.server import TEST_PASSWORD, FaktoryServer
 from tests.support.tls import Certificates, make_certificates
 

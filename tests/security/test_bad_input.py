@@ -13,7 +13,7 @@ import pytest
 
 from faktory_core import DEFAULT_MAX_REPLY_SIZE, ConfigurationError, LocalProtocolError
 from faktory_core import RemoteProtocolError as Remote
-from tests.security.adapters import SyncClient, adapter_module
+from tests.support.adapters import SyncClient, adapter_module
 from tests.support.server import FaktoryServer
 
 pytestmark = pytest.mark.server

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from faktory_core import ClientInfo, Connection, Hello, ServerURL, WorkerConfig
-from tests.security.adapters import SyncClient, adapter_module, capture_logs, serve
+from tests.support.adapters import SyncClient, adapter_module, capture_logs, serve
 from tests.support.server import TEST_PASSWORD, FaktoryServer
 
 pytestmark = pytest.mark.server

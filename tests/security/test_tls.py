@@ -20,7 +20,7 @@ import pytest
 
 from faktory_adapters._common import handshake_closed
 from faktory_core import ServerURL
-from tests.security.adapters import SyncClient, adapter_module, capture_logs, serve
+from tests.support.adapters import SyncClient, adapter_module, capture_logs, serve
 from tests.support.server import TEST_PASSWORD, FaktoryServer
 from tests.support.tls import Certificates, make_certificates
 
