@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import importlib
 import importlib.metadata
 import importlib.util
@@ -72,6 +71,7 @@ REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from faktory_adapters._supervisor import death_signal  # noqa: E402
 from faktory_core import (  # noqa: E402
     NEED_DATA,
     OK,
@@ -105,7 +105,6 @@ LABELS: Final = {
 }
 _STARTUP_POLL: Final = 0.005  # until the first job leaves the queue, to time the start-up
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
-_PR_SET_PDEATHSIG: Final = 1
 
 
 # -- the worker processes ---------------------------------------------------------------------
@@ -296,21 +295,6 @@ def _vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
-def _death_signal() -> Callable[[], None] | None:
-    """A ``preexec_fn``: the worker gets SIGTERM if the benchmark dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def set_death_signal() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-
-    return set_death_signal
-
-
 def _kill_session(pid: int) -> None:
     for member in [pid, *_session_members(pid)]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -460,7 +444,7 @@ def measure(admin: Admin, url: str, contender: Contender, settings: Settings, rn
             env=env,
             cwd=REPO_ROOT,
             start_new_session=True,
-            preexec_fn=_death_signal(),
+            preexec_fn=death_signal(),
         )
         try:
             _watch(admin, proc, queue, settings, spawned, run)

@@ -19,6 +19,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -86,20 +87,29 @@ def _note(signum: int, frame: object) -> None:
 def spawn(argv: Sequence[str]) -> subprocess.Popen[bytes]:
     """``python -m faktory_adapters ARGV`` in its own process group, so a terminal's Ctrl-C
     reaches it once, through its parent; it gets TERM if the parent dies (Linux)."""
-    parent = os.getpid()
-
-    def die_with_parent() -> None:
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(EXIT_CLEAN)
-
     return subprocess.Popen(
         [sys.executable, "-m", "faktory_adapters", *argv],
         stdin=subprocess.DEVNULL,
         process_group=0,
-        preexec_fn=die_with_parent,
+        preexec_fn=death_signal(),
     )
+
+
+def death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` giving the child TERM when this process dies: Linux only, and only
+    from the main thread (the signal follows the parent *thread*, and the main thread's end
+    is the process's). None where it cannot work."""
+    prctl = _load_prctl()
+    if prctl is None or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(EXIT_CLEAN)
+
+    return die_with_parent
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -110,9 +120,6 @@ def _load_prctl() -> Callable[..., int] | None:
     except (OSError, AttributeError):
         return None
     return prctl
-
-
-_prctl: Final = _load_prctl()
 
 
 def exit_code(returncode: int) -> int:

@@ -18,7 +18,6 @@ Standard library only.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -27,17 +26,17 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
+
+from faktory_adapters._supervisor import death_signal
 
 __all__ = ["FAKTORY_VERSION", "SCRIPT", "TEST_PASSWORD", "FaktoryServer"]
 
@@ -53,7 +52,6 @@ _HOST = "127.0.0.1"
 _TLS_HOST = "localhost"
 _INSTALL_TIMEOUT = 1800.0  # apt-get plus a cold Go build; normally ~25 s, or instant.
 _MAX_START_ATTEMPTS = 3  # a picked port can be taken before Faktory binds it
-_PR_SET_PDEATHSIG = 1
 
 
 class _PortConflictError(Exception):
@@ -318,7 +316,7 @@ class FaktoryServer:
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
-                    preexec_fn=_death_signal_setter(),
+                    preexec_fn=death_signal(),
                 )
         except OSError:
             shutil.rmtree(directory, ignore_errors=True)
@@ -444,28 +442,6 @@ def _log_tail(directory: Path, max_bytes: int) -> str:
         if text.strip():
             parts.append(f"--- {path} ---\n{text.rstrip()}")
     return "\n".join(parts) if parts else "(no log output)"
-
-
-def _death_signal_setter() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the server get SIGTERM if this process dies (Linux only).
-
-    ``PR_SET_PDEATHSIG`` fires when the parent *thread* exits, so it is only used when
-    starting from the main thread (whose exit is the process's exit).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-
-    def set_death_signal() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-
-    return set_death_signal
 
 
 def _terminate_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
