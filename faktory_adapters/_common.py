@@ -183,15 +183,29 @@ def job_error(error: BaseException, backtrace: int | None = None) -> JobError:
     return JobError(errtype=type(error).__name__, message=message, backtrace=tuple(kept))
 
 
-def connect_socket(url: ServerURL, *, timeout: float, ssl_context: Any = None) -> socket.socket:
-    """A blocking socket connected to the server (wrapped in TLS for ``tcp+tls://``)."""
-    sock = socket.create_connection((url.host, url.port), timeout=timeout)
+def _wrap_tls(context: ssl.SSLContext, sock: socket.socket, host: str) -> socket.socket:
+    return context.wrap_socket(sock, server_hostname=host)
+
+
+def connect_socket(
+    url: ServerURL,
+    *,
+    timeout: float,
+    ssl_context: Any = None,
+    create_connection: Callable[..., Any] = socket.create_connection,
+    wrap_tls: Callable[[ssl.SSLContext, socket.socket, str], socket.socket] = _wrap_tls,
+) -> socket.socket:
+    """A blocking socket connected to the server (wrapped in TLS for ``tcp+tls://``).
+
+    A runtime with sockets of its own (gevent) passes how it connects and wraps them.
+    """
+    sock: socket.socket = create_connection((url.host, url.port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if url.tls:
             context = ssl_context if ssl_context is not None else tls_context()
             try:
-                sock = context.wrap_socket(sock, server_hostname=url.host)
+                sock = wrap_tls(context, sock, url.host)
             except ssl.SSLError as error:
                 explain_tls_error(error, url)
                 raise

@@ -42,8 +42,7 @@ from ._common import (
     InvalidJobError,
     JobAborted,
     ServerReplyError,
-    explain_tls_error,
-    tls_context,
+    connect_socket,
 )
 from ._jobs import Jobs, JobType
 from ._worker_base import WorkerBase
@@ -117,23 +116,21 @@ def current_job() -> JobContext:
     return context
 
 
+def _wrap_tls(context: ssl.SSLContext, sock: socket.socket, host: str) -> socket.socket:
+    # gevent's SSLSocket wraps a stdlib context too; SSLContext.wrap_socket would build the
+    # stdlib SSLSocket, which refuses to be constructed.
+    wrapped: socket.socket = gevent.ssl.SSLSocket(sock=sock, server_hostname=host, _context=context)
+    return wrapped
+
+
 def _connect(url: core.ServerURL, *, timeout: float, ssl_context: Any) -> socket.socket:
-    sock: Any = gevent.socket.create_connection((url.host, url.port), timeout=timeout)
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if url.tls:
-            context = ssl_context if ssl_context is not None else tls_context()
-            # gevent's SSLSocket wraps a stdlib context too; SSLContext.wrap_socket would
-            # build the stdlib SSLSocket, which refuses to be constructed.
-            try:
-                sock = gevent.ssl.SSLSocket(sock=sock, server_hostname=url.host, _context=context)
-            except ssl.SSLError as error:
-                explain_tls_error(error, url)
-                raise
-    except BaseException:
-        sock.close()
-        raise
-    return sock  # type: ignore[no-any-return]
+    return connect_socket(
+        url,
+        timeout=timeout,
+        ssl_context=ssl_context,
+        create_connection=gevent.socket.create_connection,
+        wrap_tls=_wrap_tls,
+    )
 
 
 class _Driver(_thread._Driver):
