@@ -35,6 +35,7 @@ from typing import Any, Final
 import faktory_core as core
 from faktory_core import Job, JobFinished, QuietRequested, StopRequested
 
+from . import _client_sync
 from . import thread as _thread
 from ._common import (
     AuthenticationError,
@@ -217,7 +218,7 @@ class Worker(WorkerBase):
                 _thread._log.exception("the %s hook %r failed", kind, hook)
 
 
-class Client(_thread.Client):
+class Client(_client_sync.Client):
     """The thread adapter's Client over gevent sockets: cooperative, shareable by greenlets."""
 
     def _connect_socket(

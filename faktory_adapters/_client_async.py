@@ -1,0 +1,319 @@
+"""The asyncio adapter's Client."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, Self
+
+import faktory_core as core
+from faktory_core import Job
+
+from ._common import (
+    FETCH_TIMEOUT_FLOOR,
+    FaktoryError,
+    InvalidJobError,
+    ServerReplyError,
+    expect,
+    explain_tls_error,
+    handshake_closed,
+    handshake_failure,
+    new_jid,
+    resolve_url,
+    tls_context,
+)
+
+__all__ = ["Client"]
+
+
+class Client:
+    """A producer and admin client: push jobs, inspect and manage the server.
+
+    Connections are opened on demand and kept in a small pool (``pool_size``); each command
+    must complete within ``timeout`` s, or its connection is closed and TimeoutError raised.
+    Server errors raise :class:`ServerReplyError`. Use it as ``async with Client() as client``.
+    """
+
+    def __init__(
+        self,
+        url: str | core.ServerURL | None = None,
+        *,
+        pool_size: int = 4,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+        jid_factory: Callable[[], str] = new_jid,
+    ) -> None:
+        if pool_size < 1:
+            raise ValueError("pool_size must be at least 1")
+        self._url = resolve_url(url)
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
+        if self._url.tls and ssl_context is None:
+            self._ssl_context = tls_context()
+        self._jid_factory = jid_factory
+        self._idle: list[_ClientConnection] = []
+        self._slots = asyncio.Semaphore(pool_size)
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Send END on every idle connection and close them."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.end()
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def job(self, jobtype: str, args: Iterable[Any] = (), **options: Any) -> Job:
+        """A new job with a fresh jid; ``options`` are Job fields (queue, retry, at, ...)."""
+        return Job.create(jobtype, args, jid_factory=self._jid_factory, **options)
+
+    async def push(self, job: Job | str, args: Iterable[Any] = (), **options: Any) -> str:
+        """Push a job (a :class:`Job`, or a job type with its args and options); return jid."""
+        if isinstance(job, str):
+            job = self.job(job, args, **options)
+        elif args or options:
+            raise TypeError("push(job) takes no args or options: they are the Job's fields")
+        await self._ok(core.Push(job=job))
+        return job.jid
+
+    async def push_bulk(self, jobs: Iterable[Job]) -> dict[str, str]:
+        """Push many jobs in one command (server 1.6+); return {jid: error} of those refused."""
+        event = expect(await self.request(core.PushBulk(jobs=tuple(jobs))), core.BulkPushed)
+        return event.errors
+
+    async def fetch(self, *queues: str) -> Job | None:
+        """Fetch one job (blocks up to ~2 s on the server); None when there is none.
+
+        It waits at least ``FETCH_TIMEOUT_FLOOR`` s whatever ``timeout`` says: giving up
+        sooner would leave the job the server hands out reserved for nobody.
+        """
+        timeout = max(self._timeout, FETCH_TIMEOUT_FLOOR)
+        event = await self.request(core.Fetch(queues=queues), timeout=timeout)
+        if isinstance(event, core.InvalidJobFetched):
+            raise InvalidJobError(event.reason, event.jid, event.payload)
+        return expect(event, core.Fetched).job
+
+    async def ack(self, jid: str) -> None:
+        """Acknowledge a fetched job."""
+        await self._ok(core.Ack(jid=jid))
+
+    async def fail(
+        self, jid: str, errtype: str, message: str, backtrace: Iterable[str] = ()
+    ) -> None:
+        """Report a fetched job as failed."""
+        await self._ok(
+            core.Fail(jid=jid, errtype=errtype, message=message, backtrace=tuple(backtrace))
+        )
+
+    # -- administration -----------------------------------------------------------------------
+
+    async def info(self) -> dict[str, Any]:
+        """The server's statistics (INFO)."""
+        event = expect(await self.request(core.Info()), core.InfoReply)
+        return event.info
+
+    async def flush(self) -> None:
+        """Delete every job, queue and counter on the server."""
+        await self._ok(core.Flush())
+
+    async def mutate(
+        self,
+        operation: str | core.MutateOperation,
+        target: str | core.MutateTarget,
+        *,
+        jids: Iterable[str] = (),
+        pattern: str | None = None,
+        jobtype: str | None = None,
+    ) -> None:
+        """MUTATE the retries, scheduled or dead set (clear, kill, discard, requeue)."""
+        await self._ok(
+            core.Mutate(
+                operation=operation,
+                target=target,
+                jids=tuple(jids),
+                pattern=pattern,
+                jobtype=jobtype,
+            )
+        )
+
+    async def pause_queues(self, *queues: str) -> None:
+        """FETCH skips these queues until resumed (``"*"`` for all)."""
+        await self._ok(core.QueuePause(queues=queues))
+
+    async def resume_queues(self, *queues: str) -> None:
+        """Undo :meth:`pause_queues`."""
+        await self._ok(core.QueueResume(queues=queues))
+
+    async def remove_queues(self, *queues: str) -> None:
+        """Delete these queues and every job waiting in them."""
+        await self._ok(core.QueueRemove(queues=queues))
+
+    async def queue_latency(self, *queues: str) -> dict[str, float]:
+        """Seconds the oldest job of each queue has waited (server 1.9.2+)."""
+        event = expect(await self.request(core.QueueLatency(queues=queues)), core.LatencyReply)
+        return event.latencies
+
+    # -- Enterprise -----------------------------------------------------------------------
+
+    async def batch_new(
+        self,
+        *,
+        success: Job | None = None,
+        complete: Job | None = None,
+        description: str | None = None,
+        parent_bid: str | None = None,
+    ) -> str:
+        """Open a batch (Enterprise); return its id."""
+        command = core.BatchNew(
+            success=success, complete=complete, description=description, parent_bid=parent_bid
+        )
+        event = expect(await self.request(command), core.BatchIdReply)
+        return event.bid
+
+    async def batch_open(self, bid: str) -> str:
+        """Reopen a batch to add jobs (Enterprise)."""
+        event = expect(await self.request(core.BatchOpen(bid=bid)), core.BatchIdReply)
+        return event.bid
+
+    async def batch_commit(self, bid: str) -> None:
+        """Every job of the batch is pushed (Enterprise)."""
+        await self._ok(core.BatchCommit(bid=bid))
+
+    async def batch_status(self, bid: str) -> dict[str, Any]:
+        """Counts and callback states of a batch (Enterprise)."""
+        event = expect(await self.request(core.BatchStatus(bid=bid)), core.StatusReply)
+        return event.status
+
+    async def track_get(self, jid: str) -> dict[str, Any]:
+        """The progress of a tracked job (Enterprise)."""
+        event = expect(await self.request(core.TrackGet(jid=jid)), core.StatusReply)
+        return event.status
+
+    async def track_set(
+        self,
+        jid: str,
+        *,
+        percent: int | None = None,
+        description: str | None = None,
+        reserve_until: Any = None,
+    ) -> None:
+        """Report a job's progress; ``reserve_until`` extends its reservation (Enterprise)."""
+        await self._ok(
+            core.TrackSet(
+                jid=jid, percent=percent, description=description, reserve_until=reserve_until
+            )
+        )
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    async def request(self, command: core.Command, *, timeout: float | None = None) -> core.Event:
+        """Send one command and return its reply event; ServerReplyError on ``-ERR``."""
+        if self._closed:
+            raise FaktoryError("the client is closed")
+        async with self._slots:
+            if self._closed:  # closed while this call waited for a connection
+                raise FaktoryError("the client is closed")
+            connection = self._idle.pop() if self._idle else None
+            try:
+                if connection is None:
+                    connection = await asyncio.wait_for(self._open(), self._connect_timeout)
+                event = await asyncio.wait_for(
+                    connection.request(command), self._timeout if timeout is None else timeout
+                )
+            except BaseException:
+                if connection is not None:
+                    connection.abandon()  # its state is unknown: never reuse it
+                raise
+            if self._closed:
+                connection.end()
+            else:
+                self._idle.append(connection)
+        if isinstance(event, core.ServerError):
+            raise ServerReplyError(event.code, event.message)
+        return event
+
+    async def _ok(self, command: core.Command) -> None:
+        expect(await self.request(command), core.OK)
+
+    async def _open(self) -> _ClientConnection:
+        url = self._url
+        try:
+            reader, writer = await asyncio.open_connection(
+                url.host,
+                url.port,
+                ssl=self._ssl_context if url.tls else None,
+                server_hostname=url.host if url.tls else None,
+            )
+        except ssl.SSLError as error:
+            explain_tls_error(error, url)
+            raise
+        connection = _ClientConnection(
+            reader,
+            writer,
+            core.Connection(core.ClientInfo(username=url.username), password=url.password),
+        )
+        try:
+            event = await connection.next_event()
+        except FaktoryError:  # closed before the handshake ended
+            connection.abandon()
+            raise handshake_closed(url) from None
+        except BaseException:  # a timeout or a cancellation: never leak the socket
+            connection.abandon()
+            raise
+        if not isinstance(event, core.Ready):
+            connection.abandon()
+            raise handshake_failure(event, url)
+        return connection
+
+
+class _ClientConnection:
+    """One pooled connection: a stream pair and the core's protocol state."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: core.Connection
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._protocol = protocol
+
+    async def request(self, command: core.Command) -> core.Event:
+        self._protocol.send(command)
+        return await self.next_event()
+
+    async def next_event(self) -> core.Event:
+        protocol = self._protocol
+        while True:
+            event = protocol.next_event()
+            data = protocol.data_to_send()
+            if data:
+                self._writer.write(data)
+            if event is not core.NEED_DATA:
+                if isinstance(event, core.ConnectionClosed):
+                    raise FaktoryError("the server closed the connection")
+                return event
+            protocol.receive_data(await self._reader.read(65536))
+
+    def end(self) -> None:
+        if self._protocol.state is core.ConnectionState.READY:
+            self._protocol.send(core.End())
+            self._writer.write(self._protocol.data_to_send())
+        self._writer.close()
+
+    def abandon(self) -> None:
+        self._writer.close()
