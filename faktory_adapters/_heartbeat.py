@@ -71,6 +71,9 @@ class HeartbeatThread:
         self._inbox: deque[MachineInput] = deque()  # appends and pops are thread-safe
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
+        # Posts come from the worker's loop: a full buffer must never block it (it already
+        # holds a pending wake-up).
+        self._wake_writer.setblocking(False)
         self._sock: socket.socket | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="faktory-heartbeat", daemon=True)

@@ -214,8 +214,13 @@ class _Driver:
         self.machine = core.Worker(config, random=worker._random.random)
         _logging.install()
         self._selector = self._new_selector()
+        # Both ends non-blocking: a wake-up may be posted from the loop's own thread (a done
+        # future's callback, a gevent link), where a full buffer would block the very loop
+        # that drains it. A full buffer already holds a pending wake-up, so none is lost.
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
+        self._wake_pending = False
         self._selector.register(self._wake_reader, selectors.EVENT_READ, None)
         self._socks: dict[int, socket.socket] = {}
         self._attempt: dict[int, int] = {}  # per link, so a late connect is recognised
@@ -239,6 +244,9 @@ class _Driver:
         self._wake()
 
     def _wake(self) -> None:
+        if self._wake_pending:  # the loop has yet to take the last one: it sees this too
+            return
+        self._wake_pending = True
         with contextlib.suppress(OSError):  # full of wake-ups already, or closed
             self._wake_writer.send(b"\0")
 
@@ -266,6 +274,7 @@ class _Driver:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         for key, _ in self._selector.select(timeout):
             if key.data is None:
+                self._wake_pending = False  # before the inbox is read: later posts wake again
                 with contextlib.suppress(OSError):
                     self._wake_reader.recv(4096)
             else:
