@@ -920,6 +920,28 @@ def test_weighted_order_lists_every_queue_once() -> None:
     assert weighted_order({"only": 1}, draw) == ["only"]
 
 
+def test_weighted_order_costs_one_draw_per_queue_whatever_the_weights() -> None:
+    # Expanding each queue weight times made 10**7 burn a core and 10**9 run out of memory.
+    draws = 0
+    source = random.Random(3)
+
+    def draw() -> float:
+        nonlocal draws
+        draws += 1
+        return source.random()
+
+    weights = {"huge": 10**9, "big": 10**7, "small": 1}
+    for _ in range(100):
+        assert sorted(weighted_order(weights, draw)) == ["big", "huge", "small"]
+    assert draws == 300
+
+
+def test_weighted_order_keeps_the_ratio_at_large_weights() -> None:
+    draw = random.Random(9).random
+    firsts = Counter(weighted_order({"a": 3_000_000, "b": 1_000_000}, draw)[0] for _ in range(4000))
+    assert 0.72 < firsts["a"] / 4000 < 0.78
+
+
 # -- configuration and misuse ------------------------------------------------------------------
 
 
