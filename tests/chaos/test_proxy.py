@@ -163,3 +163,55 @@ def test_without_set_faults_that_connection_is_cut(faktory_server: FaktoryServer
         assert read_until_closed(sock) == b""  # 3 bytes of HELLO went through, then the cut
         sock.close()
         assert proxy.random_cuts == 1
+
+
+def test_a_trickle_delivers_each_byte_alone_and_late(faktory_server: FaktoryServer) -> None:
+    with (
+        FaultProxy(faktory_server.host, faktory_server.port, trickle=0.05) as proxy,
+        connect(proxy) as sock,
+    ):
+        started = time.monotonic()
+        chunks = [sock.recv(4096) for _ in range(len(GREETING))]
+        assert chunks == [bytes([byte]) for byte in GREETING]
+        assert time.monotonic() - started >= (len(GREETING) - 1) * 0.05
+        sock.sendall(b'HELLO {"v":2}\r\n')
+        assert sock.recv(4096) == b"+"
+        proxy.set_trickle(None)  # what was held back goes at once, and the rest as it comes
+        assert read_line(sock) == b"OK\r\n"
+        sock.sendall(b"FLUSH\r\n")
+        assert sock.recv(4096) == b"+OK\r\n"
+
+
+def test_a_trickled_connection_is_closed_after_its_last_byte(
+    faktory_server: FaktoryServer,
+) -> None:
+    with (
+        FaultProxy(faktory_server.host, faktory_server.port, trickle=0.01) as proxy,
+        connect(proxy) as sock,
+    ):
+        assert read_line(sock) == GREETING
+        sock.sendall(b'HELLO {"v":2}\r\nEND\r\n')
+        assert read_until_closed(sock) == b"+OK\r\n"
+
+
+def test_inject_sends_every_client_what_the_server_never_sent(
+    faktory_server: FaktoryServer,
+) -> None:
+    with FaultProxy(faktory_server.host, faktory_server.port) as proxy:
+        first, second = connect(proxy), connect(proxy)
+        for sock in (first, second):
+            assert read_line(sock) == GREETING
+        assert proxy.inject(b"-ERR unsolicited\r\n") == 2
+        for sock in (first, second):
+            assert read_line(sock) == b"-ERR unsolicited\r\n"
+            sock.close()
+
+
+def test_inject_glued_comes_in_one_piece_with_the_next_reply(
+    faktory_server: FaktoryServer,
+) -> None:
+    with FaultProxy(faktory_server.host, faktory_server.port) as proxy, connect(proxy) as sock:
+        assert read_line(sock) == GREETING
+        assert proxy.inject(b"-ERR unsolicited\r\n", glued=True) == 1
+        sock.sendall(b'HELLO {"v":2}\r\n')
+        assert sock.recv(4096) == b"+OK\r\n-ERR unsolicited\r\n"

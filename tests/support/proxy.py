@@ -11,6 +11,11 @@ stays open, but whatever it carries from then on is lost, both ways, until a sid
 generator seeded with ``seed``, in the order connections are accepted, so a run replays its
 plans as far as the timing of the peers allows.
 
+Two faults no real server shows on demand: with ``trickle`` (seconds), every byte the server
+sends is delivered alone, that long after the one before (a server that answers, but slowly);
+:meth:`FaultProxy.inject` hands every client bytes the server never sent (an unsolicited
+``-ERR``), at once or glued to the next bytes the server sends.
+
 One thread moves every byte (a selector, non-blocking sockets); :meth:`FaultProxy.close`
 stops it and closes everything. Standard library only::
 
@@ -54,6 +59,9 @@ class _Pipe:
         self.reset = False  # cut with RST rather than FIN
         self.stall = False  # the fault is a stall rather than a cut
         self.stalled = False  # the stall has begun: whatever comes is dropped
+        self.held = bytearray()  # server bytes trickling to the client, one at a time
+        self.next_byte_at = 0.0  # monotonic time the next held byte may go
+        self.glued = bytearray()  # injected bytes to send after the server's next bytes
 
     def other(self, sock: socket.socket) -> socket.socket:
         return self.server if sock is self.client else self.client
@@ -65,6 +73,8 @@ class FaultProxy:
     ``mean_bytes`` and ``mean_seconds`` set the random cuts: each connection is cut after an
     exponentially distributed number of bytes or seconds with that mean (None: never). Change
     them while running with :meth:`set_faults`; ``stall_share`` of those faults are stalls.
+    ``trickle``: deliver what the server sends one byte at a time, that many seconds apart
+    (None: as it comes); change it with :meth:`set_trickle`.
     The counters: :attr:`connections` accepted, :attr:`random_cuts`, :attr:`stalls`,
     :attr:`forced_cuts` (by :meth:`cut_all`), :attr:`refused` (the target was down, so the
     connection was closed at once); :attr:`faults` is the sum of the cuts and stalls.
@@ -79,8 +89,10 @@ class FaultProxy:
         mean_bytes: float | None = None,
         mean_seconds: float | None = None,
         stall_share: float = 0.0,
+        trickle: float | None = None,
     ) -> None:
         self.target = (target_host, target_port)
+        self._trickle = trickle
         self._random = random.Random(seed)
         self._mean_bytes = mean_bytes
         self._mean_seconds = mean_seconds
@@ -141,6 +153,40 @@ class FaultProxy:
                 self._plan(pipe)
 
         self._call(change)
+
+    def set_trickle(self, seconds: float | None) -> None:
+        """Trickle the server's bytes ``seconds`` apart from now on, open connections too
+        (None: stop; bytes held back go at once)."""
+
+        def change() -> None:
+            self._trickle = seconds
+            for pipe in self._each_pipe():
+                if seconds is None and pipe.held:
+                    pipe.pending[pipe.client] += pipe.held
+                    pipe.held.clear()
+                    self._flush(pipe, pipe.client)
+
+        self._call(change)
+
+    def inject(self, data: bytes, *, glued: bool = False) -> int:
+        """Send ``data`` to the client of every open connection as if the server had sent it;
+        return how many connections got it.
+
+        ``glued``: not now, but right after the next bytes the server sends on each connection,
+        in the same write (so a client reads them together with a reply).
+        """
+
+        def send() -> int:
+            pipes = self._each_pipe()
+            for pipe in pipes:
+                if glued:
+                    pipe.glued += data
+                else:
+                    pipe.pending[pipe.client] += data
+                    self._flush(pipe, pipe.client)
+            return len(pipes)
+
+        return self._call(send)  # type: ignore[no-any-return]
 
     def cut_all(self, *, reset: bool | None = None) -> int:
         """Cut every open connection now; return how many were cut.
@@ -203,8 +249,10 @@ class FaultProxy:
                 self._requests.popleft()[2].set()
 
     def _turn(self) -> None:
-        cuts = [pipe.cut_at for pipe in self._each_pipe() if pipe.cut_at is not None]
-        timeout = max(0.0, min(cuts) - time.monotonic()) if cuts else None
+        pipes = self._each_pipe()
+        timers = [pipe.cut_at for pipe in pipes if pipe.cut_at is not None]
+        timers += [pipe.next_byte_at for pipe in pipes if pipe.held]
+        timeout = max(0.0, min(timers) - time.monotonic()) if timers else None
         for key, mask in self._selector.select(timeout):
             sock = key.fileobj
             if sock is self._listener:
@@ -225,6 +273,8 @@ class FaultProxy:
         for pipe in list(self._each_pipe()):
             if pipe.cut_at is not None and now >= pipe.cut_at:
                 self._fault(pipe)
+            elif pipe.held and now >= pipe.next_byte_at:
+                self._release(pipe, now)
         while self._requests:
             request, result, done = self._requests.popleft()
             result.append(request())
@@ -288,8 +338,14 @@ class FaultProxy:
                 data = data[: pipe.budget]
             pipe.budget -= len(data)
         target = pipe.other(sock)
-        pipe.pending[target] += data
-        self._flush(pipe, target)
+        if target is pipe.client and pipe.glued:
+            data += pipe.glued
+            pipe.glued.clear()
+        if target is pipe.client and self._trickle is not None:
+            pipe.held += data  # the turns release it, a byte at a time
+        else:
+            pipe.pending[target] += data
+            self._flush(pipe, target)
         if cut:
             self._fault(pipe)
         elif target in self._pipes:
@@ -309,11 +365,19 @@ class FaultProxy:
         if sock in self._pipes:
             self._watch(pipe)
 
+    def _release(self, pipe: _Pipe, now: float) -> None:
+        """Send the client the next byte held back by the trickle."""
+        pipe.pending[pipe.client] += pipe.held[:1]
+        del pipe.held[:1]
+        pipe.next_byte_at = now + (self._trickle or 0.0)
+        self._flush(pipe, pipe.client)
+
     def _watch(self, pipe: _Pipe) -> None:
-        """Read a side only while the other has nothing pending; watch writes while pending."""
+        """Read a side only while the other has nothing pending (nor held back by the
+        trickle: so the server's close waits for it too); watch writes while pending."""
         for sock in (pipe.client, pipe.server):
             mask = selectors.EVENT_WRITE if pipe.pending[sock] else 0
-            if not pipe.pending[pipe.other(sock)]:
+            if not pipe.pending[pipe.other(sock)] and not (sock is pipe.server and pipe.held):
                 mask |= selectors.EVENT_READ
             registered = pipe.masks[sock]
             if mask == registered:
@@ -337,6 +401,7 @@ class FaultProxy:
         pipe.budget = pipe.cut_at = None
         for pending in pipe.pending.values():
             pending.clear()
+        pipe.held.clear()
         self._watch(pipe)
 
     def _cut(self, pipe: _Pipe) -> None:
