@@ -58,6 +58,7 @@ from ._heartbeat import HEARTBEAT_LINK, Heartbeat
 from ._io import (
     AbortJob,
     AbortReason,
+    AbortRequested,
     Action,
     Close,
     Connect,
@@ -84,7 +85,15 @@ from ._io import (
     Write,
 )
 from ._job import MAX_RESERVE_FOR, Failure, Job, check_queue_name
-from ._lifecycle import EXIT_ABORTED, EXIT_CLEAN, LIFECYCLE, Phase, Trigger, next_phase
+from ._lifecycle import (
+    EXIT_ABORTED,
+    EXIT_CLEAN,
+    EXIT_REFUSED,
+    LIFECYCLE,
+    Phase,
+    Trigger,
+    next_phase,
+)
 from ._links import LinkMachine, reconnect_delay
 from ._resp import (
     DEFAULT_MAX_REPLY_SIZE,
@@ -110,6 +119,7 @@ __all__ = [
     "ERRTYPE_UNKNOWN_JOBTYPE",
     "EXIT_ABORTED",
     "EXIT_CLEAN",
+    "EXIT_REFUSED",
     "HEARTBEAT_LINK",
     "LIFECYCLE",
     "MAX_RESERVE_FOR",
@@ -119,6 +129,7 @@ __all__ = [
     "TRANSITIONS",
     "AbortJob",
     "AbortReason",
+    "AbortRequested",
     "Ack",
     "Action",
     "BatchCommit",

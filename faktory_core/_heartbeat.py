@@ -113,7 +113,6 @@ class Heartbeat(LinkMachine[Link]):
                 self._emit(ServerStateChanged(state=state))
         elif isinstance(event, Ready):
             link.status = LinkStatus.READY
-            link.failures = 0
             self._next_beat = now
         elif isinstance(event, ServerError):
             text = f"{event.code} {event.message}"

@@ -20,6 +20,7 @@ from ._lifecycle import Phase, Trigger
 __all__ = [
     "AbortJob",
     "AbortReason",
+    "AbortRequested",
     "Action",
     "Close",
     "Connect",
@@ -74,10 +75,15 @@ class DataReceived(MachineInput):
 
 @attrs.frozen(kw_only=True)
 class ConnectionLost(MachineInput):
-    """Connecting, reading or writing failed on ``link``."""
+    """Connecting, reading or writing failed on ``link``.
+
+    ``permanent``: retrying cannot help (the server's certificate is not trusted); a worker
+    stops with ``EXIT_REFUSED`` rather than retry for ever.
+    """
 
     link: int
     reason: str = ""
+    permanent: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -130,6 +136,18 @@ class StopRequested(MachineInput):
     """Worker input: stop (TERM, INT, or the API); a second one aborts at once."""
 
     source: str = "api"
+
+
+@attrs.frozen(kw_only=True)
+class AbortRequested(MachineInput):
+    """Worker input: abort now, from any phase: the code serving the worker is leaving.
+
+    An adapter feeds it when an exception (cancellation, ``KeyboardInterrupt``,
+    ``SystemExit``) escapes its serving loop, runs the machine until it exits, then re-raises.
+    ``reason`` names that exception; running jobs are FAILed with it.
+    """
+
+    reason: str
 
 
 @attrs.frozen(kw_only=True)

@@ -13,12 +13,23 @@ from typing import Final
 
 from ._errors import LocalProtocolError
 
-__all__ = ["EXIT_ABORTED", "EXIT_CLEAN", "LIFECYCLE", "Phase", "Trigger", "next_phase"]
+__all__ = [
+    "EXIT_ABORTED",
+    "EXIT_CLEAN",
+    "EXIT_REFUSED",
+    "LIFECYCLE",
+    "Phase",
+    "Trigger",
+    "next_phase",
+]
 
 #: Exit code after a stop in which every job finished (or none ran).
 EXIT_CLEAN: Final = 0
 #: Exit code after a stop that had to abort at least one job.
 EXIT_ABORTED: Final = 1
+#: Exit code after the server refused this worker for a reason that will not change by itself
+#: (a wrong password, an untrusted certificate): retrying could only hold jobs hostage.
+EXIT_REFUSED: Final = 3
 
 
 class Phase(enum.Enum):
@@ -42,6 +53,8 @@ class Trigger(enum.Enum):
     SERVER_QUIET = "the server said quiet (BEAT reply)"
     STOP = "stop requested (signal or API)"
     SERVER_TERMINATE = "the server said terminate (BEAT reply)"
+    ABORT = "abort requested: the code serving the worker was interrupted"
+    REFUSED = "the server refused the worker (wrong password, untrusted certificate)"
     DEADLINE = "the shutdown timeout ran out"
     DRAINED = "no job running and no FETCH awaiting its reply"
     GRACE_OVER = "the abort grace period ran out"
@@ -53,12 +66,20 @@ class Trigger(enum.Enum):
 
 _P, _T = Phase, Trigger
 _REQUESTS: Final = (_T.QUIET, _T.SERVER_QUIET, _T.STOP, _T.SERVER_TERMINATE)
+# Requests that every later phase takes and stays in.
+_LATE_REQUESTS: Final = (*_REQUESTS, _T.ABORT, _T.REFUSED)
+_BEFORE_ABORTING: Final = (_P.RUNNING, _P.QUIET, _P.DRAINING, _P.STOPPING)
 
 LIFECYCLE: Final[dict[tuple[Phase, Trigger], Phase]] = {
     (_P.RUNNING, _T.QUIET): _P.QUIET,
     (_P.RUNNING, _T.SERVER_QUIET): _P.QUIET,
     (_P.RUNNING, _T.STOP): _P.STOPPING,
     (_P.RUNNING, _T.SERVER_TERMINATE): _P.STOPPING,
+    # An interrupted caller (cancellation, KeyboardInterrupt) aborts at once: it is leaving.
+    **{(phase, _T.ABORT): _P.ABORTING for phase in _BEFORE_ABORTING},
+    # A refusal that will not change stops the worker; jobs still running may finish.
+    **{(phase, _T.REFUSED): _P.STOPPING for phase in (_P.RUNNING, _P.QUIET, _P.DRAINING)},
+    (_P.STOPPING, _T.REFUSED): _P.STOPPING,
     # Quiet is one-way: asking again changes nothing.
     (_P.QUIET, _T.QUIET): _P.QUIET,
     (_P.QUIET, _T.SERVER_QUIET): _P.QUIET,
@@ -82,16 +103,16 @@ LIFECYCLE: Final[dict[tuple[Phase, Trigger], Phase]] = {
     (_P.STOPPING, _T.STOP): _P.ABORTING,
     (_P.STOPPING, _T.DEADLINE): _P.ABORTING,
     (_P.STOPPING, _T.DRAINED): _P.ENDING,
-    **{(_P.ABORTING, request): _P.ABORTING for request in _REQUESTS},
+    **{(_P.ABORTING, request): _P.ABORTING for request in _LATE_REQUESTS},
     (_P.ABORTING, _T.QUEUES_EMPTY): _P.ABORTING,
     (_P.ABORTING, _T.DRAINED): _P.ENDING,
     (_P.ABORTING, _T.GRACE_OVER): _P.ENDING,
-    **{(_P.ENDING, request): _P.ENDING for request in _REQUESTS},
+    **{(_P.ENDING, request): _P.ENDING for request in _LATE_REQUESTS},
     (_P.ENDING, _T.QUEUES_EMPTY): _P.ENDING,
     (_P.ENDING, _T.ENDED): _P.EXITED,
-    **{(_P.EXITED, request): _P.EXITED for request in _REQUESTS},
+    **{(_P.EXITED, request): _P.EXITED for request in _LATE_REQUESTS},
 }
-del _P, _T
+del _P, _T, _BEFORE_ABORTING
 
 
 def next_phase(phase: Phase, trigger: Trigger) -> Phase:

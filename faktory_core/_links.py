@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, Generic, TypeAlias, TypeVar
 
 import attrs
 
@@ -49,6 +49,23 @@ def reconnect_delay(failures: int, random: Random, *, base: float, cap: float) -
 def _shutting_down(error: ServerError) -> bool:
     """``-ERR shutdown in progress``: what a stopping Faktory answers to any command."""
     return error.message.lower() == "shutdown in progress"
+
+
+def _over_connection_limit(error: ServerError) -> bool:
+    """``-ERR too many connections: <n>``: Faktory 1.9 accepted HELLO, then refused the link
+    (it allows 2,000 connections) and closes it, carrying out no command."""
+    return error.message.lower().startswith("too many connections")
+
+
+#: Failures counted for a link the server refused for its connection limit: the next attempt
+#: waits the longest backoff, so links over the limit retry slowly instead of storming.
+_LIMIT_FAILURES: Final = 64
+
+
+def _unserved(error: ServerError, connection: Connection) -> tuple[Command, ...]:
+    """What a server that refuses and closes did not carry out: the command it answered with
+    ``error`` and those behind it."""
+    return ((error.command,) if error.command is not None else ()) + connection.pending
 
 
 class LinkStatus(enum.Enum):
@@ -111,6 +128,9 @@ class LinkMachine(Generic[L]):
         # first is the earliest and next_deadline needs no scan of every link.
         self._reply_dues: dict[int, float] = {}
         self._retry_ats: dict[int, float] = {}
+        #: Links the server refused for its connection limit and that have not served since;
+        #: one warning when the first is refused, none while any still is.
+        self._over_limit: set[int] = set()
 
     def handle(self, event: MachineInput, now: float) -> list[Action]:
         """Take one input at time ``now``; return the actions to carry out, in order."""
@@ -166,6 +186,9 @@ class LinkMachine(Generic[L]):
         """Whether a link dropped while closing is re-opened (it has something to deliver)."""
         return False
 
+    def _refused(self, reason: str, now: float) -> None:
+        """The server refused us for a reason retrying cannot change (``reason`` says which)."""
+
     # -- shared inputs ------------------------------------------------------------------------
 
     def _start(self) -> None:
@@ -193,37 +216,80 @@ class LinkMachine(Generic[L]):
         connection = link.connection
         if connection is None:
             return  # bytes from a connection already given up
+        replies = 0
         try:
             connection.receive_data(event.data)
             while link.connection is connection:
                 reply = connection.next_event()
                 if reply is NEED_DATA:
                     break
+                replies += 1
                 if isinstance(reply, ConnectionClosed):
                     lost = reply.unanswered
                     self._drop(link, now, "the server closed the connection", lost=lost)
                 elif isinstance(reply, ServerError) and _shutting_down(reply):
                     # The server refuses every command once it is stopping, carries out none,
                     # and closes: the refused command and those behind it are still owed.
-                    refused = () if reply.command is None else (reply.command,)
-                    lost = refused + connection.pending
-                    self._drop(link, now, "the server is shutting down", lost=lost)
+                    self._drop(
+                        link, now, "the server is shutting down", lost=_unserved(reply, connection)
+                    )
+                elif isinstance(reply, ServerError) and _over_connection_limit(reply):
+                    self._refuse_over_limit(link, reply, connection, now)
                 else:
+                    if link.status is LinkStatus.READY and not isinstance(reply, ServerError):
+                        self._served(link)
                     self._on_event(link, reply, now)
         except ProtocolError as error:
             self._drop(link, now, f"protocol error: {error}")
         if link.connection is connection:
             self._flush(link)  # the HELLO that answers the greeting
-            self._set_reply_due(
-                link, now + self.config.reply_timeout if connection.pending else None
-            )
+            # A reply is due within reply_timeout of its request (or of the reply before it,
+            # for pipelined commands): bytes that complete no reply do not move the deadline,
+            # so a server trickling bytes cannot hold a link for ever.
+            if not connection.pending and link.status is LinkStatus.READY:
+                self._set_reply_due(link, None)
+            elif replies:
+                self._set_reply_due(link, now + self.config.reply_timeout)
             self._pump(link, now)
         self._settle(now)
+
+    def _served(self, link: Link) -> None:
+        """The server answered a command on ``link``: it takes us, so backoff starts afresh.
+
+        Not at the handshake: a server over its connection limit accepts HELLO, then refuses.
+        """
+        link.failures = 0
+        self._over_limit.discard(link.id)
+
+    def _refuse_over_limit(
+        self, link: L, error: ServerError, connection: Connection, now: float
+    ) -> None:
+        if not self._over_limit:
+            concurrency = self.config.concurrency
+            self._emit(
+                Notice(
+                    message=(
+                        f"the server refused a connection: {error.code} {error.message} "
+                        "(Faktory accepts 2,000 connections); this worker process opens "
+                        f"{concurrency + 1} ({concurrency} job links and its heartbeat): lower "
+                        "its concurrency or run fewer worker processes; refused links retry "
+                        f"every {self.config.reconnect_cap:g} s or so"
+                    ),
+                    link=link.id,
+                )
+            )
+        self._over_limit.add(link.id)
+        link.failures = max(link.failures, _LIMIT_FAILURES)
+        lost = _unserved(error, connection)
+        self._drop(link, now, "over the server's connection limit", lost=lost, quiet=True)
 
     def _on_connection_lost(self, event: ConnectionLost, now: float) -> None:
         link = self._link(event.link)
         if link.status in (LinkStatus.CONNECTING, LinkStatus.HANDSHAKING, LinkStatus.READY):
-            self._drop(link, now, event.reason or "connection lost", close=False)
+            reason = event.reason or "connection lost"
+            self._drop(link, now, reason, close=False)
+            if event.permanent:
+                self._refused(reason, now)
             self._settle(now)
 
     def _on_memory(self, event: MemoryUsage, now: float) -> None:
@@ -261,14 +327,17 @@ class LinkMachine(Generic[L]):
         close: bool = True,
         backoff: bool = True,
         lost: tuple[Command, ...] | None = None,
+        quiet: bool = False,
     ) -> None:
         """Give up on a link's connection; it reconnects later unless the machine is closing.
 
         ``lost``: the commands that got no reply, when the connection no longer knows them.
+        ``quiet``: no notice (the caller gave its own).
         """
         if close:
             self._emit(Close(link=link.id))
-        self._emit(Notice(message=f"connection lost: {reason}", link=link.id))
+        if not quiet:
+            self._emit(Notice(message=f"connection lost: {reason}", link=link.id))
         if lost is None:
             lost = link.connection.pending if link.connection is not None else ()
         link.connection = None

@@ -24,6 +24,7 @@ from ._events import OK, Event, Fetched, InvalidJobFetched, Ready, ServerError
 from ._io import (
     AbortJob,
     AbortReason,
+    AbortRequested,
     Close,
     ConnectionLost,
     ConnectionMade,
@@ -41,7 +42,7 @@ from ._io import (
     TimerFired,
 )
 from ._job import Job
-from ._lifecycle import EXIT_ABORTED, EXIT_CLEAN, Phase, Trigger, next_phase
+from ._lifecycle import EXIT_ABORTED, EXIT_CLEAN, EXIT_REFUSED, Phase, Trigger, next_phase
 from ._links import Link, LinkMachine, LinkStatus, Random
 
 __all__ = [
@@ -112,6 +113,10 @@ class Worker(LinkMachine[_Slot]):
         self._limits: dict[str, float] = {}
         self._phase_deadline: float | None = None
         self._aborted_any = False
+        #: Why an AbortRequested came (the FAIL message names it).
+        self._abort_reason: str | None = None
+        #: Why the server refused this worker for good, if it did.
+        self._refusal: str | None = None
         self._exit_code: int | None = None
         self._strict_fetch = (
             Fetch(queues=config.queues)
@@ -183,6 +188,18 @@ class Worker(LinkMachine[_Slot]):
         self._fire(Trigger.STOP, now)
         self._settle(now)
 
+    def _on_abort_requested(self, event: AbortRequested, now: float) -> None:
+        if self._abort_reason is None:
+            self._abort_reason = event.reason
+        self._fire(Trigger.ABORT, now)
+        self._settle(now)
+
+    def _refused(self, reason: str, now: float) -> None:
+        if self._refusal is None:
+            self._refusal = reason
+            self._emit(Notice(message=f"stopping: {reason}; retrying cannot change that"))
+        self._fire(Trigger.REFUSED, now)
+
     def _on_server_signal(self, event: ServerSignal, now: float) -> None:
         trigger = _SERVER_STATES.get(event.state)
         if trigger is not None:
@@ -216,7 +233,6 @@ class Worker(LinkMachine[_Slot]):
                 self._fire(Trigger.QUEUES_EMPTY, now)
         elif isinstance(event, Ready):
             slot.status = LinkStatus.READY
-            slot.failures = 0
         elif isinstance(event, InvalidJobFetched):
             slot.fetching = False
             self._emit(Notice(message=f"invalid job fetched: {event.reason}", link=slot.id))
@@ -235,7 +251,8 @@ class Worker(LinkMachine[_Slot]):
             notice = f"{command.verb} {command.jid} refused: {text}"
             self._emit(Notice(message=notice, link=slot.id))
         elif isinstance(command, Hello):
-            self._emit(Notice(message=f"the server refused HELLO: {text}", link=slot.id))
+            # A wrong password (or a HELLO the server will never take): the same every time.
+            self._refused(f"the server refused HELLO: {text}", now)
         else:
             # An unasked error precedes a close; a refused FETCH means trouble server-side.
             self._drop(slot, now, f"server error: {text}")
@@ -287,6 +304,8 @@ class Worker(LinkMachine[_Slot]):
         self._phase_deadline = now + self.config.abort_grace
         if trigger is Trigger.STOP:
             why = "aborted: the worker was told to stop a second time"
+        elif trigger is Trigger.ABORT:
+            why = f"aborted: {self._abort_reason}"
         else:
             timeout = self.config.shutdown_timeout
             why = f"aborted: still running after the {timeout:g} s shutdown timeout"
@@ -319,7 +338,10 @@ class Worker(LinkMachine[_Slot]):
         if undelivered:
             jids = ", ".join(undelivered)
             self._emit(Notice(message=f"exiting with ACK/FAIL undelivered for {jids}"))
-        self._exit_code = EXIT_ABORTED if self._aborted_any else EXIT_CLEAN
+        if self._refusal is not None:
+            self._exit_code = EXIT_REFUSED
+        else:
+            self._exit_code = EXIT_ABORTED if self._aborted_any else EXIT_CLEAN
         self._emit(Exit(code=self._exit_code))
 
     def _undelivered(self) -> list[str]:
@@ -437,6 +459,7 @@ class Worker(LinkMachine[_Slot]):
         JobFinished: _on_job_finished,
         QuietRequested: _on_quiet,
         StopRequested: _on_stop,
+        AbortRequested: _on_abort_requested,
         ServerSignal: _on_server_signal,
         TimerFired: _on_timer,
     }

@@ -61,7 +61,8 @@ def render() -> str:
             HEADER,
             "## The worker's lifecycle (`faktory_core._lifecycle.LIFECYCLE`)",
             "",
-            "This is the shutdown contract. Exit code 1 when the shutdown aborted a job, else 0.",
+            "This is the shutdown contract. Exit code 3 when the server refused the worker for "
+            "good (REFUSED), else 1 when the shutdown aborted a job, else 0.",
             "",
             mermaid(LIFECYCLE, Phase.RUNNING, Phase.EXITED),
             "",

@@ -20,8 +20,16 @@ from faktory_core import (
 ALL_PAIRS = list(itertools.product(Phase, Trigger))
 #: The order phases are declared in is the order a worker lives them.
 RANK = {phase: rank for rank, phase in enumerate(Phase)}
-#: Inputs that can arrive at any moment: signals, API calls, BEAT replies.
-REQUESTS = (Trigger.QUIET, Trigger.SERVER_QUIET, Trigger.STOP, Trigger.SERVER_TERMINATE)
+#: Inputs that can arrive at any moment: signals, API calls, BEAT replies, the caller's
+#: interruption, the server's refusal.
+REQUESTS = (
+    Trigger.QUIET,
+    Trigger.SERVER_QUIET,
+    Trigger.STOP,
+    Trigger.SERVER_TERMINATE,
+    Trigger.ABORT,
+    Trigger.REFUSED,
+)
 #: What moves each phase on when nothing but time passes (the worker's timer triggers).
 TIMER_TRIGGER = {
     Phase.STOPPING: Trigger.DEADLINE,
@@ -102,6 +110,20 @@ def test_a_stop_in_running_or_quiet_starts_the_shutdown_timeout() -> None:
 def test_a_second_stop_aborts_but_a_repeated_server_terminate_does_not() -> None:
     assert next_phase(Phase.STOPPING, Trigger.STOP) is Phase.ABORTING
     assert next_phase(Phase.STOPPING, Trigger.SERVER_TERMINATE) is Phase.STOPPING
+
+
+def test_an_interrupted_caller_aborts_from_every_phase_before_aborting() -> None:
+    for phase in (Phase.RUNNING, Phase.QUIET, Phase.DRAINING, Phase.STOPPING):
+        assert next_phase(phase, Trigger.ABORT) is Phase.ABORTING
+    for phase in (Phase.ABORTING, Phase.ENDING, Phase.EXITED):
+        assert next_phase(phase, Trigger.ABORT) is phase
+
+
+def test_a_refusal_stops_gracefully_and_never_hurries_a_later_phase() -> None:
+    for phase in (Phase.RUNNING, Phase.QUIET, Phase.DRAINING, Phase.STOPPING):
+        assert next_phase(phase, Trigger.REFUSED) is Phase.STOPPING
+    for phase in (Phase.ABORTING, Phase.ENDING, Phase.EXITED):
+        assert next_phase(phase, Trigger.REFUSED) is phase
 
 
 def test_draining_skips_the_abort() -> None:

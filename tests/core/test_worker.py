@@ -16,6 +16,7 @@ import pytest
 from faktory_core import (
     ERRTYPE_INVALID_JOB,
     ERRTYPE_UNKNOWN_JOBTYPE,
+    EXIT_REFUSED,
     AbortJob,
     AbortReason,
     Action,
@@ -157,24 +158,36 @@ def test_a_password_is_proven_with_the_greeting_salt() -> None:
     assert peer.is_ready(HB)
 
 
-def test_a_refused_hello_is_noticed_and_retried_with_growing_backoff() -> None:
+def test_a_refused_hello_stops_the_worker_with_exit_3() -> None:
+    # A wrong password is the same at every attempt: retrying for ever would only hide it.
     peer = ServerPeer(password="right")
     driver = Driver(make_config(password="wrong"), peer=peer)
     acts = driver.start()
-    worker = [a.action for a in acts if a.machine == "worker"]
-    refused = Notice(message="the server refused HELLO: ERR Invalid password", link=0)
-    assert worker[worker.index(refused) :] == [
-        refused,
-        Close(link=0),
-        Notice(message="connection lost: the server closed the connection", link=0),
+    reason = "the server refused HELLO: ERR Invalid password"
+    assert Notice(message=f"stopping: {reason}; retrying cannot change that") in of(
+        acts, Notice, "worker"
+    )
+    assert phases(acts) == [
+        (Phase.RUNNING, Phase.STOPPING, Trigger.REFUSED),
+        (Phase.STOPPING, Phase.ENDING, Trigger.DRAINED),
+        (Phase.ENDING, Phase.EXITED, Trigger.ENDED),
     ]
-    assert of(acts, Close, "heartbeat") == [Close(link=0)]
-    d0, d1 = worker_delays(0, 0, 1)
-    assert driver.worker.next_deadline == d0
-    driver.advance(d0)
-    assert driver.timed(Connect, "worker")[-1] == (d0, Connect(link=0))
-    assert driver.worker.next_deadline == d0 + d1  # the failures were not reset
-    assert d1 > d0
+    assert exits(driver) == [(0.0, Exit(code=EXIT_REFUSED))]
+    assert of(acts, Connect, "worker") == [Connect(link=0)]  # never tried again
+
+
+def test_a_refusal_lets_running_jobs_finish_then_exits_3() -> None:
+    driver = started(J1, concurrency=2, fetch_wait=None)
+    assert list(driver.started) == [J1]
+    driver.peer.close("w1")
+    acts = driver.to_worker(ConnectionLost(link=1, reason="certificate untrusted", permanent=True))
+    assert phases(acts) == [(Phase.RUNNING, Phase.STOPPING, Trigger.REFUSED)]
+    driver.advance(5)
+    acts = driver.finish(J1)
+    assert writes(acts)[0] == (0, ack_line(J1))
+    assert driver.peer.acks(J1)
+    assert exits(driver) == [(5.0, Exit(code=EXIT_REFUSED))]
+    assert [a for _, a in driver.timed(AbortJob)] == []
 
 
 # -- stop: drain, abort, grace, exit -----------------------------------------------------------
@@ -647,8 +660,8 @@ def test_an_ack_and_a_fail_whose_replies_were_lost_are_sent_again() -> None:
     assert len(driver.peer.fails(J2)) == 2
 
 
-def test_a_refused_connect_backs_off_exponentially_until_one_succeeds() -> None:
-    driver = Driver(make_config(), auto_connect=False)
+def test_a_refused_connect_backs_off_exponentially_until_a_command_is_served() -> None:
+    driver = Driver(make_config(), auto_connect=False, fetch_wait=2.0)
     driver.start()
     d0, d1, d2 = worker_delays(0, 0, 1, 0)
     driver.refused("w0")
@@ -660,7 +673,23 @@ def test_a_refused_connect_backs_off_exponentially_until_one_succeeds() -> None:
     driver.advance(d1)
     driver.connected("w0")
     assert driver.peer.is_ready("w0")
-    driver.lose("w0")  # a success resets the backoff
+    driver.advance(2.0)  # the FETCH is answered: the server takes this worker
+    driver.lose("w0")  # a served command resets the backoff
+    assert driver.worker.next_deadline == pytest.approx(d0 + d1 + 2.0 + d2)
+
+
+def test_a_handshake_alone_does_not_reset_the_backoff() -> None:
+    # A server over its connection limit accepts HELLO, then refuses: that is no success.
+    driver = Driver(make_config(), auto_connect=False)
+    driver.start()
+    d0, d1, d2 = worker_delays(0, 0, 1, 2)
+    driver.refused("w0")
+    driver.advance(d0)
+    driver.refused("w0")
+    driver.advance(d1)
+    driver.connected("w0")
+    assert driver.peer.is_ready("w0")
+    driver.lose("w0")
     assert driver.worker.next_deadline == pytest.approx(d0 + d1 + d2)
 
 
@@ -709,9 +738,56 @@ def test_an_unasked_error_drops_the_link() -> None:
     driver = started(fetch_wait=None)
     driver.quiet()
     driver.release("w0")
-    acts = driver.data("w0", b"-ERR too many connections: 2001\r\n")
+    acts = driver.data("w0", b"-ERR something unexpected\r\n")
     assert of(acts, Close) == [Close(link=0)]
-    assert of(acts, Notice)[0].message.endswith("too many connections: 2001")
+    assert of(acts, Notice)[0].message.endswith("something unexpected")
+
+
+def test_links_over_the_server_connection_limit_back_off_with_one_warning() -> None:
+    # Faktory 1.9 greets and takes HELLO, then refuses a link over its 2,000 connections.
+    driver = started(fetch_wait=2.0, concurrency=3)
+    over = b"-ERR too many connections: 2001\r\n"
+    notices: list[Notice] = []
+    for _ in range(120):  # two minutes in which links 1 and 2 are refused at every attempt
+        for key in ("w1", "w2"):
+            if driver.peer.is_ready(key):
+                driver.peer.close(key)
+                acts = driver.data(key, over)
+                assert Close(link=int(key[1:])) in of(acts, Close)
+                notices += of(acts, Notice, "worker")
+        driver.advance(1.0)
+    (warning,) = notices
+    assert "ERR too many connections: 2001" in warning.message
+    assert "opens 4 (3 job links and its heartbeat)" in warning.message
+    for link in (1, 2):
+        attempts = [now for now, c in driver.timed(Connect, "worker") if c.link == link]
+        # The first at the start, then the longest backoff (15-30 s) between each two.
+        assert 1 + 120 / 30 <= len(attempts) <= 1 + 120 / 15
+        assert all(b - a >= 15.0 for a, b in itertools.pairwise(attempts))
+    assert driver.peer.is_ready("w0")  # the link under the limit works on
+
+
+def test_a_link_over_the_limit_warns_again_only_after_every_link_served() -> None:
+    driver = started(fetch_wait=2.0, concurrency=2)
+    over = b"-ERR too many connections: 2001\r\n"
+    driver.peer.close("w1")
+    assert len(of(driver.data("w1", over), Notice, "worker")) == 1
+    driver.advance(33.0)  # w1 is back and its FETCH was answered
+    assert driver.peer.is_ready("w1")
+    driver.peer.close("w1")
+    assert len(of(driver.data("w1", over), Notice, "worker")) == 1
+
+
+def test_bytes_that_complete_no_reply_do_not_move_the_reply_deadline() -> None:
+    # A server trickling one byte at a time must not hold a link for ever.
+    driver = started(fetch_wait=None)
+    assert driver.worker.next_deadline == 10.0
+    for second, byte in enumerate(b"$5\r\nhello", start=1):
+        driver.advance(0.9)
+        driver.data("w0", bytes([byte]))
+        assert driver.worker.next_deadline == 10.0, second
+    acts = driver.advance(10.0 - driver.now)
+    assert Notice(message="connection lost: no reply within 10 s", link=0) in of(acts, Notice)
 
 
 def test_a_garbled_reply_drops_the_link() -> None:
