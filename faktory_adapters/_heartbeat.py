@@ -47,6 +47,9 @@ __all__ = ["HeartbeatThread"]
 
 _log = logger.getChild("heartbeat")
 
+#: The longest single wait: select() refuses very long timeouts.
+_MAX_WAIT = 3600.0
+
 
 class HeartbeatThread:
     """Drives a :class:`faktory_core.Heartbeat` from a daemon thread."""
@@ -112,7 +115,7 @@ class HeartbeatThread:
                     break
                 deadline = machine.next_deadline
                 timeout = None if deadline is None else max(0.0, deadline - self._clock())
-                self._wait(timeout)
+                self._wait(None if timeout is None else min(timeout, _MAX_WAIT))
                 if deadline is not None and self._clock() >= deadline:
                     rss = rss_kb()
                     if rss is not None:
@@ -166,8 +169,8 @@ class HeartbeatThread:
             sock = connect_socket(
                 self._url, timeout=self._connect_timeout, ssl_context=self._ssl_context
             )
-        except OSError as error:
-            self._inbox.append(ConnectionLost(link=0, reason=f"cannot connect: {error}"))
+        except Exception as error:  # whatever it is, the machine retries with backoff
+            self._inbox.append(ConnectionLost(link=0, reason=f"cannot connect: {error!r}"))
             return
         self._sock = sock
         self._inbox.append(ConnectionMade(link=0))

@@ -17,6 +17,7 @@ import contextvars
 import functools
 import inspect
 import signal
+import ssl
 import sys
 import threading
 import traceback
@@ -27,6 +28,7 @@ from typing import Any, Final, TypeAlias, TypeVar, cast
 import faktory_core as core
 from faktory_core import (
     AbortJob,
+    AbortRequested,
     Action,
     Close,
     Connect,
@@ -290,6 +292,7 @@ class _Driver:
         self._jobs: dict[str, _RunningJob] = {}
         self._inbox: deque[MachineInput] = deque()
         self._feeding = False
+        self._started = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._exit: asyncio.Future[int] = loop.create_future()
@@ -305,28 +308,37 @@ class _Driver:
 
     async def serve(self) -> int:
         worker, config = self.worker, self.config
-        await worker._run_hooks("startup")
+        await worker._run_hooks("startup")  # inputs meanwhile wait in the inbox
         _log.info(
             "worker %s starting: %s, concurrency %d", worker.wid, worker._url, config.concurrency
         )
         self._heartbeat.start()
-        self.feed(Start())
+        self._started = True
+        self._inbox.appendleft(Start())
+        self.feed(None)
         try:
             code = await asyncio.shield(self._exit)
-        except asyncio.CancelledError:
-            # Not our cancellation: abort now, FAIL what runs, end cleanly, then pass it on.
-            # Two stop requests abort at once from any phase; the lifecycle table ignores
-            # whatever is one too many.
-            self.feed(StopRequested(source="cancelled"))
-            self.feed(StopRequested(source="cancelled"))
-            try:
-                await asyncio.wait_for(asyncio.shield(self._exit), config.abort_grace + 5.0)
-            finally:
-                await self._finish()
+        except BaseException as error:  # not ours: abort, FAIL what runs, END, pass it on
+            await self._abort_for(error)
             raise
-        await self._finish()
+        finally:
+            await self._finish()
         _log.info("worker %s exiting with code %d", worker.wid, code)
         return code
+
+    async def _abort_for(self, error: BaseException) -> None:
+        """Abort the running jobs, FAIL them naming ``error``, and wait for the machine to
+        exit (it bounds that: abort grace, then the END timeout). Cancelled again: no wait."""
+        if isinstance(error, asyncio.CancelledError):
+            reason = "the task running serve() was cancelled"
+        else:
+            reason = f"serve() was interrupted by {type(error).__name__}"
+        _log.warning("worker %s: %s; aborting", self.worker.wid, reason)
+        self.feed(AbortRequested(reason=reason))
+        try:
+            await asyncio.shield(self._exit)
+        except asyncio.CancelledError:
+            _log.warning("worker %s cancelled again: exiting without waiting", self.worker.wid)
 
     def dump_jobs(self) -> None:
         frames = sys._current_frames()
@@ -348,10 +360,15 @@ class _Driver:
         if not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.feed, ServerSignal(state=state))
 
-    def feed(self, event: MachineInput) -> None:
-        """Give the machine an input and carry out its actions (never re-entered)."""
-        self._inbox.append(event)
-        if self._feeding:
+    def feed(self, event: MachineInput | None) -> None:
+        """Give the machine an input (None: only what waits) and carry out its actions.
+
+        Never re-entered; inputs that come before the machine starts (a stop during the
+        startup hooks) wait, and after it exits they are dropped.
+        """
+        if event is not None:
+            self._inbox.append(event)
+        if self._feeding or not self._started:
             return
         self._feeding = True
         try:
@@ -405,9 +422,15 @@ class _Driver:
                 ),
                 self.worker._connect_timeout,
             )
-        except Exception as error:  # whatever it is, the core retries with backoff
+        except Exception as error:  # whatever it is, the core retries with backoff...
             self._connecting.pop(link, None)
-            self.feed(ConnectionLost(link=link, reason=f"cannot connect to {url}: {error!r}"))
+            self.feed(
+                ConnectionLost(
+                    link=link,
+                    reason=f"cannot connect to {url}: {error!r}",
+                    permanent=isinstance(error, ssl.SSLCertVerificationError),  # ...or gives up
+                )
+            )
         else:
             self._connecting.pop(link, None)
 

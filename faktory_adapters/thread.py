@@ -34,6 +34,7 @@ from typing import Any, Final, TypeAlias, TypeVar, cast
 import faktory_core as core
 from faktory_core import (
     AbortJob,
+    AbortRequested,
     Action,
     Close,
     Connect,
@@ -96,6 +97,8 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _log: Final = logger.getChild("worker")
 _CURRENT: Final = _logging.CURRENT
 _HEARTBEAT_END_TIMEOUT: Final = 5.0
+#: The longest single wait of the loop: the machine's deadlines can be days away.
+_MAX_WAIT: Final = 3600.0
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 
 
@@ -224,7 +227,7 @@ class _Driver:
         self._selector.register(self._wake_reader, selectors.EVENT_READ, None)
         self._socks: dict[int, socket.socket] = {}
         self._attempt: dict[int, int] = {}  # per link, so a late connect is recognised
-        self._connected: deque[tuple[int, int, socket.socket | str]] = deque()
+        self._connected: deque[tuple[int, int, socket.socket | ConnectionLost]] = deque()
         self._inbox: deque[MachineInput] = deque()
         self._jobs: dict[str, JobContext] = {}
         self._exit_code: int | None = None
@@ -262,16 +265,38 @@ class _Driver:
         self._heartbeat.start()
         self._feed(Start())
         try:
-            while self._exit_code is None:
-                self._turn()
+            try:
+                while self._exit_code is None:
+                    self._turn()
+            except BaseException as error:  # KeyboardInterrupt, SystemExit, GreenletExit...
+                self._abort_for(error)
+                raise
         finally:
             self._finish()
         _log.info("worker %s exiting with code %d", worker.wid, self._exit_code)
         return self._exit_code
 
+    def _abort_for(self, error: BaseException) -> None:
+        """Abort the running jobs, FAIL them naming ``error``, and END before it goes on up.
+
+        The machine bounds this (abort grace, then the END timeout). A second interruption
+        while it runs gives up at once.
+        """
+        reason = f"serve() was interrupted by {type(error).__name__}"
+        _log.warning("worker %s: %s; aborting", self.worker.wid, reason)
+        try:
+            if self._exit_code is None:
+                self._feed(AbortRequested(reason=reason))
+            while self._exit_code is None:
+                self._turn()
+        except BaseException as again:
+            _log.warning("interrupted again (%s): exiting without waiting", type(again).__name__)
+
     def _turn(self) -> None:
         deadline = self.machine.next_deadline
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if timeout is not None:
+            timeout = min(timeout, _MAX_WAIT)  # select() refuses very long timeouts
         for key, _ in self._selector.select(timeout):
             if key.data is None:
                 self._wake_pending = False  # before the inbox is read: later posts wake again
@@ -321,23 +346,29 @@ class _Driver:
 
     def _open(self, link: int, attempt: int) -> None:
         worker = self.worker
-        result: socket.socket | str
+        result: socket.socket | ConnectionLost
         try:
             result = self._connect_socket(
                 worker._url, timeout=worker._connect_timeout, ssl_context=worker._ssl_context
             )
-        except Exception as error:  # whatever it is, the core retries with backoff
-            result = f"cannot connect to {worker._url}: {error!r}"
+        except Exception as error:  # whatever it is, the core retries with backoff...
+            result = ConnectionLost(
+                link=link,
+                reason=f"cannot connect to {worker._url}: {error!r}",
+                permanent=isinstance(error, ssl.SSLCertVerificationError),  # ...or gives up
+            )
         self._connected.append((link, attempt, result))
         self._wake()
 
-    def _on_connected(self, link: int, attempt: int, result: socket.socket | str) -> None:
+    def _on_connected(
+        self, link: int, attempt: int, result: socket.socket | ConnectionLost
+    ) -> None:
         if self._attempt.get(link) != attempt:  # given up on meanwhile
             if isinstance(result, socket.socket):
                 result.close()
             return
-        if isinstance(result, str):
-            self._feed(ConnectionLost(link=link, reason=result))
+        if isinstance(result, ConnectionLost):
+            self._feed(result)
             return
         self._socks[link] = result
         self._selector.register(result, selectors.EVENT_READ, link)

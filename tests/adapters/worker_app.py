@@ -208,6 +208,9 @@ def main() -> None:
     parser.add_argument("--shutdown-timeout", type=float, default=25.0)
     parser.add_argument("--abort-grace", type=float, default=3.0)
     parser.add_argument("--heartbeat-interval", type=float, default=15.0)
+    parser.add_argument(
+        "--serve", action="store_true", help="serve() with no signal handlers of ours"
+    )
     options = parser.parse_args()
     # --queue name:weight makes the queues weighted; plain names keep strict order.
     if any(":" in queue for queue in options.queues):
@@ -220,7 +223,14 @@ def main() -> None:
     )
     logging.getLogger("faktory.heartbeat").addHandler(_HeartbeatEcho())
     worker = BUILDERS[options.adapter](options)
-    code = worker.run()
+    if options.serve:  # SIGINT raises KeyboardInterrupt (asyncio.run: cancels serve() first)
+        try:
+            code = asyncio.run(worker.serve()) if options.adapter == "asyncio" else worker.serve()
+        except KeyboardInterrupt:
+            say("raised KeyboardInterrupt")
+            sys.exit(130)
+    else:
+        code = worker.run()
     say("exit", code)
     sys.exit(code)
 

@@ -132,6 +132,30 @@ def test_a_job_that_cleans_up_on_abort_is_failed_and_the_exit_code_is_1(
     assert working(client) == 0
 
 
+def test_serve_interrupted_by_sigint_fails_the_running_job_and_reraises(
+    faktory_server: FaktoryServer, client: BlockingClient, queue: str, adapter: str
+) -> None:
+    """serve() installs no signal handler: SIGINT is the caller's KeyboardInterrupt (with
+    asyncio.run, a cancellation first). The running job must not stay reserved for 30 min."""
+    jid = push(client, queue, "CleanupOnAbort", 60)
+    options = ("--serve", "--shutdown-timeout", "30", "--abort-grace", "3")
+    with worker(faktory_server, queue, adapter, *options) as process:
+        process.expect("started", jid)
+        process.send(signal.SIGINT)
+        interrupted_at = time.monotonic()
+        process.expect("cleanup", jid)  # the abort reached the job at once, not after 30 s
+        process.expect("raised", "KeyboardInterrupt")
+        assert process.wait(15) == 130
+        assert time.monotonic() - interrupted_at < 5.0
+    failure = failure_of(client, queue, jid)
+    assert failure is not None
+    assert failure.errtype == "ShutdownAbort"
+    cause = "cancelled" if adapter == "asyncio" else "interrupted by KeyboardInterrupt"
+    assert cause in (failure.message or "")
+    assert "second time" not in (failure.message or "")
+    assert working(client) == 0
+
+
 def test_a_job_that_ignores_the_abort_is_failed_and_the_worker_exits_after_the_grace(
     faktory_server: FaktoryServer, client: BlockingClient, queue: str, adapter: str
 ) -> None:

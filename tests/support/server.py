@@ -203,6 +203,13 @@ class FaktoryServer:
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def pid(self) -> int:
+        """The server process's pid (to stop it with SIGSTOP, for a server that answers nothing)."""
+        self._require_started()
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
     def host(self) -> str:
         return _HOST
 
