@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from faktory_core import ClientInfo, Connection, Hello, ServerURL, WorkerConfig
+from faktory_core import EXIT_REFUSED, ClientInfo, Connection, Hello, ServerURL, WorkerConfig
 from tests.support.adapters import SyncClient, adapter_module, capture_logs, serve
 from tests.support.server import TEST_PASSWORD, FaktoryServer
+from tests.support.watchdog import serve_until_it_stops
 
 pytestmark = pytest.mark.server
 
@@ -135,7 +136,8 @@ def test_a_worker_with_a_wrong_password_says_so_and_hides_it(
     )
     worker.register("Secretive", lambda: None)
     with capture_logs("refused HELLO: ERR Invalid password") as logs:
-        assert serve(adapter, worker, stop_when=logs.seen) == 0
+        # It stops by itself with exit 3: retrying cannot make the password right.
+        assert serve_until_it_stops(adapter, worker) == EXIT_REFUSED
     assert logs.seen.is_set(), logs.text  # a warning names the cause: no silent retrying
     warned = [r for r in logs.records if "Invalid password" in r.getMessage()]
     assert all(record.levelname == "WARNING" for record in warned)

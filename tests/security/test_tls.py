@@ -19,10 +19,11 @@ from typing import Any, Final
 import pytest
 
 from faktory_adapters._common import handshake_closed
-from faktory_core import ServerURL
+from faktory_core import EXIT_REFUSED, ServerURL
 from tests.support.adapters import SyncClient, adapter_module, capture_logs, serve
 from tests.support.server import TEST_PASSWORD, FaktoryServer
 from tests.support.tls import Certificates, make_certificates
+from tests.support.watchdog import serve_until_it_stops
 
 pytestmark = pytest.mark.server
 
@@ -173,7 +174,8 @@ def test_a_worker_refuses_an_unverified_server_and_says_why(
         ran = threading.Event()
         worker.register("NeverRuns", ran.set)
         with capture_logs("certificate verify failed") as logs:
-            assert serve(adapter, worker, stop_when=logs.seen) == 0
+            # It stops by itself with exit 3 rather than retry for ever.
+            assert serve_until_it_stops(adapter, worker) == EXIT_REFUSED
         assert logs.seen.is_set(), logs.text
         assert not ran.is_set()
         assert client.info()["faktory"]["queues"][queue] == 1  # still there, for a good worker
