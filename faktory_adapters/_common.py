@@ -12,11 +12,12 @@ import secrets
 import socket
 import ssl
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from faktory_core import Event, JobError, ServerError, ServerURL
+from faktory_core import Connection, Event, JobError, ServerError, ServerURL
 
 __all__ = [
     "FETCH_TIMEOUT_FLOOR",
@@ -34,9 +35,11 @@ __all__ = [
     "logger",
     "new_jid",
     "new_wid",
+    "remaining",
     "resolve_url",
     "rss_kb",
     "tls_context",
+    "unread",
 ]
 
 #: Every log line of the library goes through this logger (or its children); none is configured.
@@ -197,22 +200,42 @@ def connect_socket(
 ) -> socket.socket:
     """A blocking socket connected to the server (wrapped in TLS for ``tcp+tls://``).
 
-    A runtime with sockets of its own (gevent) passes how it connects and wraps them.
+    ``timeout`` bounds the whole, the TCP connect and the TLS handshake together: the handshake
+    gets what the connect left (the standard library's counts it for the whole handshake, not
+    for each read). The socket returned has ``timeout`` as its timeout, TLS or not. A runtime
+    with sockets of its own (gevent) passes how it connects and wraps them.
     """
+    deadline = time.monotonic() + timeout
     sock: socket.socket = create_connection((url.host, url.port), timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if url.tls:
             context = ssl_context if ssl_context is not None else tls_context()
+            sock.settimeout(remaining(deadline))
             try:
                 sock = wrap_tls(context, sock, url.host)
             except ssl.SSLError as error:
                 explain_tls_error(error, url)
                 raise
+            sock.settimeout(timeout)  # what it was without TLS: the callers' I/O timeout
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def unread(protocol: Connection) -> int:
+    """Bytes the server sent that no reply has used (yet): a reply is one, nothing more."""
+    # The core has no public way to ask yet; its parser counts them.
+    return protocol._parser.buffered
+
+
+def remaining(deadline: float) -> float:
+    """Seconds left until ``deadline`` (monotonic); TimeoutError if none are."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the deadline has passed")
+    return left
 
 
 class DaemonThreadPool(concurrent.futures.Executor):
