@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -23,8 +25,10 @@ from ._common import (
     handshake_closed,
     handshake_failure,
     new_jid,
+    remaining,
     resolve_url,
     tls_context,
+    unread,
 )
 
 __all__ = ["Client"]
@@ -33,10 +37,14 @@ __all__ = ["Client"]
 class Client:
     """A producer and admin client: push jobs, inspect and manage the server.
 
-    Connections are opened on demand and kept in a small pool (``pool_size``); each command
-    must complete within ``timeout`` s, or its connection is closed and TimeoutError raised.
-    Server errors raise :class:`ServerReplyError`. Use it as ``with Client() as client``; it
-    is safe to share between threads.
+    Connections are opened on demand and kept in a small pool (``pool_size``).
+    ``connect_timeout`` bounds opening one: TCP connect, TLS handshake and Faktory's
+    HI/HELLO/OK together. ``timeout`` bounds each command, from writing it to the last byte of
+    its reply (:meth:`fetch` waits at least ``FETCH_TIMEOUT_FLOOR`` s). Past either bound,
+    TimeoutError is raised and that connection closed. Waiting for a free connection when
+    ``pool_size`` are busy is not bounded. A pooled connection that the server closed, or
+    wrote to unasked, is replaced before use. Server errors raise :class:`ServerReplyError`.
+    Use it as ``with Client() as client``; it is safe to share between threads.
     """
 
     def __init__(
@@ -222,16 +230,17 @@ class Client:
     # -- plumbing -----------------------------------------------------------------------------
 
     def request(self, command: core.Command, *, timeout: float | None = None) -> core.Event:
-        """Send one command and return its reply event; ServerReplyError on ``-ERR``."""
+        """Send one command and return its reply event; ServerReplyError on ``-ERR``.
+
+        TimeoutError when the reply is not complete ``timeout`` s (the Client's by default)
+        after the command is sent.
+        """
         if self._closed:
             raise FaktoryError("the client is closed")
         with self._slots:
             if self._closed:  # closed while this call waited for a connection
                 raise FaktoryError("the client is closed")
-            try:
-                connection: _ClientConnection | None = self._idle.pop()
-            except IndexError:
-                connection = None
+            connection = self._reusable()
             try:
                 if connection is None:
                     connection = self._open()
@@ -251,22 +260,37 @@ class Client:
     def _ok(self, command: core.Command) -> None:
         expect(self.request(command), core.OK)
 
+    def _reusable(self) -> _ClientConnection | None:
+        """An idle connection fit to carry a command; those found unfit are closed."""
+        while True:
+            try:
+                connection = self._idle.pop()
+            except IndexError:  # none is idle
+                return None
+            if connection.reusable():
+                return connection
+            connection.abandon()
+
     def _open(self) -> _ClientConnection:
-        url = self._url
-        sock = self._connect_socket(
-            url, timeout=self._connect_timeout, ssl_context=self._ssl_context
-        )
-        connection = _ClientConnection(
-            sock, core.Connection(core.ClientInfo(username=url.username), password=url.password)
-        )
+        url, limit = self._url, self._connect_timeout
+        deadline = time.monotonic() + limit
         try:
-            event = connection.next_event()
-        except FaktoryError:  # closed before the handshake ended
-            connection.abandon()
-            raise handshake_closed(url) from None
-        except BaseException:  # a timeout: never leak the socket
-            connection.abandon()
-            raise
+            sock = self._connect_socket(url, timeout=limit, ssl_context=self._ssl_context)
+            connection = _ClientConnection(
+                sock, core.Connection(core.ClientInfo(username=url.username), password=url.password)
+            )
+            try:
+                event = connection.next_event(deadline)
+            except FaktoryError:  # closed before the handshake ended
+                connection.abandon()
+                raise handshake_closed(url) from None
+            except BaseException:  # a timeout: never leak the socket
+                connection.abandon()
+                raise
+        except TimeoutError:
+            raise TimeoutError(
+                f"connecting to {url} took more than {limit:g} s (connect_timeout)"
+            ) from None
         if not isinstance(event, core.Ready):
             connection.abandon()
             raise handshake_failure(event, url)
@@ -291,22 +315,44 @@ class _ClientConnection:
         self._protocol = protocol
 
     def request(self, command: core.Command, timeout: float) -> core.Event:
-        self._sock.settimeout(timeout)
         self._protocol.send(command)
-        return self.next_event()
+        try:
+            return self.next_event(time.monotonic() + timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"{command.verb} got no complete reply within {timeout:g} s"
+            ) from None
 
-    def next_event(self) -> core.Event:
-        protocol = self._protocol
+    def next_event(self, deadline: float) -> core.Event:
+        # Each write and read may take only what is left until the deadline: a socket's own
+        # timeout bounds one read, and a server sending a byte at a time never trips it.
+        protocol, sock = self._protocol, self._sock
         while True:
             event = protocol.next_event()
             data = protocol.data_to_send()
             if data:
-                self._sock.sendall(data)
+                sock.settimeout(remaining(deadline))
+                sock.sendall(data)
             if event is not core.NEED_DATA:
                 if isinstance(event, core.ConnectionClosed):
                     raise FaktoryError("the server closed the connection")
                 return event
-            protocol.receive_data(self._sock.recv(65536))
+            sock.settimeout(remaining(deadline))
+            protocol.receive_data(sock.recv(65536))
+
+    def reusable(self) -> bool:
+        """Whether it can carry another command: not if the server closed it or sent bytes
+        nobody asked for (while it sat idle, or after the last reply), which a command sent now
+        would take for its reply."""
+        if self._protocol.state is not core.ConnectionState.READY or unread(self._protocol):
+            return False
+        pending = getattr(self._sock, "pending", None)  # TLS: decrypted, not yet read by us
+        if pending is not None and pending():
+            return False
+        # Readable while idle: an end of file, a reset, or bytes; a zero timeout never blocks.
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        return not poller.poll(0)
 
     def end(self) -> None:
         with contextlib.suppress(OSError):
