@@ -23,6 +23,7 @@ from ._common import (
     new_jid,
     resolve_url,
     tls_context,
+    unread,
 )
 
 __all__ = ["Client"]
@@ -31,9 +32,14 @@ __all__ = ["Client"]
 class Client:
     """A producer and admin client: push jobs, inspect and manage the server.
 
-    Connections are opened on demand and kept in a small pool (``pool_size``); each command
-    must complete within ``timeout`` s, or its connection is closed and TimeoutError raised.
-    Server errors raise :class:`ServerReplyError`. Use it as ``async with Client() as client``.
+    Connections are opened on demand and kept in a small pool (``pool_size``).
+    ``connect_timeout`` bounds opening one: TCP connect, TLS handshake and Faktory's
+    HI/HELLO/OK together. ``timeout`` bounds each command, from writing it to the last byte of
+    its reply (:meth:`fetch` waits at least ``FETCH_TIMEOUT_FLOOR`` s). Past either bound,
+    TimeoutError is raised and that connection closed. Waiting for a free connection when
+    ``pool_size`` are busy is not bounded. A pooled connection that the server closed, or
+    wrote to unasked, is replaced before use. Server errors raise :class:`ServerReplyError`.
+    Use it as ``async with Client() as client``.
     """
 
     def __init__(
@@ -223,18 +229,22 @@ class Client:
     # -- plumbing -----------------------------------------------------------------------------
 
     async def request(self, command: core.Command, *, timeout: float | None = None) -> core.Event:
-        """Send one command and return its reply event; ServerReplyError on ``-ERR``."""
+        """Send one command and return its reply event; ServerReplyError on ``-ERR``.
+
+        TimeoutError when the reply is not complete ``timeout`` s (the Client's by default)
+        after the command is sent.
+        """
         if self._closed:
             raise FaktoryError("the client is closed")
         async with self._slots:
             if self._closed:  # closed while this call waited for a connection
                 raise FaktoryError("the client is closed")
-            connection = self._idle.pop() if self._idle else None
+            connection = self._reusable()
             try:
                 if connection is None:
-                    connection = await asyncio.wait_for(self._open(), self._connect_timeout)
-                event = await asyncio.wait_for(
-                    connection.request(command), self._timeout if timeout is None else timeout
+                    connection = await self._open()
+                event = await connection.request(
+                    command, self._timeout if timeout is None else timeout
                 )
             except BaseException:
                 if connection is not None:
@@ -251,50 +261,77 @@ class Client:
     async def _ok(self, command: core.Command) -> None:
         expect(await self.request(command), core.OK)
 
+    def _reusable(self) -> _ClientConnection | None:
+        """An idle connection fit to carry a command; those found unfit are closed."""
+        while True:
+            try:
+                connection = self._idle.pop()
+            except IndexError:  # none is idle
+                return None
+            if connection.reusable():
+                return connection
+            connection.abandon()
+
     async def _open(self) -> _ClientConnection:
-        url = self._url
+        url, limit = self._url, self._connect_timeout
         try:
-            reader, writer = await asyncio.open_connection(
-                url.host,
-                url.port,
-                ssl=self._ssl_context if url.tls else None,
-                server_hostname=url.host if url.tls else None,
-            )
-        except ssl.SSLError as error:
-            explain_tls_error(error, url)
-            raise
-        connection = _ClientConnection(
-            reader,
-            writer,
-            core.Connection(core.ClientInfo(username=url.username), password=url.password),
-        )
-        try:
-            event = await connection.next_event()
-        except FaktoryError:  # closed before the handshake ended
-            connection.abandon()
-            raise handshake_closed(url) from None
-        except BaseException:  # a timeout or a cancellation: never leak the socket
-            connection.abandon()
-            raise
+            async with asyncio.timeout(limit):
+                try:
+                    _, connection = await asyncio.get_running_loop().create_connection(
+                        lambda: _ClientConnection(
+                            core.Connection(
+                                core.ClientInfo(username=url.username), password=url.password
+                            )
+                        ),
+                        url.host,
+                        url.port,
+                        ssl=self._ssl_context if url.tls else None,
+                        server_hostname=url.host if url.tls else None,
+                    )
+                except ssl.SSLError as error:
+                    explain_tls_error(error, url)
+                    raise
+                try:
+                    event = await connection.next_event()
+                except FaktoryError:  # closed before the handshake ended
+                    connection.abandon()
+                    raise handshake_closed(url) from None
+                except BaseException:  # a timeout or a cancellation: never leak the socket
+                    connection.abandon()
+                    raise
+        except TimeoutError:
+            raise TimeoutError(
+                f"connecting to {url} took more than {limit:g} s (connect_timeout)"
+            ) from None
         if not isinstance(event, core.Ready):
             connection.abandon()
             raise handshake_failure(event, url)
         return connection
 
 
-class _ClientConnection:
-    """One pooled connection: a stream pair and the core's protocol state."""
+class _ClientConnection(asyncio.Protocol):
+    """One pooled connection: a transport feeding the core's protocol state.
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: core.Connection
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
+    A protocol rather than a StreamReader: it knows exactly whether anything arrived while
+    nobody was waiting for a reply, and costs less per call.
+    """
+
+    def __init__(self, protocol: core.Connection) -> None:
         self._protocol = protocol
+        self._transport: asyncio.Transport | None = None
+        self._received: list[bytes] = []  # arrived, not yet given to the core
+        self._closed = False  # the server closed the connection, or it broke
+        self._waiter: asyncio.Future[None] | None = None  # a reader waiting for either
 
-    async def request(self, command: core.Command) -> core.Event:
+    async def request(self, command: core.Command, timeout: float) -> core.Event:
         self._protocol.send(command)
-        return await self.next_event()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.next_event()
+        except TimeoutError:
+            raise TimeoutError(
+                f"{command.verb} got no complete reply within {timeout:g} s"
+            ) from None
 
     async def next_event(self) -> core.Event:
         protocol = self._protocol
@@ -302,18 +339,68 @@ class _ClientConnection:
             event = protocol.next_event()
             data = protocol.data_to_send()
             if data:
-                self._writer.write(data)
+                self._write(data)
             if event is not core.NEED_DATA:
                 if isinstance(event, core.ConnectionClosed):
                     raise FaktoryError("the server closed the connection")
                 return event
-            protocol.receive_data(await self._reader.read(65536))
+            await self._receive()
+
+    def reusable(self) -> bool:
+        """Whether it can carry another command: not if the server closed it or sent bytes
+        nobody asked for (while it sat idle, or after the last reply), which a command sent now
+        would take for its reply."""
+        if self._protocol.state is not core.ConnectionState.READY or unread(self._protocol):
+            return False
+        return not (self._received or self._closed)
 
     def end(self) -> None:
         if self._protocol.state is core.ConnectionState.READY:
             self._protocol.send(core.End())
-            self._writer.write(self._protocol.data_to_send())
-        self._writer.close()
+            self._write(self._protocol.data_to_send())
+        if self._transport is not None:
+            self._transport.close()
 
     def abandon(self) -> None:
-        self._writer.close()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _write(self, data: bytes) -> None:
+        assert self._transport is not None  # connected before the core has anything to send
+        self._transport.write(data)
+
+    async def _receive(self) -> None:
+        """Give the core what arrived, first waiting for something to."""
+        if not self._received and not self._closed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        received, self._received = self._received, []
+        for data in received:
+            self._protocol.receive_data(data)
+        if not received:  # woken by the close alone
+            self._protocol.receive_data(b"")
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._received.append(data)
+        self._wake()
+
+    def eof_received(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
