@@ -62,7 +62,8 @@ EXIT_CRASHED: Final = 4
 
 ADAPTERS: Final = ("asyncio", "thread", "gevent")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-#: How long the reachability check waits for the connection and for each reply.
+#: The reachability check's two bounds: on opening the connection (TCP, TLS and the Faktory
+#: handshake together), then on the whole INFO reply. So it ends within twice this.
 CHECK_TIMEOUT: Final = 5.0
 
 _IMPORTLIB: Final = os.path.dirname(importlib.__file__)

@@ -4,6 +4,7 @@ capture that can be waited on."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import re
@@ -11,6 +12,8 @@ import threading
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, Final
+
+import gevent
 
 from faktory_adapters import asyncio as aio
 from faktory_adapters import gevent as gevent_adapter
@@ -33,6 +36,7 @@ class SyncClient:
     """An adapter's Client with blocking methods: the asyncio one runs on a private loop."""
 
     def __init__(self, adapter: str, url: str | None, **options: Any) -> None:
+        self.adapter = adapter
         self._loop: asyncio.AbstractEventLoop | None = None
         if adapter == "asyncio":
             self._loop = asyncio.new_event_loop()
@@ -56,6 +60,24 @@ class SyncClient:
             return self._run(result) if asyncio.iscoroutine(result) else result
 
         return call
+
+    def concurrently(self, method: str, *argsets: tuple[Any, ...]) -> list[Any]:
+        """Call ``method`` once per tuple of arguments, all at once, the adapter's way (tasks,
+        threads or greenlets); return the results in order."""
+        call = getattr(self._client, method)
+        if self._loop is not None:
+
+            async def gather() -> list[Any]:
+                return list(await asyncio.gather(*(call(*args) for args in argsets)))
+
+            return self._run(gather())  # type: ignore[no-any-return]
+        if self.adapter == "gevent":
+            greenlets = [gevent.spawn(call, *args) for args in argsets]
+            gevent.joinall(greenlets, timeout=WAIT, raise_error=True)
+            return [greenlet.get(block=False) for greenlet in greenlets]
+        with concurrent.futures.ThreadPoolExecutor(len(argsets)) as pool:
+            futures = [pool.submit(call, *args) for args in argsets]
+            return [future.result(WAIT) for future in futures]
 
     def __repr__(self) -> str:
         return repr(self._client)
