@@ -27,6 +27,15 @@ class ServerURL:
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
 
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host:
+            raise ConfigurationError(f"invalid Faktory URL: no host (got {self.host!r})")
+        # urllib takes port 0, which no server listens on: the worker would never connect.
+        if type(self.port) is not int or not 1 <= self.port <= 65535:
+            raise ConfigurationError(
+                f"invalid Faktory URL {str(self)!r}: the port must be a number from 1 to 65535"
+            )
+
     @classmethod
     def parse(cls, url: str) -> ServerURL:
         """Parse ``tcp://[user][:password]@host[:port]`` (or ``tcp+tls://``).
@@ -39,7 +48,7 @@ class ServerURL:
         except ValueError:
             # urllib's own message quotes the URL, password included: never pass it on.
             raise ConfigurationError(
-                f"invalid Faktory URL {_redact(url)!r}: the port must be a number from 0 to "
+                f"invalid Faktory URL {_redact(url)!r}: the port must be a number from 1 to "
                 "65535 (percent-encode any '/', '?', '#' or '@' in the password)"
             ) from None
         if parts.scheme not in _SCHEMES:

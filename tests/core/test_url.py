@@ -61,6 +61,8 @@ def test_any_percent_encoded_password_comes_back(password: str) -> None:
         f"tcp://:{SECRET}@h:abc",
         f"tcp://:{SECRET}@h:99999",
         f"tcp://:{SECRET}@h:-1",
+        f"tcp://:{SECRET}@h:0",
+        f"tcp+tls://user:{SECRET}@h:00",
         f"tcp://:{SECRET}@[::1",
         f"tcp://user:{SECRET}@",
         "tcp://",
@@ -73,6 +75,37 @@ def test_bad_urls_raise_without_the_password(url: str) -> None:
         ServerURL.parse(url)
     assert SECRET not in str(raised.value)
     assert isinstance(raised.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (f"tcp://:{SECRET}@h:0", "tcp://:***@h:0"),
+        (f"tcp+tls://bob:{SECRET}@[::1]:0", "tcp+tls://bob:***@[::1]:0"),
+        ("tcp://h:0", "tcp://h:0"),
+    ],
+)
+def test_port_0_is_refused_naming_the_url_without_its_password(url: str, shown: str) -> None:
+    # urllib takes port 0; no server listens there, and a worker would retry it for ever.
+    with pytest.raises(ConfigurationError) as raised:
+        ServerURL.parse(url)
+    assert str(raised.value) == (
+        f"invalid Faktory URL {shown!r}: the port must be a number from 1 to 65535"
+    )
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, True, "7419", 7419.0, None])
+def test_a_server_url_built_directly_checks_its_port(port: object) -> None:
+    with pytest.raises(ConfigurationError, match="the port must be a number from 1 to 65535"):
+        ServerURL(host="h", port=port, password=SECRET)  # type: ignore[arg-type]
+    assert ServerURL(host="h", port=1).port == 1
+    assert ServerURL(host="h", port=65535).port == 65535
+
+
+@pytest.mark.parametrize("host", ["", None, 5])
+def test_a_server_url_built_directly_needs_a_host(host: object) -> None:
+    with pytest.raises(ConfigurationError, match="no host"):
+        ServerURL(host=host)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("separator", ["/", "?", "#", " w/"])
