@@ -1,9 +1,9 @@
-"""A worker's settings, checked once when they are built."""
+"""A worker's and a client's settings, checked once when they are built."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -13,7 +13,107 @@ from ._errors import LocalProtocolError
 from ._job import check_queue_name
 from ._resp import DEFAULT_MAX_REPLY_SIZE
 
-__all__ = ["WorkerConfig"]
+__all__ = [
+    "MAX_ABORT_GRACE",
+    "MAX_CLIENT_TIMEOUT",
+    "MAX_CONCURRENCY",
+    "MAX_CONNECT_TIMEOUT",
+    "MAX_HEARTBEAT_INTERVAL",
+    "MAX_POOL_SIZE",
+    "MAX_QUEUE_WEIGHT",
+    "MAX_RECONNECT",
+    "MAX_REPLY_TIMEOUT",
+    "MAX_SHUTDOWN_TIMEOUT",
+    "MAX_TIME_LIMIT",
+    "MIN_HEARTBEAT_INTERVAL",
+    "MIN_RECONNECT_BASE",
+    "MIN_REPLY_TIMEOUT",
+    "ClientConfig",
+    "WorkerConfig",
+    "check_seconds",
+]
+
+# The bounds of every option, each documented in docs/configuration.md. Every time is finite:
+# the adapters hand them to select(), sleep() and wait_for(), where inf or NaN breaks a thread.
+
+#: A day: past it the job has outlived its longest server reservation (86,400 s) anyway.
+MAX_SHUTDOWN_TIMEOUT: Final = 86_400
+#: An hour for aborted jobs to clean up.
+MAX_ABORT_GRACE: Final = 3_600
+#: BEATs no more often than ten a second: a smaller interval only loads the server.
+MIN_HEARTBEAT_INTERVAL: Final = 0.1
+#: The server reaps a worker 60 s after its last BEAT: 30 s leaves room for one late beat.
+MAX_HEARTBEAT_INTERVAL: Final = 30
+#: 30 days, for ``job_time_limit`` and every ``time_limits`` value.
+MAX_TIME_LIMIT: Final = 2_592_000
+#: A FETCH waits ~2 s on the server (up to its 5 s command context): a link whose reply is due
+#: sooner is dropped while its FETCH is pending, and the job it hands out stays reserved.
+MIN_REPLY_TIMEOUT: Final = 5
+MAX_REPLY_TIMEOUT: Final = 3_600
+#: The backoff doubles at most 32 times: a smaller first delay would retry in a tight loop.
+MIN_RECONNECT_BASE: Final = 0.01
+#: The longest wait between two reconnects (``reconnect_base`` and ``reconnect_cap``).
+MAX_RECONNECT: Final = 3_600
+#: How long opening one connection (TCP, TLS, handshake) may take.
+MAX_CONNECT_TIMEOUT: Final = 300
+#: A sanity maximum, not the server's limit (2,000 connections by default, configurable).
+MAX_CONCURRENCY: Final = 10_000
+#: Weighted queue order costs the same whatever the weights; this only catches typos.
+MAX_QUEUE_WEIGHT: Final = 1_000_000
+#: A Client's connections (each one a server connection, like a worker's slots).
+MAX_POOL_SIZE: Final = 1_000
+#: How long one Client command may take.
+MAX_CLIENT_TIMEOUT: Final = 3_600
+
+
+def _number(value: Any) -> bool:
+    """A real number: not a bool, not NaN (NaN compares false with everything)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def check_seconds(name: str, value: Any, low: float, high: float, *, above: bool) -> None:
+    """Refuse anything but a finite number of seconds within ``low``..``high``.
+
+    With ``above``, ``low`` itself is refused (the time must be longer than it).
+    """
+    if _number(value) and (low < value if above else low <= value) and value <= high:
+        return
+    bounds = f"above {low} and at most {high}" if above else f"from {low} to {high}"
+    raise LocalProtocolError(f"{name} must be a finite number of seconds {bounds}, got {value!r}")
+
+
+def _seconds(
+    low: float, high: float, *, above: bool = True, optional: bool = False
+) -> Callable[..., None]:
+    """An attrs validator: ``check_seconds`` under the field's name (and None if ``optional``)."""
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not (optional and value is None):
+            check_seconds(attribute.name, value, low, high, above=above)
+
+    return check
+
+
+def _count(low: int, high: int) -> Callable[..., None]:
+    """An attrs validator: an integer (not a bool) within ``low``..``high``."""
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if type(value) is not int or not low <= value <= high:
+            raise LocalProtocolError(
+                f"{attribute.name} must be an integer from {low} to {high}, got {value!r}"
+            )
+
+    return check
+
+
+def _utf8(what: str, value: str) -> str:
+    """``value``, if UTF-8 can carry it: a lone surrogate (an undecodable byte of argv or the
+    environment) cannot, and would make every HELLO fail."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(f"{what} {value!r} is not valid UTF-8") from None
+    return value
 
 
 def _queues(value: Sequence[str] | Mapping[str, int]) -> tuple[str, ...] | dict[str, int]:
@@ -23,11 +123,19 @@ def _queues(value: Sequence[str] | Mapping[str, int]) -> tuple[str, ...] | dict[
         weights = dict(value)
         for name, weight in weights.items():
             check_queue_name(name)
-            if type(weight) is not int or weight < 1:
-                raise LocalProtocolError(f"queue weights must be positive integers: {name}")
+            if type(weight) is not int or not 1 <= weight <= MAX_QUEUE_WEIGHT:
+                raise LocalProtocolError(
+                    f"queue weights must be integers from 1 to {MAX_QUEUE_WEIGHT}: "
+                    f"{name} has {weight!r}"
+                )
         if not weights:
             raise LocalProtocolError("a worker needs at least one queue")
         return weights
+    if not isinstance(value, Iterable):
+        raise LocalProtocolError(
+            "queues must be a list of queue names or a {name: weight} mapping, "
+            f"got {type(value).__name__}"
+        )
     names = tuple(dict.fromkeys(value))
     if not names:
         raise LocalProtocolError("a worker needs at least one queue")
@@ -36,36 +144,16 @@ def _queues(value: Sequence[str] | Mapping[str, int]) -> tuple[str, ...] | dict[
     return names
 
 
-def _number(value: Any) -> bool:
-    """A real number: not a bool, not NaN (NaN compares false with everything)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _positive(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not _number(value) or value <= 0:
-        raise LocalProtocolError(f"{attribute.name} must be a positive number, got {value!r}")
-
-
-def _non_negative(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not _number(value) or value < 0:
-        raise LocalProtocolError(f"{attribute.name} must be zero or more, got {value!r}")
-
-
-def _optional_positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None:
-        _positive(instance, attribute, value)
-
-
-def _concurrency(_: object, __: object, value: Any) -> None:
-    if type(value) is not int or value < 1:
-        raise LocalProtocolError(f"concurrency must be a positive integer, got {value!r}")
-
-
 def _time_limits(value: Mapping[str, float]) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise LocalProtocolError(
+            f"time_limits must be a mapping of job types to seconds, got {type(value).__name__}"
+        )
     limits = dict(value)
     for jobtype, limit in limits.items():
-        if not _number(limit) or limit <= 0:
-            raise LocalProtocolError(f"the time limit of {jobtype} must be positive")
+        if not isinstance(jobtype, str) or not jobtype:
+            raise LocalProtocolError(f"time_limits keys must be job type names, got {jobtype!r}")
+        check_seconds(f"time_limits[{jobtype!r}]", limit, 0, MAX_TIME_LIMIT, above=True)
     return limits
 
 
@@ -84,47 +172,100 @@ def _max_reply_size(_: object, __: object, value: Any) -> None:
 
 
 def _wid(value: object) -> str:
-    return _word(value, "wid")
+    return _utf8("wid", _word(value, "wid"))
 
 
 def _labels(value: Iterable[str]) -> tuple[str, ...]:
-    return ClientInfo(labels=value).labels
+    if not isinstance(value, Iterable):
+        raise LocalProtocolError(
+            f"labels must be a sequence of strings, got {type(value).__name__}"
+        )
+    labels = ClientInfo(labels=value).labels  # a sequence of strings, not one string
+    for label in labels:
+        _utf8("label", label)
+    return labels
+
+
+def _hostname(_: object, __: object, value: Any) -> None:
+    if isinstance(value, str):
+        _utf8("hostname", value)  # ClientInfo refuses anything but a string or None
+
+
+def _boolean(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise LocalProtocolError(f"{attribute.name} must be True or False, got {value!r}")
+
+
+def _queue_order(_: object, __: object, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise LocalProtocolError(f"queue_order must be a callable or None, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
 class WorkerConfig:
-    """Everything that shapes a worker's behaviour; times are in seconds."""
+    """Everything that shapes a worker's behaviour; times are in seconds.
+
+    Every option is checked here, once, with the bounds documented in docs/configuration.md:
+    a bad one raises LocalProtocolError naming it, never a failure later in a running worker.
+    """
 
     wid: str = attrs.field(converter=_wid)
-    hostname: str | None = None
+    hostname: str | None = attrs.field(default=None, validator=_hostname)
     pid: int | None = None
     labels: tuple[str, ...] = attrs.field(default=(), converter=_labels)
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
-    #: Queue names in strict priority order, or a mapping of names to integer weights.
+    #: Queue names in strict priority order, or a mapping of names to integer weights
+    #: (1 to MAX_QUEUE_WEIGHT).
     queues: tuple[str, ...] | dict[str, int] = attrs.field(default=("default",), converter=_queues)
     #: Overrides ``queues``: returns the queue list of each FETCH.
-    queue_order: Callable[[], Iterable[str]] | None = None
-    concurrency: int = attrs.field(default=10, validator=_concurrency)
-    shutdown_timeout: float = attrs.field(default=25.0, validator=_non_negative)
-    abort_grace: float = attrs.field(default=3.0, validator=_non_negative)
-    heartbeat_interval: float = attrs.field(default=15.0, validator=_positive)
+    queue_order: Callable[[], Iterable[str]] | None = attrs.field(
+        default=None, validator=_queue_order
+    )
+    #: Jobs run at the same time, each on a connection of its own (1 to MAX_CONCURRENCY).
+    concurrency: int = attrs.field(default=10, validator=_count(1, MAX_CONCURRENCY))
+    shutdown_timeout: float = attrs.field(
+        default=25.0, validator=_seconds(0, MAX_SHUTDOWN_TIMEOUT, above=False)
+    )
+    abort_grace: float = attrs.field(
+        default=3.0, validator=_seconds(0, MAX_ABORT_GRACE, above=False)
+    )
+    heartbeat_interval: float = attrs.field(
+        default=15.0,
+        validator=_seconds(MIN_HEARTBEAT_INTERVAL, MAX_HEARTBEAT_INTERVAL, above=False),
+    )
     #: Abort and FAIL any job running longer than this (None: no limit)...
-    job_time_limit: float | None = attrs.field(default=None, validator=_optional_positive)
+    job_time_limit: float | None = attrs.field(
+        default=None, validator=_seconds(0, MAX_TIME_LIMIT, optional=True)
+    )
     #: ...or than the limit given for its job type here.
     time_limits: dict[str, float] = attrs.field(factory=dict, converter=_time_limits)
     #: Job types this worker can run; others are FAILed as UnknownJobType (None: any).
     jobtypes: frozenset[str] | None = attrs.field(default=None, converter=_jobtypes)
     #: Burst mode: after a FETCH comes back empty, fetch no more and exit once running jobs
     #: finish (no shutdown timeout applies).
-    burst: bool = False
+    burst: bool = attrs.field(default=False, validator=_boolean)
+    #: How long opening a connection may take (the adapters apply it).
+    connect_timeout: float = attrs.field(default=5.0, validator=_seconds(0, MAX_CONNECT_TIMEOUT))
     #: A connection whose awaited reply takes longer than this is dropped and re-opened.
-    reply_timeout: float = attrs.field(default=10.0, validator=_positive)
-    reconnect_base: float = attrs.field(default=0.5, validator=_positive)
-    reconnect_cap: float = attrs.field(default=30.0, validator=_positive)
+    reply_timeout: float = attrs.field(
+        default=10.0, validator=_seconds(MIN_REPLY_TIMEOUT, MAX_REPLY_TIMEOUT, above=False)
+    )
+    #: Reconnect backoff: the first wait, doubling up to the cap (base <= cap).
+    reconnect_base: float = attrs.field(
+        default=0.5, validator=_seconds(MIN_RECONNECT_BASE, MAX_RECONNECT, above=False)
+    )
+    reconnect_cap: float = attrs.field(
+        default=30.0, validator=_seconds(MIN_RECONNECT_BASE, MAX_RECONNECT, above=False)
+    )
     max_reply_size: int = attrs.field(default=DEFAULT_MAX_REPLY_SIZE, validator=_max_reply_size)
 
     def __attrs_post_init__(self) -> None:
+        if self.reconnect_base > self.reconnect_cap:
+            raise LocalProtocolError(
+                f"reconnect_base must be at most reconnect_cap ({self.reconnect_cap!r}), "
+                f"got {self.reconnect_base!r}"
+            )
         self.client_info()  # check the HELLO fields now, not at the first connection
 
     def client_info(self) -> ClientInfo:
@@ -140,3 +281,15 @@ class WorkerConfig:
     def time_limit(self, jobtype: str) -> float | None:
         """The time limit of a job of this type, if any."""
         return self.time_limits.get(jobtype, self.job_time_limit)
+
+
+@attrs.frozen(kw_only=True)
+class ClientConfig:
+    """A Client's settings, checked like a worker's (LocalProtocolError naming the option)."""
+
+    #: Connections kept open at most, each a server connection (1 to MAX_POOL_SIZE).
+    pool_size: int = attrs.field(default=4, validator=_count(1, MAX_POOL_SIZE))
+    #: How long one command may take.
+    timeout: float = attrs.field(default=10.0, validator=_seconds(0, MAX_CLIENT_TIMEOUT))
+    #: How long opening a connection may take.
+    connect_timeout: float = attrs.field(default=5.0, validator=_seconds(0, MAX_CONNECT_TIMEOUT))
