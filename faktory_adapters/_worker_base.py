@@ -13,6 +13,7 @@ import faktory_core as core
 
 from ._common import new_wid, resolve_url, tls_context
 from ._jobs import Jobs, JobType
+from ._options import check_flag, check_ssl_context
 
 __all__ = ["JobType", "Jobs", "WorkerBase"]
 
@@ -34,6 +35,10 @@ class WorkerBase:
     in seconds. ``raise_in_job=False`` keeps an abort from interrupting a job (the asyncio
     task is not cancelled, no JobAborted is raised in a thread): the job gets the signal only.
     ``burst=True`` works until a FETCH comes back empty, then stops once running jobs finish.
+
+    Every option is checked here, with the bounds of docs/configuration.md: a bad one raises
+    ``LocalProtocolError`` (the core's checks) or ``ConfigurationError`` (the URL, ssl_context)
+    naming it, never a failure once the worker runs.
     """
 
     #: The runtime's name, in the default labels.
@@ -59,23 +64,42 @@ class WorkerBase:
         burst: bool = False,
     ) -> None:
         self._url = resolve_url(url)
+        check_ssl_context(self._url, ssl_context)
+        check_flag("raise_in_job", raise_in_job)
+        # Copies: the config is made again at each serve, so an iterator must be read once,
+        # and a dict changed later must not skip the checks. Anything else (one string, a
+        # number) goes to the core as given, to be taken or refused there.
+        if isinstance(queues, Mapping):
+            queues = dict(queues)
+        elif isinstance(queues, Iterable) and not isinstance(queues, str):
+            queues = tuple(queues)
+        if labels is None:
+            labels = ("python", self.runtime)
+        elif isinstance(labels, Iterable) and not isinstance(labels, str):
+            labels = tuple(labels)
+        if time_limits is None:
+            time_limits = {}
+        elif isinstance(time_limits, Mapping):
+            time_limits = dict(time_limits)
         self._options: dict[str, Any] = {
             "queues": queues,
             "concurrency": concurrency,
             "shutdown_timeout": shutdown_timeout,
             "abort_grace": abort_grace,
             "heartbeat_interval": heartbeat_interval,
-            "labels": ("python", self.runtime) if labels is None else tuple(labels),
+            "labels": labels,
             "job_time_limit": job_time_limit,
-            "time_limits": dict(time_limits or {}),
+            "time_limits": time_limits,
             "burst": burst,
+            "connect_timeout": connect_timeout,
         }
-        self.wid = wid or new_wid()
+        # An empty wid is refused by the core, not silently replaced.
+        self.wid = new_wid() if wid is None else wid
         self._jobs = Jobs()
         # While drain() runs: what jobs raised, the first to be re-raised.
         self._raised: list[BaseException] | None = None
-        self._make_config()  # check the options now, not when serving starts
-        self._connect_timeout = connect_timeout
+        config = self._make_config()  # check the options now, not when serving starts
+        self._connect_timeout = config.connect_timeout
         self._ssl_context = ssl_context
         if self._url.tls and ssl_context is None:
             self._ssl_context = tls_context()

@@ -1,18 +1,21 @@
-"""Bad input gets a clear error and loses nothing: malformed URLs, job arguments JSON cannot
-carry, and a reply too large to accept (every adapter, a real server)."""
+"""Bad input gets a clear error and loses nothing: malformed URLs, worker options that would
+break a running worker, job arguments JSON cannot carry, and a reply too large to accept
+(every adapter, a real server)."""
 
 from __future__ import annotations
 
 import math
+import ssl
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
 from faktory_core import DEFAULT_MAX_REPLY_SIZE, ConfigurationError, LocalProtocolError
 from faktory_core import RemoteProtocolError as Remote
+from tests.cli.command import run
 from tests.support.adapters import SyncClient, adapter_module
 from tests.support.server import FaktoryServer
 
@@ -72,6 +75,110 @@ def test_a_malformed_faktory_url_in_the_environment_fails_at_construction(
         with pytest.raises(ConfigurationError, match="the port must be a number") as raised:
             make()
         assert SECRET not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", [f"tcp://:{SECRET}@localhost:0", "tcp+tls://localhost:0"])
+def test_port_0_fails_at_construction_without_the_password(adapter: str, url: str) -> None:
+    module = adapter_module(adapter)
+    makers: list[Callable[[], object]] = [
+        lambda: module.Client(url),
+        lambda: module.Worker(url=url),
+    ]
+    for make in makers:
+        with pytest.raises(ConfigurationError, match="the port must be a number from 1 to 65535"):
+            make()
+
+
+# -- worker options --------------------------------------------------------------------------
+
+#: Options each once accepted by every adapter's Worker, which then broke as it ran: inf in
+#: select() (OverflowError, the job left reserved), a heartbeat thread dead at once, a worker
+#: that never connects, a HELLO that always fails, a weighted order that ran out of memory.
+BAD_OPTIONS: Final[list[tuple[str, Any, str]]] = [
+    ("job_time_limit", math.inf, "job_time_limit must be a finite number of seconds above 0"),
+    ("job_time_limit", 0, "job_time_limit must be a finite number of seconds above 0"),
+    ("shutdown_timeout", math.inf, "shutdown_timeout must be a finite number of seconds from 0"),
+    ("shutdown_timeout", math.nan, "shutdown_timeout must be a finite number of seconds from 0"),
+    ("shutdown_timeout", 86_401, "shutdown_timeout must be a finite number of seconds from 0"),
+    ("abort_grace", math.inf, "abort_grace must be a finite number of seconds from 0"),
+    ("abort_grace", -1, "abort_grace must be a finite number of seconds from 0"),
+    ("heartbeat_interval", math.inf, "heartbeat_interval must be a finite number of seconds"),
+    ("heartbeat_interval", 60, "heartbeat_interval must be a finite number of seconds"),
+    ("heartbeat_interval", 0, "heartbeat_interval must be a finite number of seconds"),
+    ("connect_timeout", 0, "connect_timeout must be a finite number of seconds above 0"),
+    ("connect_timeout", -1, "connect_timeout must be a finite number of seconds above 0"),
+    ("connect_timeout", math.nan, "connect_timeout must be a finite number of seconds above 0"),
+    ("connect_timeout", math.inf, "connect_timeout must be a finite number of seconds above 0"),
+    ("connect_timeout", True, "connect_timeout must be a finite number of seconds above 0"),
+    ("time_limits", {"Report": math.inf}, "time_limits['Report'] must be a finite number"),
+    ("concurrency", 10_001, "concurrency must be an integer from 1 to 10000"),
+    ("concurrency", True, "concurrency must be an integer from 1 to 10000"),
+    ("queues", {"bulk": 10**7}, "queue weights must be integers from 1 to 1000000: bulk"),
+    ("queues", {"bulk": 10**9}, "queue weights must be integers from 1 to 1000000: bulk"),
+    ("labels", ["\udcff"], "label '\\udcff' is not valid UTF-8"),
+    ("labels", "python", "labels must be a sequence of strings, not one string"),
+    ("wid", "w\udcff", "wid 'w\\udcff' is not valid UTF-8"),
+    ("wid", "", "wid must be a non-empty string"),
+    ("burst", "yes", "burst must be True or False, got 'yes'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"), BAD_OPTIONS, ids=[f"{o}={v!r}" for o, v, _ in BAD_OPTIONS]
+)
+def test_a_bad_worker_option_fails_at_construction_naming_it(
+    adapter: str, option: str, value: Any, message: str
+) -> None:
+    with pytest.raises(LocalProtocolError) as raised:
+        adapter_module(adapter).Worker(url="tcp://localhost:7419", **{option: value})
+    assert str(raised.value).startswith(message), str(raised.value)
+
+
+def test_a_bad_raise_in_job_fails_at_construction(adapter: str) -> None:
+    with pytest.raises(ConfigurationError, match="raise_in_job must be True or False"):
+        adapter_module(adapter).Worker(url="tcp://localhost:7419", raise_in_job="no")
+
+
+def test_an_ssl_context_with_a_plain_tcp_url_is_refused(adapter: str) -> None:
+    # Once ignored: the traffic, password proof included, stayed plaintext.
+    context = ssl.create_default_context()
+    module = adapter_module(adapter)
+    with pytest.raises(ConfigurationError) as raised:
+        module.Worker(url=f"tcp://:{SECRET}@localhost:7419", ssl_context=context)
+    assert str(raised.value) == (
+        "ssl_context was given but tcp://:***@localhost:7419 is plain TCP: use a tcp+tls:// URL"
+    )
+    with pytest.raises(ConfigurationError, match=r"ssl_context must be an ssl\.SSLContext"):
+        module.Worker(url="tcp+tls://localhost:7419", ssl_context="/etc/ssl/ca.pem")
+    worker = module.Worker(url="tcp+tls://localhost:7419", ssl_context=context)
+    assert worker._ssl_context is context
+
+
+def test_the_checked_connect_timeout_is_the_one_used(adapter: str) -> None:
+    worker = adapter_module(adapter).Worker(url="tcp://localhost:7419", connect_timeout=2)
+    assert worker._connect_timeout == 2
+    assert worker._make_config().connect_timeout == 2
+
+
+def test_options_given_as_iterators_are_read_once(adapter: str) -> None:
+    worker = adapter_module(adapter).Worker(
+        url="tcp://localhost:7419", queues=iter(["a", "b"]), labels=iter(["x"])
+    )
+    for _ in range(2):  # the config is made again at each serve
+        config = worker._make_config()
+        assert (config.queues, config.labels) == (("a", "b"), ("x",))
+
+
+def test_a_label_that_is_not_utf8_stops_the_command_with_exit_2(
+    faktory_server: FaktoryServer,
+) -> None:
+    # $'\xff' on the command line is '\udcff' in Python: every HELLO failed, and the process
+    # once exited 0 without ever working.
+    result = run("-l", "\udcff", "-r", "tests.cli.jobs_ok", "--url", faktory_server.url)
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines() == [
+        "faktory-worker: error: label '\\udcff' is not valid UTF-8"
+    ]
 
 
 # -- job arguments ---------------------------------------------------------------------------
