@@ -36,7 +36,7 @@ from ._commands import (
     TrackSet,
     WorkerState,
 )
-from ._config import WorkerConfig
+from ._config import ClientConfig, WorkerConfig
 from ._connection import PROTOCOL_VERSION, ClientInfo, Connection
 from ._errors import ConfigurationError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
@@ -140,6 +140,7 @@ __all__ = [
     "Beat",
     "BeatReply",
     "BulkPushed",
+    "ClientConfig",
     "ClientInfo",
     "Close",
     "Command",
