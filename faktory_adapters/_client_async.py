@@ -355,7 +355,7 @@ class _ClientConnection(asyncio.Protocol):
         return not (self._received or self._closed)
 
     def end(self) -> None:
-        if self._protocol.state is core.ConnectionState.READY:
+        if self._protocol.state is core.ConnectionState.READY and not self._closed:
             self._protocol.send(core.End())
             self._write(self._protocol.data_to_send())
         if self._transport is not None:
