@@ -25,6 +25,7 @@ from ._common import (
     tls_context,
     unread,
 )
+from ._options import check_ssl_context
 
 __all__ = ["Client"]
 
@@ -52,11 +53,13 @@ class Client:
         ssl_context: ssl.SSLContext | None = None,
         jid_factory: Callable[[], str] = new_jid,
     ) -> None:
-        if pool_size < 1:
-            raise ValueError("pool_size must be at least 1")
         self._url = resolve_url(url)
-        self._timeout = timeout
-        self._connect_timeout = connect_timeout
+        check_ssl_context(self._url, ssl_context)
+        config = core.ClientConfig(
+            pool_size=pool_size, timeout=timeout, connect_timeout=connect_timeout
+        )
+        self._timeout = config.timeout
+        self._connect_timeout = config.connect_timeout
         self._ssl_context = ssl_context
         if self._url.tls and ssl_context is None:
             self._ssl_context = tls_context()

@@ -125,13 +125,16 @@ def _wrap_tls(context: ssl.SSLContext, sock: socket.socket, host: str) -> socket
 
 
 def _connect(url: core.ServerURL, *, timeout: float, ssl_context: Any) -> socket.socket:
-    return connect_socket(
-        url,
-        timeout=timeout,
-        ssl_context=ssl_context,
-        create_connection=gevent.socket.create_connection,
-        wrap_tls=_wrap_tls,
-    )
+    # gevent's SSLSocket gives each wait of its handshake the whole socket timeout: a
+    # gevent.Timeout bounds the connect and the handshake together.
+    with gevent.Timeout(timeout, TimeoutError(f"connecting to {url} took more than {timeout:g} s")):
+        return connect_socket(
+            url,
+            timeout=timeout,
+            ssl_context=ssl_context,
+            create_connection=gevent.socket.create_connection,
+            wrap_tls=_wrap_tls,
+        )
 
 
 class _Driver(_thread._Driver):

@@ -141,9 +141,6 @@ def test_connect_timeout_bounds_a_trickled_handshake(
 def test_connect_timeout_bounds_a_trickled_tls_handshake(
     adapter: str, tls_server: FaktoryServer, certificates: Certificates
 ) -> None:
-    if adapter == "gevent":
-        pytest.xfail("gevent's SSLSocket gives each wait of its handshake the whole timeout")
-
     context = ssl.create_default_context(cafile=str(certificates.ca_cert))
     with FaultProxy(tls_server.host, tls_server.port, trickle=TRICKLE / 4) as proxy:
         url = f"tcp+tls://127.0.0.1:{proxy.port}"  # the certificate names 127.0.0.1 too

@@ -154,6 +154,37 @@ def test_an_ssl_context_with_a_plain_tcp_url_is_refused(adapter: str) -> None:
     assert worker._ssl_context is context
 
 
+BAD_CLIENT_OPTIONS: Final[list[tuple[str, Any, str]]] = [
+    ("pool_size", 0, "pool_size must be an integer from 1 to 1000"),
+    ("pool_size", 2.5, "pool_size must be an integer from 1 to 1000"),
+    ("timeout", math.inf, "timeout must be a finite number of seconds"),
+    ("timeout", 0, "timeout must be a finite number of seconds"),
+    ("connect_timeout", math.nan, "connect_timeout must be a finite number of seconds"),
+    ("connect_timeout", -1, "connect_timeout must be a finite number of seconds"),
+]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    BAD_CLIENT_OPTIONS,
+    ids=[f"{o}={v!r}" for o, v, _ in BAD_CLIENT_OPTIONS],
+)
+def test_a_bad_client_option_fails_at_construction_naming_it(
+    adapter: str, option: str, value: Any, message: str
+) -> None:
+    with pytest.raises(LocalProtocolError) as raised:
+        adapter_module(adapter).Client("tcp://localhost:7419", **{option: value})
+    assert str(raised.value).startswith(message), str(raised.value)
+
+
+def test_a_client_refuses_an_ssl_context_with_a_plain_tcp_url(adapter: str) -> None:
+    context = ssl.create_default_context()
+    module = adapter_module(adapter)
+    with pytest.raises(ConfigurationError, match="is plain TCP: use a tcp\\+tls:// URL"):
+        module.Client(f"tcp://:{SECRET}@localhost:7419", ssl_context=context)
+    assert module.Client("tcp+tls://localhost:7419", ssl_context=context)._ssl_context is context
+
+
 def test_the_checked_connect_timeout_is_the_one_used(adapter: str) -> None:
     worker = adapter_module(adapter).Worker(url="tcp://localhost:7419", connect_timeout=2)
     assert worker._connect_timeout == 2
