@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
@@ -11,17 +13,24 @@ import attrs
 
 from ._errors import LocalProtocolError
 
-__all__ = ["MAX_RESERVE_FOR", "Failure", "Job", "check_queue_name"]
+__all__ = ["MAX_RESERVE_FOR", "Failure", "JidScanner", "Job", "check_queue_name", "find_jid"]
 
 #: The longest reservation the server accepts, in seconds (one day).
 MAX_RESERVE_FOR: Final = 86400
 _QUEUE_NAME: Final = re.compile(r"[a-zA-Z0-9._-]+")
 
+# Values quoted in error messages come from the wire: a bounded repr keeps a 10 MB string or
+# a list nested 900 deep (repr would recurse) from making the message, and the FAIL, huge.
+_repr = reprlib.Repr()
+_repr.maxlevel = 3
+_repr.maxstring = _repr.maxother = 80
+_show = _repr.repr
+
 
 def check_queue_name(name: object) -> str:
     """Return ``name`` if the server accepts it as a queue name, else raise."""
     if not isinstance(name, str) or _QUEUE_NAME.fullmatch(name) is None:
-        raise LocalProtocolError(f"queue names must match [a-zA-Z0-9._-]+, got {name!r}")
+        raise LocalProtocolError(f"queue names must match [a-zA-Z0-9._-]+, got {_show(name)}")
     return name
 
 
@@ -34,7 +43,7 @@ def _check_jid(_: object, __: object, jid: Any) -> None:
 
 def _check_jobtype(_: object, __: object, jobtype: Any) -> None:
     if not isinstance(jobtype, str) or not jobtype:
-        raise LocalProtocolError(f"jobtype must be a non-empty string, got {jobtype!r}")
+        raise LocalProtocolError(f"jobtype must be a non-empty string, got {_show(jobtype)}")
 
 
 def _check_queue(_: object, __: object, queue: Any) -> None:
@@ -70,7 +79,7 @@ def _to_at(at: object) -> datetime | None:
         try:
             at = datetime.fromisoformat(at)
         except ValueError:
-            raise LocalProtocolError(f"at is not an RFC 3339 timestamp: {at!r}") from None
+            raise LocalProtocolError(f"at is not an RFC 3339 timestamp: {_show(at)}") from None
     if not isinstance(at, datetime):
         raise LocalProtocolError(f"at must be a datetime, got {type(at).__name__}")
     if at.utcoffset() is None:
@@ -235,7 +244,7 @@ class Job:
         for name, expected in _WIRE_TYPES.items():
             value = values[name]
             if value is not None and type(value) is not expected:
-                raise LocalProtocolError(f"{name} must be {expected.__name__}, got {value!r}")
+                raise LocalProtocolError(f"{name} must be {expected.__name__}, got {_show(value)}")
         reserve_for = values["reserve_for"]
         if reserve_for is not None and reserve_for > MAX_RESERVE_FOR:
             raise LocalProtocolError(f"reserve_for must be at most {MAX_RESERVE_FOR}")
@@ -264,3 +273,145 @@ _WIRE_TYPES: Final[dict[str, type]] = {
     "created_at": str,
     "enqueued_at": str,
 }
+
+
+# -- the jid of a job we cannot decode -------------------------------------------------------
+
+# Outside strings: a run of openers, a run of closers, a quote, or a run of anything else
+# (commas, colons, numbers, literals). Runs keep "[[[[..." one token, however deep.
+_TOKEN: Final = re.compile(rb'[\[{]+|[\]}]+|"|[^\s\[\]{}"]+')
+# A string's body up to its closing quote (escapes skipped), or to a backslash ending the data.
+_STRING_BODY: Final = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*', re.DOTALL)
+#: The longest key or jid kept while scanning, in bytes of JSON text.
+_MAX_CAPTURE: Final = 4096
+
+# Scanner states: before the document; inside it; inside a top-level key; after the key
+# "jid" (":" next), then its value (a string next); inside that string; finished.
+_BEFORE, _MEMBERS, _KEY, _JID_COLON, _JID_VALUE, _JID, _DONE = range(7)
+
+
+class JidScanner:
+    """Finds the ``"jid"`` of a top-level JSON object fed piece by piece, without decoding it.
+
+    A job nested too deeply for ``json`` (which recurses) or too large to keep must still be
+    FAILed by its jid. This reads the text in one pass with no recursion: it tracks the
+    nesting depth and skips strings with their escapes, so only a key of the top-level
+    object counts, never a "jid" inside args or custom. It holds a few KiB at most, and
+    ignores what it is fed once done. On invalid JSON it does its best; ``jid`` stays None
+    when the top-level object has no string jid (or one over 4 KiB).
+    """
+
+    __slots__ = ("_capture", "_depth", "_escaped", "_in_string", "_key_next", "_state", "jid")
+
+    def __init__(self) -> None:
+        self.jid: str | None = None
+        self._state = _BEFORE
+        self._depth = 0
+        self._key_next = False  # at depth 1 after "{" or ",": the next string is a key
+        self._in_string = False
+        self._escaped = False  # the last piece ended on a backslash inside a string
+        self._capture: bytearray | None = None  # the key or jid being read (None: too long)
+
+    @property
+    def done(self) -> bool:
+        """True once the jid is found, or known to be absent."""
+        return self._state == _DONE
+
+    def feed(self, data: bytes) -> None:
+        """Read the next piece of the document."""
+        pos, end = 0, len(data)
+        while pos < end and self._state != _DONE:
+            pos = self._string(data, pos) if self._in_string else self._token(data, pos)
+
+    def _token(self, data: bytes, pos: int) -> int:
+        match = _TOKEN.search(data, pos)
+        if match is None:
+            return len(data)  # white space only
+        token = match.group()
+        first = token[0]
+        state = self._state
+        if state == _BEFORE:
+            if first != 0x7B:  # not an object: no jid to find
+                self._state = _DONE
+                return len(data)
+            self._state = _MEMBERS
+        elif state == _JID_COLON:
+            self._state = _JID_VALUE if token == b":" else _DONE
+            return match.end()
+        elif state == _JID_VALUE:
+            if first != 0x22:  # the jid is not a string
+                self._state = _DONE
+                return len(data)
+            self._state = _JID
+            self._in_string = True
+            self._capture = bytearray()
+            return match.end()
+        if first == 0x22:  # "
+            self._in_string = True
+            if self._depth == 1 and self._key_next:
+                self._state = _KEY
+                self._capture = bytearray()
+        elif first in b"[{":
+            self._depth += len(token)
+            self._key_next = token == b"{" and self._depth == 1
+        elif first in b"]}":
+            self._depth -= len(token)
+            if self._depth <= 0:  # the top-level object closed without a jid
+                self._state = _DONE
+            self._key_next = False
+        elif self._depth == 1:
+            self._key_next = token.endswith(b",")
+        return match.end()
+
+    def _string(self, data: bytes, pos: int) -> int:
+        start = pos
+        if self._escaped:  # this byte is the escaped one: never a closing quote
+            self._escaped = False
+            pos += 1
+        match = _STRING_BODY.match(data, pos)
+        assert match is not None  # it matches the empty string
+        stop = match.end()
+        if stop == len(data):  # the string goes on in the next piece
+            self._keep(data[start:stop])
+            return stop
+        if data[stop] == 0x5C:  # a backslash ending the piece: its escaped byte comes next
+            self._escaped = True
+            self._keep(data[start:])
+            return len(data)
+        self._keep(data[start:stop])
+        self._in_string = False
+        capture, self._capture = self._capture, None
+        if self._state == _KEY:
+            self._state = (
+                _JID_COLON if capture is not None and _text(capture) == "jid" else _MEMBERS
+            )
+        elif self._state == _JID:
+            self.jid = None if capture is None else _text(capture)
+            self._state = _DONE
+        self._key_next = False
+        return stop + 1
+
+    def _keep(self, piece: bytes) -> None:
+        capture = self._capture
+        if capture is not None:
+            if len(capture) + len(piece) > _MAX_CAPTURE:
+                self._capture = None
+            else:
+                capture += piece
+
+
+def _text(body: bytearray) -> str | None:
+    """The value of a JSON string from its body (the bytes between its quotes), if valid."""
+    try:
+        value = json.loads('"' + body.decode("utf-8") + '"')
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    assert isinstance(value, str)
+    return value
+
+
+def find_jid(payload: bytes) -> str | None:
+    """The top-level ``"jid"`` string of a JSON object, found without decoding the object."""
+    scanner = JidScanner()
+    scanner.feed(payload)
+    return scanner.jid

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from faktory_core import (
     MAX_RESERVE_FOR,
@@ -18,8 +19,9 @@ from faktory_core import (
     Push,
     check_queue_name,
 )
+from faktory_core._job import JidScanner, find_jid
 
-from .strategies import failures, jobs, json_roundtrip
+from .strategies import cuts, failures, jobs, json_roundtrip, json_values
 
 JID = "0123456789abcdef"
 
@@ -414,3 +416,176 @@ def test_push_refuses_args_that_cannot_go_on_the_wire(args: list[object]) -> Non
     j = job(args=args)  # a job only checks that args is a list...
     with pytest.raises(LocalProtocolError):
         Push(job=j)  # ...the command refuses what cannot be encoded
+
+
+# -- the jid of a job too deep or too large to decode -----------------------------------------
+
+#: Keys and strings likely to confuse a scanner: "jid" itself, escapes, quotes, brackets.
+tricky_text = st.one_of(
+    st.sampled_from(["jid", "JID", "jid ", "j\\id", '"jid"', "[", "]", "{", "}", ":", ",", "\\"]),
+    st.text(max_size=8),
+)
+decoy_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), tricky_text),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(tricky_text, inner, max_size=4),
+        # a nested object with a "jid" of its own, which must never be taken
+        st.builds(
+            lambda jid, rest: {**rest, "jid": jid},
+            tricky_text,
+            st.dictionaries(tricky_text, inner, max_size=3),
+        ),
+    ),
+    max_leaves=16,
+)
+documents = st.builds(
+    lambda members, jid, at, ascii, spaced: _dump(members, jid, at, ascii, spaced),
+    st.dictionaries(tricky_text.filter(lambda k: k != "jid"), decoy_values, max_size=6),
+    st.one_of(st.text(max_size=30), tricky_text, json_values),
+    st.integers(0, 6),
+    st.booleans(),
+    st.booleans(),
+)
+
+
+def _dump(
+    members: dict[str, Any], jid: object, at: int, ascii: bool, spaced: bool
+) -> tuple[bytes, object]:
+    """A JSON object with "jid" as its ``at``-th key; (its text, json.loads' view of jid)."""
+    items = list(members.items())
+    items.insert(min(at, len(items)), ("jid", jid))
+    separators = (" , ", " : ") if spaced else (",", ":")
+    text = json.dumps(dict(items), ensure_ascii=ascii, separators=separators)
+    if spaced:
+        text = f" \n{text}\t "
+    return text.encode(), json.loads(text)["jid"]
+
+
+def _scan(chunks: list[bytes]) -> str | None:
+    scanner = JidScanner()
+    for chunk in chunks:
+        scanner.feed(chunk)
+    return scanner.jid
+
+
+@settings(max_examples=400, deadline=None)
+@given(documents, st.data())
+def test_the_scanner_finds_the_top_level_jid_however_the_text_is_cut(
+    document: tuple[bytes, object], data: st.DataObject
+) -> None:
+    text, jid = document
+    expected = jid if isinstance(jid, str) else None  # only a string jid can be FAILed
+    assert find_jid(text) == expected
+    assert _scan(data.draw(cuts(text))) == expected
+    assert _scan([text[i : i + 1] for i in range(len(text))]) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(tricky_text.filter(lambda k: k != "jid"), decoy_values, max_size=6))
+def test_the_scanner_never_takes_a_nested_jid(members: dict[str, Any]) -> None:
+    members["args"] = [{"jid": "nested-0001"}, ["jid", "nested-0002"]]
+    members["custom"] = {"jid": "nested-0003", "x": {"jid": "nested-0004"}}
+    for ascii in (True, False):
+        text = json.dumps(members, ensure_ascii=ascii).encode()
+        assert find_jid(text) is None
+    # Not an object at the top: no jid at all.
+    assert find_jid(json.dumps([{"jid": "nested-0005"}]).encode()) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "jid"),
+    [
+        (b'{"jid":"abc"}', "abc"),
+        (b'{"j\\u0069d":"a\\"b\\\\c\\u00e9"}', 'a"b\\c\u00e9'),  # escaped key and value
+        (b'{"a":"jid","jid":"x"}', "x"),  # "jid" as a value, then as a key
+        (b'{"a":["jid",{"jid":"no"}],"jid":"yes"}', "yes"),
+        (b'{"a":"\\\\","jid":"after-a-backslash"}', "after-a-backslash"),
+        (b'{"a":"\\"jid\\":\\"no\\"","jid":"yes"}', "yes"),  # quotes escaped in a string
+        (b'{"jid":12345678}', None),  # not a string
+        (b'{"jid":["x"]}', None),
+        (b'{"jid" "x"}', None),  # no colon
+        (b'{"a":1}', None),
+        (b'{"a":{}}{"jid":"x"}', None),  # after the top-level object: not its jid
+        (b'["jid","x"]', None),
+        (b'"jid"', None),
+        (b"", None),
+        (b'{"jid":"unterminated', None),
+        (b'{"jid":"\\ud800"}', "\ud800"),  # a lone surrogate: the caller decides
+        (b'{"jid":"bad\\x"}', None),  # an invalid escape
+        (b'{"jid":"\xff\xfe"}', None),  # not UTF-8
+        (b'{"jid":"%s"}' % (b"j" * 4096), "j" * 4096),
+        (b'{"jid":"%s"}' % (b"j" * 4097), None),  # longer than the scanner keeps
+        (b'{"%s":1,"jid":"x"}' % (b"k" * 5000), "x"),  # a long key is skipped, not kept
+    ],
+)
+def test_the_scanner_on_edge_cases(text: bytes, jid: str | None) -> None:
+    assert find_jid(text) == jid
+    assert _scan([text[i : i + 1] for i in range(len(text))]) == jid
+
+
+def _deep_list(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def _deep_dict(depth: int) -> bytes:
+    return b'{"a":' * depth + b"{}" + b"}" * depth
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000, 10_000, 100_000])
+@pytest.mark.parametrize("deep", [_deep_list, _deep_dict], ids=["lists", "objects"])
+@pytest.mark.parametrize("where", ["args", "custom"])
+def test_the_scanner_reads_past_any_depth(depth: int, deep: Any, where: str) -> None:
+    nested = deep(depth)
+    decoy = b'{"jid":"decoy-0001"}'
+    if where == "args":
+        text = b'{"retry":25,"jid":"jid-00000001","args":[%s,%s],"jobtype":"T"}' % (decoy, nested)
+    else:  # Faktory 1.9.4 writes custom before jid: the scan reads through it
+        text = b'{"retry":25,"custom":{"d":%s,"e":%s},"jid":"jid-00000001"}' % (nested, decoy)
+    assert find_jid(text) == "jid-00000001"
+    chunks = [text[i : i + 997] for i in range(0, len(text), 997)]
+    assert _scan(chunks) == "jid-00000001"
+
+
+def test_the_scanner_stops_reading_once_done() -> None:
+    scanner = JidScanner()
+    scanner.feed(b'{"jid":"jid-00000001"')
+    assert scanner.done
+    scanner.feed(b',"jid":"jid-00000002"}')  # ignored: the first top-level jid counts
+    assert scanner.jid == "jid-00000001"
+    closed = JidScanner()
+    closed.feed(b'{"a":[1]}')
+    assert closed.done
+    assert closed.jid is None
+
+
+@pytest.mark.parametrize(
+    ("wire_fields", "needle"),
+    [
+        ({"jobtype": "x" * 100_000}, None),
+        ({"queue": ["q"] * 100_000}, "queue names must match"),
+        ({"retry": "r" * 100_000}, "retry must be int"),
+        ({"at": "t" * 100_000}, "RFC 3339"),
+    ],
+)
+def test_values_quoted_in_errors_are_cut_short(
+    wire_fields: dict[str, Any], needle: str | None
+) -> None:
+    payload = wire(**wire_fields)
+    if needle is None:
+        assert Job.from_wire(payload).jobtype == "x" * 100_000  # long is fine, only quoted short
+        return
+    with pytest.raises(LocalProtocolError, match=needle) as raised:
+        Job.from_wire(payload)
+    assert len(str(raised.value)) < 200
+
+
+def test_a_value_nested_deeply_is_quoted_without_recursing() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    for field in ("jobtype", "queue", "retry"):
+        with pytest.raises(LocalProtocolError) as raised:
+            Job.from_wire(wire(**{field: deep}))
+        assert "[[[" in str(raised.value)
+        assert len(str(raised.value)) < 200
