@@ -2,14 +2,16 @@
 
 Replies come out as plain Python values, the cheapest faithful form: a simple string is a
 ``str``, a bulk string ``bytes``, the null bulk ``None``, an integer ``int``, an error an
-:class:`ErrorReply`. :data:`NEED_DATA` says a reply is not complete yet.
+:class:`ErrorReply`, a bulk string too large to keep that was read past an
+:class:`OversizedBulk`. :data:`NEED_DATA` says a reply is not complete yet.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from typing import Any, Final, TypeAlias
+from collections.abc import Callable
+from typing import Any, Final, Protocol, TypeAlias
 
 import attrs
 
@@ -20,8 +22,10 @@ __all__ = [
     "NEED_DATA",
     "ErrorReply",
     "NeedData",
+    "OversizedBulk",
     "Reply",
     "ReplyParser",
+    "Skim",
     "command_line",
     "dump_json",
 ]
@@ -58,7 +62,21 @@ class ErrorReply:
     message: str
 
 
-Reply: TypeAlias = str | bytes | int | ErrorReply | None
+class Skim(Protocol):
+    """Takes the body of a bulk reply too large to keep, piece by piece, as it arrives."""
+
+    def feed(self, data: bytes) -> None: ...
+
+
+@attrs.frozen(kw_only=True)
+class OversizedBulk:
+    """A bulk reply of ``size`` bytes, over max_reply_size: its body went to ``skim``."""
+
+    size: int
+    skim: Skim
+
+
+Reply: TypeAlias = str | bytes | int | ErrorReply | OversizedBulk | None
 
 
 def _number(digits: bytes) -> int:
@@ -74,11 +92,31 @@ class ReplyParser:
     Every byte is examined once. An incomplete reply line, or the body of a bulk reply, may
     be at most ``max_reply_size`` bytes long. Malformed input raises
     :class:`RemoteProtocolError`, and so does every later call.
+
+    A bulk header declaring more than that calls ``skim(length)``, if given: a :class:`Skim`
+    returned gets the body piece by piece as it arrives, nothing of it is kept, and the
+    reply comes out as :class:`OversizedBulk` (the length is known, so the stream stays in
+    step). None, or no ``skim``, refuses the reply at once.
     """
 
-    __slots__ = ("_buf", "_error", "_max", "_pending_bulk", "_pos", "_scan")
+    __slots__ = (
+        "_ask_skim",
+        "_buf",
+        "_error",
+        "_max",
+        "_pending_bulk",
+        "_pos",
+        "_scan",
+        "_skim",
+        "_skim_left",
+    )
 
-    def __init__(self, *, max_reply_size: int = DEFAULT_MAX_REPLY_SIZE) -> None:
+    def __init__(
+        self,
+        *,
+        max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
+        skim: Callable[[int], Skim | None] | None = None,
+    ) -> None:
         if max_reply_size < 16:
             raise ValueError("max_reply_size must be at least 16 bytes")
         self._buf = bytearray()
@@ -87,10 +125,13 @@ class ReplyParser:
         self._pending_bulk = -1  # body length once a bulk header is parsed, else -1
         self._max = max_reply_size
         self._error: RemoteProtocolError | None = None
+        self._ask_skim = skim
+        self._skim: Skim | None = None  # where the oversized bulk being read goes
+        self._skim_left = 0  # bytes of its body not yet received
 
     @property
     def buffered(self) -> int:
-        """Bytes received and not yet returned as part of a reply."""
+        """Bytes received and held, not yet returned as part of a reply."""
         return len(self._buf) - self._pos
 
     def feed(self, data: bytes) -> None:
@@ -111,6 +152,8 @@ class ReplyParser:
         buf = self._buf
         pos = self._pos
         if self._pending_bulk >= 0:
+            if self._skim is not None:
+                return self._skip_body()
             return self._bulk_body(self._scan + 1, self._pending_bulk)
         end = buf.find(b"\n", self._scan)
         if end < 0:
@@ -135,9 +178,7 @@ class ReplyParser:
             if length < 0:
                 raise RemoteProtocolError(f"negative bulk length {length}")
             if length > self._max:
-                raise RemoteProtocolError(
-                    f"bulk reply of {length} bytes exceeds {self._max} bytes (max_reply_size)"
-                )
+                return self._oversized(length, end + 1)
             self._scan = end
             self._pending_bulk = length
             return self._bulk_body(end + 1, length)
@@ -162,6 +203,42 @@ class ReplyParser:
         self._pending_bulk = -1
         self._consume(stop + 2)
         return body
+
+    def _oversized(self, length: int, body_start: int) -> OversizedBulk | NeedData:
+        skim = None if self._ask_skim is None else self._ask_skim(length)
+        if skim is None:
+            raise RemoteProtocolError(
+                f"bulk reply of {length} bytes exceeds {self._max} bytes (max_reply_size)"
+            )
+        self._consume(body_start)
+        self._pending_bulk = length
+        self._skim = skim
+        self._skim_left = length
+        return self._skip_body()
+
+    def _skip_body(self) -> OversizedBulk | NeedData:
+        """Pass what arrived of an oversized body to its skim and drop it, then its CRLF."""
+        skim = self._skim
+        assert skim is not None
+        if self._skim_left:
+            buf = self._buf
+            pos = self._pos
+            take = min(len(buf) - pos, self._skim_left)
+            if take:
+                skim.feed(bytes(buf[pos : pos + take]))
+                self._skim_left -= take
+                self._consume(pos + take)  # dropped now: memory stays bounded
+            if self._skim_left:
+                return NEED_DATA
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < 2:
+            return NEED_DATA
+        if buf[pos : pos + 2] != b"\r\n":
+            raise RemoteProtocolError("bulk reply not terminated by CRLF")
+        self._consume(pos + 2)
+        size, self._pending_bulk, self._skim = self._pending_bulk, -1, None
+        return OversizedBulk(size=size, skim=skim)
 
     def _consume(self, upto: int) -> None:
         buf = self._buf

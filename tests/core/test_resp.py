@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +20,7 @@ from faktory_core import (
     command_line,
     dump_json,
 )
+from faktory_core._resp import OversizedBulk
 
 from .strategies import (
     byte_by_byte,
@@ -419,6 +421,146 @@ def test_never_holds_more_than_the_maximum_of_an_incomplete_reply(
             header = incomplete.index(b"\n") + 1 if b"\n" in incomplete else 0
             assert parser.buffered <= header + limit + 1
     assert parser.buffered == len(incomplete)
+
+
+# -- bulk replies over the limit, skimmed -----------------------------------------------------
+
+
+class Recorder:
+    """A skim that keeps what it is fed (a real one keeps a bounded summary)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        assert data  # never called for nothing
+        self.pieces.append(data)
+
+
+def skimming_parser(limit: int, *, refuse: bool = False) -> tuple[ReplyParser, list[int]]:
+    """A parser whose skim records each length it is asked about (and refuses if told)."""
+    asked: list[int] = []
+
+    def skim(length: int) -> Recorder | None:
+        asked.append(length)
+        return None if refuse else Recorder()
+
+    return ReplyParser(max_reply_size=limit, skim=skim), asked
+
+
+def _skimmed(reply: object) -> tuple[int, bytes]:
+    assert isinstance(reply, OversizedBulk)
+    assert isinstance(reply.skim, Recorder)
+    return reply.size, b"".join(reply.skim.pieces)
+
+
+def test_an_oversized_bulk_is_skimmed_and_the_stream_stays_in_step() -> None:
+    parser, asked = skimming_parser(16)
+    body = b"0123456789" * 5
+    parser.feed(b"+OK\r\n" + encode_bulk(body) + encode_bulk(b"x" * 16) + b":7\r\n")
+    assert parser.next_reply() == "OK"
+    assert _skimmed(parser.next_reply()) == (50, body)
+    assert parser.next_reply() == b"x" * 16  # exactly the limit: kept, skim not asked
+    assert parser.next_reply() == 7
+    assert parser.next_reply() is NEED_DATA
+    assert asked == [50]
+    assert parser.buffered == 0
+
+
+def test_an_oversized_bulk_refused_by_skim_is_a_protocol_error_at_its_header() -> None:
+    parser, asked = skimming_parser(16, refuse=True)
+    parser.feed(b"$17\r\n")
+    with pytest.raises(RemoteProtocolError, match=r"17 bytes exceeds 16 bytes \(max_reply_size\)"):
+        parser.next_reply()
+    assert asked == [17]
+
+
+@pytest.mark.parametrize("end", [b"xx", b"\rx", b"\nx", b"\n\r"])
+def test_a_skimmed_bulk_must_end_with_crlf(end: bytes) -> None:
+    parser, _ = skimming_parser(16)
+    parser.feed(b"$20\r\n" + b"b" * 20)
+    assert parser.next_reply() is NEED_DATA
+    parser.feed(end)
+    with pytest.raises(RemoteProtocolError, match="not terminated by CRLF"):
+        parser.next_reply()
+
+
+def test_a_skimmed_bulk_byte_by_byte_holds_at_most_one_byte() -> None:
+    limit = 16
+    body = bytes(range(256)) * 3  # 48 times the limit, CR and LF bytes included
+    stream = encode_bulk(body) + b"+after\r\n"
+    parser, _ = skimming_parser(limit)
+    replies: list[object] = []
+    for byte in byte_by_byte(stream):
+        parser.feed(byte)
+        replies += drain_parser(parser)
+        assert parser.buffered <= 8  # a header or the line after it, else one byte at a time
+    assert [_skimmed(replies[0]), replies[1]] == [(768, body), "after"]
+
+
+class Counter:
+    """A skim that only counts: the parser alone holds memory."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def feed(self, data: bytes) -> None:
+        self.seen += len(data)
+
+
+def test_a_skimmed_bulk_three_times_the_limit_is_never_held() -> None:
+    limit, chunk = 256 * 1024, 16 * 1024
+    size = 3 * limit
+    counter = Counter()
+    parser = ReplyParser(max_reply_size=limit, skim=lambda length: counter)
+    piece = b"z" * chunk
+    tracemalloc.start()
+    try:
+        parser.feed(b"$%d\r\n" % size)
+        assert parser.next_reply() is NEED_DATA
+        for _ in range(size // chunk):
+            parser.feed(piece)
+            assert parser.next_reply() is NEED_DATA
+            assert parser.buffered == 0
+        parser.feed(b"\r\n+OK\r\n")
+        reply = parser.next_reply()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert reply == OversizedBulk(size=size, skim=counter)
+    assert counter.seen == size
+    assert parser.next_reply() == "OK"
+    assert peak < 4 * chunk, peak  # a piece and its copy for the skim, never the body
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([16, 100, 1000]),
+    st.integers(1, 4),
+    reply_stream,
+    st.data(),
+)
+def test_skimmed_bulks_at_random_cut_points_never_hold_more_than_a_chunk(
+    limit: int, times: int, stream: tuple[bytes, list[object]], data: st.DataObject
+) -> None:
+    raw, expected = stream
+    limit = max(limit, len(raw))  # every reply of the stream fits: only ``body`` is over
+    size = limit * times + data.draw(st.integers(1, limit))
+    body = data.draw(st.binary(min_size=size, max_size=size))
+    whole = raw + encode_bulk(body) + raw
+    parser, asked = skimming_parser(limit)
+    replies: list[object] = []
+    for chunk in data.draw(cuts(whole)):
+        parser.feed(chunk)
+        replies += drain_parser(parser)
+        # Whatever is left over is part of a reply not yet complete: the skimmed body is not
+        # held, so at most a header, a line under the limit, or a bulk body up to the limit.
+        assert parser.buffered <= limit + 40
+    assert replies[: len(expected)] == expected
+    assert _skimmed(replies[len(expected)]) == (size, body)
+    assert replies[len(expected) + 1 :] == expected
+    assert asked == [size]
+    assert parser.buffered == 0
 
 
 # -- command_line and dump_json --------------------------------------------------------------
