@@ -15,7 +15,7 @@ from typing import Any, Final, NoReturn
 import attrs
 
 from ._auth import password_hash
-from ._commands import Command, End, Expect, Hello, WorkerState, _word
+from ._commands import Command, End, Expect, Fetch, Hello, WorkerState, _word
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import (
     OK,
@@ -32,8 +32,16 @@ from ._events import (
     ServerError,
     StatusReply,
 )
-from ._job import Job, _check_jid
-from ._resp import DEFAULT_MAX_REPLY_SIZE, NEED_DATA, ErrorReply, NeedData, Reply, ReplyParser
+from ._job import JidScanner, Job, _check_jid, find_jid
+from ._resp import (
+    DEFAULT_MAX_REPLY_SIZE,
+    NEED_DATA,
+    ErrorReply,
+    NeedData,
+    OversizedBulk,
+    Reply,
+    ReplyParser,
+)
 from ._state import ConnectionState, Input, transition
 
 __all__ = ["PROTOCOL_VERSION", "ClientInfo", "Connection"]
@@ -42,6 +50,8 @@ __all__ = ["PROTOCOL_VERSION", "ClientInfo", "Connection"]
 PROTOCOL_VERSION: Final = 2
 #: Servers ask for 4000 to 8095 rounds; far more would stall the caller, so it is refused.
 MAX_HASH_ITERATIONS: Final = 100_000
+#: Of a job over max_reply_size, the bytes kept for InvalidJobFetched.payload (to show).
+OVERSIZED_JOB_HEAD: Final = 1024
 
 
 def _optional_word(value: object) -> str | None:
@@ -112,6 +122,7 @@ class Connection:
         "_client",
         "_eof",
         "_error",
+        "_max_reply_size",
         "_out",
         "_parser",
         "_password",
@@ -135,7 +146,8 @@ class Connection:
                 raise LocalProtocolError("the password must be text encodable as UTF-8") from None
         self._client = client if client is not None else ClientInfo()
         self._password = password
-        self._parser = ReplyParser(max_reply_size=max_reply_size)
+        self._max_reply_size = max_reply_size
+        self._parser = ReplyParser(max_reply_size=max_reply_size, skim=self._skim)
         self._state = ConnectionState.AWAIT_GREETING
         self._pending: deque[Command] = deque()
         self._out = bytearray()
@@ -232,6 +244,14 @@ class Connection:
         except ProtocolError as error:
             self._fail(error)
 
+    def _skim(self, size: int) -> _JobSkim | None:
+        # A job too large to keep is read past, so the worker can still FAIL it by its jid
+        # (the server reserved it for us); any other reply that large is refused.
+        pending = self._pending
+        if pending and pending[0].expect is Expect.JOB and self._state in _REPLY_STATES:
+            return _JobSkim(size, self._max_reply_size)
+        return None
+
     def _closed(self) -> ConnectionClosed:
         self._move(Input.EOF)
         self._unanswered = tuple(self._pending)
@@ -272,6 +292,8 @@ class Connection:
             return ServerError(command=command, code=reply.code, message=reply.message)
         return _DECODERS[command.expect](command, reply)
 
+
+_REPLY_STATES: Final = frozenset({ConnectionState.READY, ConnectionState.AWAIT_REPLY})
 
 _HANDLERS: Final[dict[ConnectionState, Callable[[Connection, Reply], Event | NeedData]]] = {
     ConnectionState.AWAIT_GREETING: Connection._on_greeting,
@@ -351,22 +373,56 @@ def _decode_job(command: Any, reply: Reply) -> Event:
     if reply is None:
         return Fetched(command=command, job=None)
     if not isinstance(reply, bytes):
+        if isinstance(reply, OversizedBulk):
+            assert isinstance(reply.skim, _JobSkim)  # the only skim a connection hands out
+            return reply.skim.event(command)
         raise RemoteProtocolError(f"unexpected reply to FETCH: {_show(reply)}")
     try:
         data = _loads(reply)
-    except (ValueError, RecursionError):
-        return InvalidJobFetched(command=command, payload=reply, jid=None, reason="invalid JSON")
+    except RecursionError:
+        return _invalid_job(command, reply, "the job is nested too deeply to decode")
+    except ValueError:
+        return _invalid_job(command, reply, "invalid JSON")
     try:
         return Fetched(command=command, job=Job.from_wire(data))
     except LocalProtocolError as error:
+        jid = data.get("jid") if isinstance(data, dict) else None
         return InvalidJobFetched(
-            command=command, payload=reply, jid=_failable_jid(data), reason=str(error)
+            command=command, payload=reply, jid=_failable_jid(jid), reason=str(error)
         )
 
 
-def _failable_jid(data: object) -> str | None:
-    """The payload's jid if a FAIL can carry it, so the worker can release the reservation."""
-    jid = data.get("jid") if isinstance(data, dict) else None
+def _invalid_job(command: Fetch, payload: bytes, reason: str) -> InvalidJobFetched:
+    """A job we cannot decode: its jid is read from the text itself, without recursion."""
+    jid = _failable_jid(find_jid(payload))
+    return InvalidJobFetched(command=command, payload=payload, jid=jid, reason=reason)
+
+
+class _JobSkim:
+    """The reply to FETCH of a job over max_reply_size, read past: its head and its jid."""
+
+    __slots__ = ("_head", "_limit", "_scanner", "_size")
+
+    def __init__(self, size: int, limit: int) -> None:
+        self._size = size
+        self._limit = limit
+        self._head = bytearray()
+        self._scanner = JidScanner()
+
+    def feed(self, data: bytes) -> None:
+        room = OVERSIZED_JOB_HEAD - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+        self._scanner.feed(data)
+
+    def event(self, command: Fetch) -> InvalidJobFetched:
+        reason = f"the job is {self._size} bytes, larger than max_reply_size {self._limit}"
+        jid = _failable_jid(self._scanner.jid)
+        return InvalidJobFetched(command=command, payload=bytes(self._head), jid=jid, reason=reason)
+
+
+def _failable_jid(jid: object) -> str | None:
+    """``jid`` if a FAIL can carry it, so the worker can release the job's reservation."""
     if not isinstance(jid, str):
         return None
     try:

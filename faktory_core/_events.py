@@ -67,7 +67,12 @@ class Fetched(Event):
 
 @attrs.frozen(kw_only=True)
 class InvalidJobFetched(Event):
-    """FETCH returned a job we cannot run as is (it is reserved: FAIL it by ``jid`` if known)."""
+    """FETCH returned a job we cannot run as is (it is reserved: FAIL it by ``jid`` if known).
+
+    ``jid`` is found even in a job too deep to decode or larger than max_reply_size; None
+    when there is none a FAIL can carry. ``payload`` is the job's bytes, only the first KiB
+    of a job over max_reply_size (the rest was read past, not kept).
+    """
 
     command: Fetch
     payload: bytes

@@ -413,9 +413,12 @@ def test_fetch_a_job() -> None:
 @pytest.mark.parametrize(
     ("payload", "jid", "reason"),
     [
-        (b'{"jid":"0123456789abcdef","jobtype":"A"', None, "invalid JSON"),
+        # Undecodable: the jid is read from the text, so the worker can still FAIL the job.
+        (b'{"jid":"0123456789abcdef","jobtype":"A"', JID, "invalid JSON"),
         (b"\xff\xfe{}", None, "invalid JSON"),
-        (b'{"jid":"0123456789abcdef","jobtype":"A","args":[]} x', None, "invalid JSON"),
+        (b'{"jid":"0123456789abcdef","jobtype":"A","args":[]} x', JID, "invalid JSON"),
+        (b'{"jobtype":"A","args":[{"jid":"0123456789abcdef"}]', None, "invalid JSON"),
+        (b'{"jid":"short","jobtype":"A"', None, "invalid JSON"),
         (b"[1,2]", None, "object"),
         (b'"job"', None, "object"),
         (b'{"jid":"0123456789abcdef","args":[]}', JID, "jobtype"),
@@ -442,6 +445,106 @@ def test_fetch_a_job_we_cannot_build(payload: bytes, jid: str | None, reason: st
     assert isinstance(event, InvalidJobFetched)
     assert (event.command, event.payload, event.jid) == (FETCH, payload, jid)
     assert reason in event.reason
+
+
+def _deep(shape: str, depth: int) -> bytes:
+    if shape == "lists":
+        return b"[" * depth + b"]" * depth
+    return b'{"a":' * depth + b"{}" + b"}" * depth
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000, 10_000, 100_000])
+@pytest.mark.parametrize("shape", ["lists", "objects"])
+@pytest.mark.parametrize("where", ["args", "custom"])
+def test_fetch_of_a_job_nested_too_deeply_is_invalid_with_its_jid(
+    depth: int, shape: str, where: str
+) -> None:
+    # Faktory 1.9.4 writes retry, custom, then jid... args last (the server takes 10,000
+    # levels; json recurses and gives up near 1,000). A "jid" decoy sits in the deep part.
+    nested = b'[{"jid":"decoy-0001"},%s]' % _deep(shape, depth)
+    custom, args = (nested, b"[]") if where == "custom" else (b"{}", nested)
+    payload = b'{"retry":25,"custom":{"x":%s},"jid":"%s","queue":"q","jobtype":"T","args":%s}' % (
+        custom,
+        JID.encode(),
+        args,
+    )
+    event = exchange(FETCH, encode_bulk(payload))
+    assert event == InvalidJobFetched(
+        command=FETCH,
+        payload=payload,
+        jid=JID,
+        reason="the job is nested too deeply to decode",
+    )
+
+
+def test_fetch_of_a_job_nested_too_deeply_without_a_usable_jid() -> None:
+    # None, too short, not a string, a lone surrogate (FAIL's JSON cannot carry it)
+    for jid in (b"", b'"short"', b"12345678", b'"\\ud800xxxxxxxx"'):
+        members = b'"jid":%s,' % jid if jid else b""
+        payload = b'{%s"jobtype":"T","args":%s}' % (members, _deep("lists", 5_000))
+        event = exchange(FETCH, encode_bulk(payload))
+        assert isinstance(event, InvalidJobFetched)
+        assert (event.jid, event.reason) == (None, "the job is nested too deeply to decode")
+
+
+def test_a_deep_value_in_a_job_that_decodes_is_quoted_short() -> None:
+    # 100 levels decode; the error quoting the value must neither recurse nor be huge.
+    payload = b'{"jid":"%s","jobtype":%s,"args":[]}' % (JID.encode(), _deep("lists", 100))
+    event = exchange(FETCH, encode_bulk(payload))
+    assert isinstance(event, InvalidJobFetched)
+    assert event.jid == JID
+    assert event.reason.startswith("jobtype must be a non-empty string, got [[[")
+    assert len(event.reason) < 100
+
+
+@pytest.mark.parametrize("custom", [0, 100_000])
+def test_fetch_of_a_job_over_max_reply_size_is_invalid_with_its_jid(custom: int) -> None:
+    payload = (
+        b'{"retry":25,"custom":{"pad":"%s","jid":"decoy-0001"},"jid":"%s","jobtype":"T",'
+        b'"args":["%s"]}' % (b"c" * custom, JID.encode(), b"a" * 200_000)
+    )
+    event = exchange(FETCH, encode_bulk(payload), max_reply_size=64 * 1024)
+    assert event == InvalidJobFetched(
+        command=FETCH,
+        payload=payload[:1024],  # the first KiB, for a human to see
+        jid=JID,
+        reason=f"the job is {len(payload)} bytes, larger than max_reply_size 65536",
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"x" * 100,  # not JSON
+        b'{"jid":"short","jobtype":"T","args":["%s"]}' % (b"a" * 100),  # not a jid we can FAIL
+        b'{"jid":' + b"[" * 100,
+    ],
+)
+def test_fetch_of_a_job_over_max_reply_size_without_a_usable_jid(payload: bytes) -> None:
+    event = exchange(FETCH, encode_bulk(payload), max_reply_size=16)
+    assert isinstance(event, InvalidJobFetched)
+    assert event.jid is None
+    assert event.reason == f"the job is {len(payload)} bytes, larger than max_reply_size 16"
+
+
+def test_only_a_fetch_reply_may_be_over_max_reply_size() -> None:
+    big = encode_bulk(b"{}" + b" " * 20)
+    # An ACK pipelined before a FETCH: its reply comes first, and is refused.
+    conn = ready_connection(max_reply_size=16)
+    conn.send(Ack(jid=JID), FETCH)
+    conn.receive_data(big)
+    with pytest.raises(RemoteProtocolError, match="exceeds 16 bytes"):
+        conn.next_event()
+    # Nothing was asked: refused too.
+    conn = ready_connection(max_reply_size=16)
+    conn.receive_data(big)
+    with pytest.raises(RemoteProtocolError, match="exceeds 16 bytes"):
+        conn.next_event()
+    # Nor in the handshake.
+    conn = Connection(max_reply_size=16)
+    conn.receive_data(big)
+    with pytest.raises(RemoteProtocolError, match="exceeds 16 bytes"):
+        conn.next_event()
 
 
 def test_fetch_with_whitespace_after_the_json_is_fine() -> None:
