@@ -1,0 +1,238 @@
+"""Poison jobs against a real server: a job nested too deeply to decode, or larger than
+``max_reply_size``, is FAILed at once as ``InvalidJob`` by its jid, never left reserved.
+
+The server accepts JSON nested up to 10,000 levels; Python's decoder gives up near 1,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any, Final
+
+import pytest
+
+from faktory_adapters import Jobs, thread
+from faktory_adapters import asyncio as aio
+from faktory_adapters import gevent as gevent_adapter
+from faktory_core import (
+    NEED_DATA,
+    OK,
+    ClientInfo,
+    Command,
+    Connection,
+    Event,
+    Fail,
+    Failure,
+    Fetch,
+    Info,
+    InfoReply,
+    InvalidJobFetched,
+    Job,
+    Ready,
+    ServerURL,
+)
+from tests.support.server import FaktoryServer
+
+pytestmark = pytest.mark.server
+
+MODULES: Final = {"asyncio": aio, "thread": thread, "gevent": gevent_adapter}
+DEPTH: Final = 5_000
+
+
+@pytest.fixture(params=list(MODULES))
+def adapter(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def client(faktory_server: FaktoryServer) -> Iterator[thread.Client]:
+    with thread.Client(faktory_server.url) as blocking:
+        yield blocking
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"poison-{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.contextmanager
+def deep_recursion() -> Iterator[None]:
+    """Let this thread's json encode and decode DEPTH levels: the test's own side only."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(4 * DEPTH)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def nested_list(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def nested_dict(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def push_deep(client: thread.Client, queue: str, shape: str) -> str:
+    """Push a job DEPTH levels deep in its args or its custom; retry=1 keeps its failure."""
+    fields: dict[str, Any] = {"queue": queue, "retry": 1, "reserve_for": 60}
+    if shape == "args":
+        fields["args"] = nested_list(DEPTH)
+    else:
+        fields["custom"] = {"deep": nested_dict(DEPTH)}
+    job = client.job("Poison", **fields)
+    with deep_recursion():  # our encoder refuses such depth too, as it should by default
+        return client.push(job)
+
+
+def working(client: thread.Client) -> int:
+    return int(client.info()["faktory"]["sets"]["working"])
+
+
+def failure_of(client: thread.Client, queue: str, jid: str) -> Failure | None:
+    """The failure recorded for ``jid`` if it sits in the retry set (the queue is empty).
+
+    The job is requeued and fetched back; fetch() cannot build it either, so the failure is
+    read from the InvalidJobError's payload.
+    """
+    assert client.info()["faktory"]["queues"].get(queue, 0) == 0
+    client.mutate("requeue", "retries", jids=[jid])
+    if client.info()["faktory"]["queues"].get(queue, 0) == 0:
+        return None
+    with pytest.raises(thread.InvalidJobError) as raised:
+        client.fetch(queue)
+    assert raised.value.jid == jid
+    client.ack(jid)
+    with deep_recursion():
+        payload = json.loads(raised.value.payload)
+    return Failure.from_wire(payload["failure"])
+
+
+def drain(adapter: str, server: FaktoryServer, queue: str, jobs: Jobs) -> int:
+    worker = MODULES[adapter].Worker(
+        url=server.url, queues=[queue], concurrency=2, shutdown_timeout=5.0
+    )
+    worker.include(jobs)
+    if adapter == "asyncio":
+        return asyncio.run(worker.drain())  # type: ignore[no-any-return]
+    return worker.drain()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("shape", ["args", "custom"])
+def test_a_job_too_deep_to_decode_is_failed_at_once_as_invalid(
+    faktory_server: FaktoryServer, client: thread.Client, queue: str, adapter: str, shape: str
+) -> None:
+    ran: list[str] = []
+    jobs = Jobs()
+
+    @jobs.register("Poison")
+    def poison(*args: object) -> None:
+        ran.append("poison")
+
+    @jobs.register("After")
+    def after() -> None:
+        ran.append("after")
+
+    jid = push_deep(client, queue, shape)
+    client.push("After", queue=queue)
+    assert drain(adapter, faktory_server, queue, jobs) == 0
+    assert ran == ["after"]  # the worker went on after the poison job
+    assert working(client) == 0  # nothing left reserved
+    failure = failure_of(client, queue, jid)
+    assert failure is not None, "the poison job was not FAILed"
+    assert failure.errtype == "InvalidJob"
+    assert failure.message is not None
+    assert "nested too deeply" in failure.message
+    assert failure.retry_count == 0  # failed once, by the worker, not by a reservation expiry
+
+
+def test_client_fetch_of_a_job_too_deep_raises_invalid_job_error_with_its_jid(
+    client: thread.Client, queue: str
+) -> None:
+    jid = push_deep(client, queue, "args")
+    with pytest.raises(thread.InvalidJobError, match="nested too deeply") as raised:
+        client.fetch(queue)
+    assert raised.value.jid == jid
+    client.fail(jid, "InvalidJob", str(raised.value))
+    assert working(client) == 0
+
+
+# -- larger than max_reply_size: the core over a socket (Workers do not take the setting) ---
+
+
+class CoreClient:
+    """A core Connection with a small max_reply_size over a blocking socket."""
+
+    def __init__(self, url: str, max_reply_size: int) -> None:
+        address = ServerURL.parse(url)
+        self.connection = Connection(ClientInfo(), max_reply_size=max_reply_size)
+        self.sock = socket.create_connection((address.host, address.port), timeout=10)
+        assert isinstance(self._next_event(), Ready)
+
+    def ask(self, command: Command) -> Event:
+        self.connection.send(command)
+        return self._next_event()
+
+    def _next_event(self) -> Event:
+        while True:
+            event = self.connection.next_event()
+            if event is not NEED_DATA:
+                assert isinstance(event, Event)
+                return event
+            self.sock.sendall(self.connection.data_to_send())
+            self.connection.receive_data(self.sock.recv(65536))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("where", ["args", "custom"])
+def test_a_job_over_max_reply_size_is_reported_with_its_jid_and_the_link_stays_usable(
+    faktory_server: FaktoryServer, client: thread.Client, queue: str, where: str
+) -> None:
+    # 1.9.4 writes "custom" before "jid": a large custom puts the jid far into the reply.
+    big = "x" * 300_000
+    fields: dict[str, Any] = {"queue": queue, "retry": 1, "reserve_for": 60}
+    if where == "args":
+        fields["args"] = [big]
+    else:
+        fields["custom"] = {"blob": big}
+    jid = client.push(client.job("Huge", **fields))
+    small = 64 * 1024
+    core = CoreClient(faktory_server.url, max_reply_size=small)
+    try:
+        fetch = Fetch(queues=(queue,))
+        event = core.ask(fetch)
+        assert isinstance(event, InvalidJobFetched)
+        assert event.jid == jid
+        assert event.reason.startswith("the job is ")
+        assert event.reason.endswith(f" bytes, larger than max_reply_size {small}")
+        size = int(event.reason.split()[3])
+        assert size > 300_000
+        # The stream is still in step: the FAIL and an INFO go through on the same link.
+        fail = Fail(jid=jid, errtype="InvalidJob", message=event.reason)
+        assert core.ask(fail) == OK(command=fail)
+        assert isinstance(core.ask(Info()), InfoReply)
+    finally:
+        core.close()
+    assert working(client) == 0
+    client.mutate("requeue", "retries", jids=[jid])
+    job = client.fetch(queue)  # the default max_reply_size holds it
+    assert isinstance(job, Job)
+    assert job.failure is not None
+    assert (job.failure.errtype, job.failure.retry_count) == ("InvalidJob", 0)
+    assert "larger than max_reply_size" in (job.failure.message or "")
+    client.ack(jid)
