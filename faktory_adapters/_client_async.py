@@ -23,7 +23,6 @@ from ._common import (
     new_jid,
     resolve_url,
     tls_context,
-    unread,
 )
 from ._options import check_ssl_context
 
@@ -353,7 +352,7 @@ class _ClientConnection(asyncio.Protocol):
         """Whether it can carry another command: not if the server closed it or sent bytes
         nobody asked for (while it sat idle, or after the last reply), which a command sent now
         would take for its reply."""
-        if self._protocol.state is not core.ConnectionState.READY or unread(self._protocol):
+        if self._protocol.state is not core.ConnectionState.READY or self._protocol.unread:
             return False
         return not (self._received or self._closed)
 

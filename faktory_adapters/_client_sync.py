@@ -28,7 +28,6 @@ from ._common import (
     remaining,
     resolve_url,
     tls_context,
-    unread,
 )
 from ._options import check_ssl_context
 
@@ -347,7 +346,7 @@ class _ClientConnection:
         """Whether it can carry another command: not if the server closed it or sent bytes
         nobody asked for (while it sat idle, or after the last reply), which a command sent now
         would take for its reply."""
-        if self._protocol.state is not core.ConnectionState.READY or unread(self._protocol):
+        if self._protocol.state is not core.ConnectionState.READY or self._protocol.unread:
             return False
         pending = getattr(self._sock, "pending", None)  # TLS: decrypted, not yet read by us
         if pending is not None and pending():

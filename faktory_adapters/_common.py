@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from faktory_core import Connection, Event, JobError, ServerError, ServerURL
+from faktory_core import Event, JobError, ServerError, ServerURL
 
 __all__ = [
     "FETCH_TIMEOUT_FLOOR",
@@ -39,7 +39,6 @@ __all__ = [
     "resolve_url",
     "rss_kb",
     "tls_context",
-    "unread",
 ]
 
 #: Every log line of the library goes through this logger (or its children); none is configured.
@@ -222,12 +221,6 @@ def connect_socket(
         sock.close()
         raise
     return sock
-
-
-def unread(protocol: Connection) -> int:
-    """Bytes the server sent that no reply has used (yet): a reply is one, nothing more."""
-    # The core has no public way to ask yet; its parser counts them.
-    return protocol._parser.buffered
 
 
 def remaining(deadline: float) -> float:

@@ -174,6 +174,12 @@ class Connection:
         """Commands sent whose replies have not arrived, oldest first."""
         return tuple(self._pending)
 
+    @property
+    def unread(self) -> int:
+        """Bytes received that no event has used yet. On an idle connection any at all are
+        bytes nobody asked for: a pooled connection holding some must be retired."""
+        return self._parser.buffered
+
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes read from the socket; ``b""`` means the server closed it."""
         self._check_usable()

@@ -14,7 +14,6 @@ from typing import Any, Final
 import pytest
 
 from faktory_core import DEFAULT_MAX_REPLY_SIZE, ConfigurationError, LocalProtocolError
-from faktory_core import RemoteProtocolError as Remote
 from tests.cli.command import run
 from tests.support.adapters import SyncClient, adapter_module
 from tests.support.server import FaktoryServer
@@ -272,7 +271,8 @@ def test_a_lone_surrogate_in_the_args_fails_at_push(
 
 @pytest.fixture(scope="module")
 def hoarding_server() -> Iterator[FaktoryServer]:
-    """A server of its own: the jobs too large to fetch stay reserved until it stops."""
+    """A server of its own for jobs too large to fetch: one that is not FAILed stays reserved
+    until the server stops."""
     server = FaktoryServer().start()
     try:
         yield server
@@ -280,21 +280,25 @@ def hoarding_server() -> Iterator[FaktoryServer]:
         server.stop()
 
 
-def test_a_reply_over_max_reply_size_drops_the_connection_and_loses_nothing(
+def test_a_job_over_max_reply_size_is_refused_with_its_jid_and_the_link_stays_usable(
     adapter: str, hoarding_server: FaktoryServer, queue: str
 ) -> None:
     with SyncClient(adapter, hoarding_server.url, pool_size=1, timeout=60) as client:
-        client.push("Huge", ["x" * DEFAULT_MAX_REPLY_SIZE], queue=queue)
+        huge = client.push("Huge", ["x" * DEFAULT_MAX_REPLY_SIZE], queue=queue)
         small = client.push("Small", [], queue=queue)
         working = client.info()["faktory"]["sets"]["working"]
-        with pytest.raises(Remote, match=rf"exceeds {DEFAULT_MAX_REPLY_SIZE} bytes \(max_reply"):
+        invalid = adapter_module(adapter).InvalidJobError
+        limit = rf"larger than max_reply_size {DEFAULT_MAX_REPLY_SIZE}$"
+        with pytest.raises(invalid, match=limit) as raised:
             client.fetch(queue)
-        # The client dropped the broken connection: the next command gets a new one.
+        # Read past in bounded memory (the first KiB kept), its jid found: it can be FAILed.
+        assert raised.value.jid == huge
+        assert len(raised.value.payload) == 1024
         stats = client.info()["faktory"]
-        # The server handed the job out before we refused it: it is reserved, not lost, and
-        # comes back when its reservation expires. The queue is intact behind it.
-        assert stats["sets"]["working"] == working + 1
+        assert stats["sets"]["working"] == working + 1  # handed out, reserved for us
         assert stats["queues"][queue] == 1
+        client.fail(huge, "InvalidJob", str(raised.value))
+        assert client.info()["faktory"]["sets"]["working"] == working
         job = client.fetch(queue)
         assert job.jid == small
         client.ack(small)
