@@ -38,7 +38,13 @@ from ._commands import (
 )
 from ._config import ClientConfig, WorkerConfig
 from ._connection import PROTOCOL_VERSION, ClientInfo, Connection
-from ._errors import ConfigurationError, LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._errors import (
+    ConfigurationError,
+    LocalProtocolError,
+    OptionError,
+    ProtocolError,
+    RemoteProtocolError,
+)
 from ._events import (
     OK,
     BatchIdReply,
@@ -183,6 +189,7 @@ __all__ = [
     "MutateTarget",
     "NeedData",
     "Notice",
+    "OptionError",
     "Phase",
     "PhaseChanged",
     "PhaseReported",

@@ -9,7 +9,7 @@ import attrs
 
 from ._commands import _word
 from ._connection import ClientInfo
-from ._errors import LocalProtocolError
+from ._errors import OptionError
 from ._job import check_queue_name
 from ._resp import DEFAULT_MAX_REPLY_SIZE
 
@@ -79,7 +79,7 @@ def check_seconds(name: str, value: Any, low: float, high: float, *, above: bool
     if _number(value) and (low < value if above else low <= value) and value <= high:
         return
     bounds = f"above {low} and at most {high}" if above else f"from {low} to {high}"
-    raise LocalProtocolError(f"{name} must be a finite number of seconds {bounds}, got {value!r}")
+    raise OptionError(f"{name} must be a finite number of seconds {bounds}, got {value!r}")
 
 
 def _seconds(
@@ -99,7 +99,7 @@ def _count(low: int, high: int) -> Callable[..., None]:
 
     def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         if type(value) is not int or not low <= value <= high:
-            raise LocalProtocolError(
+            raise OptionError(
                 f"{attribute.name} must be an integer from {low} to {high}, got {value!r}"
             )
 
@@ -112,7 +112,7 @@ def _utf8(what: str, value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise LocalProtocolError(f"{what} {value!r} is not valid UTF-8") from None
+        raise OptionError(f"{what} {value!r} is not valid UTF-8") from None
     return value
 
 
@@ -124,21 +124,21 @@ def _queues(value: Sequence[str] | Mapping[str, int]) -> tuple[str, ...] | dict[
         for name, weight in weights.items():
             check_queue_name(name)
             if type(weight) is not int or not 1 <= weight <= MAX_QUEUE_WEIGHT:
-                raise LocalProtocolError(
+                raise OptionError(
                     f"queue weights must be integers from 1 to {MAX_QUEUE_WEIGHT}: "
                     f"{name} has {weight!r}"
                 )
         if not weights:
-            raise LocalProtocolError("a worker needs at least one queue")
+            raise OptionError("a worker needs at least one queue")
         return weights
     if not isinstance(value, Iterable):
-        raise LocalProtocolError(
+        raise OptionError(
             "queues must be a list of queue names or a {name: weight} mapping, "
             f"got {type(value).__name__}"
         )
     names = tuple(dict.fromkeys(value))
     if not names:
-        raise LocalProtocolError("a worker needs at least one queue")
+        raise OptionError("a worker needs at least one queue")
     for name in names:
         check_queue_name(name)
     return names
@@ -146,13 +146,13 @@ def _queues(value: Sequence[str] | Mapping[str, int]) -> tuple[str, ...] | dict[
 
 def _time_limits(value: Mapping[str, float]) -> dict[str, float]:
     if not isinstance(value, Mapping):
-        raise LocalProtocolError(
+        raise OptionError(
             f"time_limits must be a mapping of job types to seconds, got {type(value).__name__}"
         )
     limits = dict(value)
     for jobtype, limit in limits.items():
         if not isinstance(jobtype, str) or not jobtype:
-            raise LocalProtocolError(f"time_limits keys must be job type names, got {jobtype!r}")
+            raise OptionError(f"time_limits keys must be job type names, got {jobtype!r}")
         check_seconds(f"time_limits[{jobtype!r}]", limit, 0, MAX_TIME_LIMIT, above=True)
     return limits
 
@@ -162,13 +162,13 @@ def _jobtypes(value: Iterable[str] | None) -> frozenset[str] | None:
         return None
     names = frozenset((value,) if isinstance(value, str) else value)
     if not all(isinstance(name, str) and name for name in names):
-        raise LocalProtocolError("jobtypes must be non-empty strings")
+        raise OptionError("jobtypes must be non-empty strings")
     return names
 
 
 def _max_reply_size(_: object, __: object, value: Any) -> None:
     if type(value) is not int or value < 16:
-        raise LocalProtocolError(f"max_reply_size must be an integer of at least 16: {value!r}")
+        raise OptionError(f"max_reply_size must be an integer of at least 16: {value!r}")
 
 
 def _wid(value: object) -> str:
@@ -177,9 +177,7 @@ def _wid(value: object) -> str:
 
 def _labels(value: Iterable[str]) -> tuple[str, ...]:
     if not isinstance(value, Iterable):
-        raise LocalProtocolError(
-            f"labels must be a sequence of strings, got {type(value).__name__}"
-        )
+        raise OptionError(f"labels must be a sequence of strings, got {type(value).__name__}")
     labels = ClientInfo(labels=value).labels  # a sequence of strings, not one string
     for label in labels:
         _utf8("label", label)
@@ -193,12 +191,12 @@ def _hostname(_: object, __: object, value: Any) -> None:
 
 def _boolean(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, bool):
-        raise LocalProtocolError(f"{attribute.name} must be True or False, got {value!r}")
+        raise OptionError(f"{attribute.name} must be True or False, got {value!r}")
 
 
 def _queue_order(_: object, __: object, value: Any) -> None:
     if value is not None and not callable(value):
-        raise LocalProtocolError(f"queue_order must be a callable or None, got {value!r}")
+        raise OptionError(f"queue_order must be a callable or None, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -206,7 +204,8 @@ class WorkerConfig:
     """Everything that shapes a worker's behaviour; times are in seconds.
 
     Every option is checked here, once, with the bounds documented in docs/configuration.md:
-    a bad one raises LocalProtocolError naming it, never a failure later in a running worker.
+    a bad one raises OptionError (a LocalProtocolError and a ValueError) naming it, never a
+    failure later in a running worker.
     """
 
     wid: str = attrs.field(converter=_wid)
@@ -262,7 +261,7 @@ class WorkerConfig:
 
     def __attrs_post_init__(self) -> None:
         if self.reconnect_base > self.reconnect_cap:
-            raise LocalProtocolError(
+            raise OptionError(
                 f"reconnect_base must be at most reconnect_cap ({self.reconnect_cap!r}), "
                 f"got {self.reconnect_base!r}"
             )
@@ -285,7 +284,7 @@ class WorkerConfig:
 
 @attrs.frozen(kw_only=True)
 class ClientConfig:
-    """A Client's settings, checked like a worker's (LocalProtocolError naming the option)."""
+    """A Client's settings, checked like a worker's (OptionError naming the option)."""
 
     #: Connections kept open at most, each a server connection (1 to MAX_POOL_SIZE).
     pool_size: int = attrs.field(default=4, validator=_count(1, MAX_POOL_SIZE))

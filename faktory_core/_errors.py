@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigurationError", "LocalProtocolError", "ProtocolError", "RemoteProtocolError"]
+__all__ = [
+    "ConfigurationError",
+    "LocalProtocolError",
+    "OptionError",
+    "ProtocolError",
+    "RemoteProtocolError",
+]
 
 
 class ProtocolError(Exception):
@@ -14,6 +20,13 @@ class LocalProtocolError(ProtocolError):
 
     Raised by a :class:`~faktory_core.Connection` method, it leaves that connection unusable.
     Raised while building a job or a command, no connection is involved and nothing was sent.
+    """
+
+
+class OptionError(LocalProtocolError, ValueError):
+    """A worker or client option outside its documented bounds, named in the message.
+
+    Also a ``ValueError``, as the standard library raises for a bad argument.
     """
 
 
