@@ -35,9 +35,22 @@ then killed and the run goes on. The peers are installed by hand:
 Usage (a private Faktory is started unless ``--url`` is given; the server is FLUSHed):
 
     .venv/bin/python benchmarks/throughput.py [--jobs 20000] [--concurrency 20] [--rounds 3]
-        [--contenders ours,faktory,pyfaktory,node] [--profile ours.prof]
+        [--contenders ours,faktory,pyfaktory,node] [--sleep SECONDS] [--profile ours.prof]
 
 ``--profile FILE`` runs only ours, under cProfile, and prints where its time went.
+
+``--sleep SECONDS`` makes every job sleep that long, each contender with its runtime's own
+sleep, instead of being a no-op: ``await asyncio.sleep`` (ours), ``time.sleep`` (thread, and
+the peers faktory and pyfaktory, whose jobs run on threads or processes), ``gevent.sleep``
+(gevent), and ``setTimeout`` (node, once benchmarks/peers/node_worker.js reads BENCH_SLEEP;
+until then it is reported as skipped). It is the high-concurrency workload, where wake-up
+paths, socket buffers and per-link costs show, e.g.:
+
+    .venv/bin/python benchmarks/throughput.py --contenders ours,thread,gevent \\
+        --concurrency 500 --jobs 5000 --sleep 0.05 --rounds 2
+
+The drain rate is then bounded by concurrency / SECONDS jobs/s (10,000 for the above); the
+CPU per job includes the cost of the sleeps' timers and wake-ups.
 """
 
 from __future__ import annotations
@@ -62,7 +75,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Final
@@ -104,6 +117,8 @@ LABELS: Final = {
     "node": "faktory-worker (npm)",
 }
 _STARTUP_POLL: Final = 0.005  # until the first job leaves the queue, to time the start-up
+#: How long each job sleeps (--sleep), in a worker process; 0: a no-op.
+_SLEEP: Final = float(os.environ.get("BENCH_SLEEP") or 0)
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 
@@ -112,6 +127,42 @@ _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 def _sync_noop(*args: object) -> None:
     """The peers' handler (module level: pyfaktory pickles it into its pool)."""
+
+
+def _sync_sleep(*args: object) -> None:
+    """With --sleep: the thread adapter's and the peers' handler (module level, as above)."""
+    time.sleep(_SLEEP)
+
+
+def _gevent_sleep(*args: object) -> None:
+    """With --sleep: the gevent adapter's handler."""
+    import gevent
+
+    gevent.sleep(_SLEEP)
+
+
+async def _async_noop(*args: object) -> None:
+    return None
+
+
+async def _async_sleep(*args: object) -> None:
+    """With --sleep: the asyncio adapter's handler."""
+    import asyncio
+
+    await asyncio.sleep(_SLEEP)
+
+
+def _handler(adapter: str) -> Callable[..., Any]:
+    """Our adapter's handler: a no-op, or with --sleep its runtime's own sleep."""
+    if adapter == "asyncio":
+        return _async_sleep if _SLEEP else _async_noop
+    if adapter == "gevent" and _SLEEP:
+        return _gevent_sleep
+    return _sync_sleep if _SLEEP else _sync_noop
+
+
+def _peer_handler() -> Callable[..., None]:
+    return _sync_sleep if _SLEEP else _sync_noop
 
 
 def _child_settings() -> tuple[str, str, int]:
@@ -126,11 +177,7 @@ def _run_ours(adapter: str = "asyncio") -> int:
     module: Any = importlib.import_module(f"faktory_adapters.{adapter}")
     url, queue, concurrency = _child_settings()
     worker = module.Worker(url=url, queues=[queue], concurrency=concurrency)
-
-    async def noop(*args: object) -> None:
-        return None
-
-    worker.register(JOBTYPE, noop if adapter == "asyncio" else _sync_noop)
+    worker.register(JOBTYPE, _handler(adapter))
 
     def stop_on_request() -> None:
         # A line, or EOF when the benchmark died: stop as asked, else fall back on SIGTERM.
@@ -159,7 +206,7 @@ def _run_faktory() -> int:
     faktory: Any = importlib.import_module("faktory")
     url, queue, concurrency = _child_settings()
     worker = faktory.Worker(faktory=url, queues=[queue], concurrency=concurrency, use_threads=True)
-    worker.register(JOBTYPE, _sync_noop)
+    worker.register(JOBTYPE, _peer_handler())
     worker.run()  # exits the process itself
     return 0
 
@@ -173,7 +220,7 @@ def _run_pyfaktory() -> int:
         consumer = pyfaktory.Consumer(
             client=client, queues=[queue], priority="strict", concurrency=concurrency
         )
-        consumer.register(JOBTYPE, _sync_noop)
+        consumer.register(JOBTYPE, _peer_handler())
         consumer.run()  # raises SystemExit when stopped
     return 0
 
@@ -323,6 +370,16 @@ class Contender:
     stop_by_stdin: bool  # ours: a line on stdin calls worker.stop()
     version: str
     unavailable: str | None = None
+    skipped: str | None = None  # available, but not for this workload
+
+    @property
+    def absent(self) -> str | None:
+        """Why it does not run, as reported; None when it runs."""
+        if self.unavailable is not None:
+            return f"unavailable: {self.unavailable}"
+        if self.skipped is not None:
+            return f"skipped: {self.skipped}"
+        return None
 
 
 def _python_contender(name: str, distribution: str | None) -> Contender:
@@ -372,14 +429,28 @@ def _node_contender(node_modules: Path | None) -> Contender:
     return Contender(name, LABELS[name], argv, env, False, version, unavailable)
 
 
-def make_contenders(names: Sequence[str], node_modules: Path | None) -> list[Contender]:
+def make_contenders(
+    names: Sequence[str], node_modules: Path | None, sleep: float = 0.0
+) -> list[Contender]:
     made: list[Contender] = []
     for name in names:
         if name == "node":
             made.append(_node_contender(node_modules))
         else:
             made.append(_python_contender(name, None if name in OURS else name))
+    if sleep:
+        made = [replace(contender, skipped=_cannot_sleep(contender)) for contender in made]
     return made
+
+
+def _cannot_sleep(contender: Contender) -> str | None:
+    """Why ``contender`` cannot run the --sleep workload, or None."""
+    if contender.name == "node" and "BENCH_SLEEP" not in NODE_SCRIPT.read_text():
+        return (
+            f"no --sleep: {NODE_SCRIPT.relative_to(REPO_ROOT)} runs a no-op only (it does not "
+            "read BENCH_SLEEP)"
+        )
+    return None
 
 
 # -- one measurement ----------------------------------------------------------------------------
@@ -411,6 +482,7 @@ class Settings:
     stop_timeout: float
     poll: float
     profile: str | None
+    sleep: float = 0.0  # each job's, in seconds (--sleep); 0: a no-op
 
 
 def measure(admin: Admin, url: str, contender: Contender, settings: Settings, rnd: int) -> Run:
@@ -425,6 +497,7 @@ def measure(admin: Admin, url: str, contender: Contender, settings: Settings, rn
         return run
     env = dict(os.environ)
     env.pop("BENCH_PROFILE", None)
+    env.pop("BENCH_SLEEP", None)
     env.update(contender.env)
     env.update(
         FAKTORY_URL=url,
@@ -432,6 +505,8 @@ def measure(admin: Admin, url: str, contender: Contender, settings: Settings, rn
         BENCH_CONCURRENCY=str(settings.concurrency),
         BENCH_JOBTYPE=JOBTYPE,
     )
+    if settings.sleep:
+        env["BENCH_SLEEP"] = repr(settings.sleep)
     if settings.profile and contender.name == "ours":
         env["BENCH_PROFILE"] = settings.profile
     with tempfile.TemporaryFile() as output:
@@ -580,8 +655,8 @@ def report(contenders: Sequence[Contender], runs: Sequence[Run], rounds: int) ->
     print("-" * len(header))
     medians: dict[str, tuple[float | None, float | None]] = {}
     for contender in contenders:
-        if contender.unavailable is not None:
-            print(f"{contender.label:<22} unavailable: {contender.unavailable}")
+        if contender.absent is not None:
+            print(f"{contender.label:<22} {contender.absent}")
             continue
         mine = [run for run in runs if run.contender == contender.name]
         good = [run for run in mine if run.error is None]
@@ -655,6 +730,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", help="an existing server (it is FLUSHed!); default: our own")
     parser.add_argument("--node-modules", type=Path, help="where faktory-worker is installed")
     parser.add_argument("--profile", metavar="FILE", help="run only ours, under cProfile")
+    parser.add_argument(
+        "--sleep",
+        metavar="SECONDS",
+        type=float,
+        default=0.0,
+        help="each job sleeps SECONDS with its runtime's own sleep (asyncio.sleep, time.sleep, "
+        "gevent.sleep) instead of being a no-op; e.g. --concurrency 500 --jobs 5000 --sleep "
+        "0.05 (0: no-op)",
+    )
     parser.add_argument("--worker", choices=sorted(_CHILDREN), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.contenders.split(",") if name.strip()]
@@ -665,6 +749,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         names = ["ours"]
     if args.jobs < 1 or args.concurrency < 1 or args.rounds < 1:
         parser.error("--jobs, --concurrency and --rounds must be positive")
+    if not 0 <= args.sleep < float("inf"):
+        parser.error("--sleep must be a finite number of seconds >= 0")
     args.names = names
     return args
 
@@ -696,9 +782,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _CHILDREN[args.worker]()
     signal.signal(signal.SIGTERM, _terminated)
     settings = Settings(
-        args.jobs, args.concurrency, args.timeout, args.stop_timeout, args.poll, args.profile
+        args.jobs,
+        args.concurrency,
+        args.timeout,
+        args.stop_timeout,
+        args.poll,
+        args.profile,
+        args.sleep,
     )
-    contenders = make_contenders(args.names, args.node_modules)
+    contenders = make_contenders(args.names, args.node_modules, args.sleep)
     runs: list[Run] = []
     try:
         _rounds(args, settings, contenders, runs)
@@ -718,19 +810,19 @@ def _rounds(
     contenders: Sequence[Contender],
     runs: list[Run],
 ) -> None:
-    available = [contender for contender in contenders if contender.unavailable is None]
+    available = [contender for contender in contenders if contender.absent is None]
     with _server(args.url) as url:
         admin = Admin(url)
         try:
             server = admin.info()["server"]
+            work = f"jobs sleeping {args.sleep:g} s" if args.sleep else "no-op jobs"
             print(
-                f"{args.jobs:,} no-op jobs, concurrency {args.concurrency}, {args.rounds} "
+                f"{args.jobs:,} {work}, concurrency {args.concurrency}, {args.rounds} "
                 f"round(s); Faktory {server.get('faktory_version')}, {os.cpu_count()} CPUs, "
                 f"Python {sys.version.split()[0]}"
             )
             for contender in contenders:
-                state = contender.unavailable and f"unavailable: {contender.unavailable}"
-                print(f"  {contender.label:<22} {state or contender.version}")
+                print(f"  {contender.label:<22} {contender.absent or contender.version}")
             for rnd in range(1, args.rounds + 1):
                 shift = (rnd - 1) % max(len(available), 1)
                 for contender in available[shift:] + available[:shift]:
