@@ -299,9 +299,11 @@ class _Driver:
             timeout = min(timeout, _MAX_WAIT)  # select() refuses very long timeouts
         for key, _ in self._selector.select(timeout):
             if key.data is None:
-                self._wake_pending = False  # before the inbox is read: later posts wake again
                 with contextlib.suppress(OSError):
                     self._wake_reader.recv(4096)
+                # Cleared after the read, before the inbox is: a post from now on writes a
+                # wake-up no read has swallowed, and one before it is in the inbox already.
+                self._wake_pending = False
             else:
                 self._receive(key.data, key.fileobj)  # type: ignore[arg-type]
         while self._connected:
