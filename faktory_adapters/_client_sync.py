@@ -246,7 +246,9 @@ class Client:
             try:
                 if connection is None:
                     connection = self._open()
-                event = connection.request(command, self._timeout if timeout is None else timeout)
+                limit = self._timeout if timeout is None else timeout
+                with self._bound(command, limit):
+                    event = connection.request(command, limit)
             except BaseException:
                 if connection is not None:
                     connection.abandon()  # its state is unknown: never reuse it
@@ -307,6 +309,12 @@ class Client:
 
     def _semaphore(self, size: int) -> Any:
         return threading.BoundedSemaphore(size)
+
+    def _bound(
+        self, command: core.Command, seconds: float
+    ) -> contextlib.AbstractContextManager[Any]:
+        """Bounds a command as a whole where the socket's own deadline cannot (gevent's TLS)."""
+        return contextlib.nullcontext()
 
 
 class _ClientConnection:

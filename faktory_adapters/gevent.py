@@ -231,3 +231,8 @@ class Client(_client_sync.Client):
 
     def _semaphore(self, size: int) -> Any:
         return gevent.lock.BoundedSemaphore(size)
+
+    def _bound(self, command: core.Command, seconds: float) -> gevent.Timeout:
+        # gevent's SSLSocket gives each wait inside one TLS record the whole socket timeout.
+        error = TimeoutError(f"{command.verb} got no complete reply within {seconds:g} s")
+        return gevent.Timeout(seconds, error)

@@ -123,6 +123,29 @@ def test_timeout_bounds_a_whole_command(adapter: str, faktory_server: FaktorySer
         assert proxy.connections == 2  # the connection that timed out was not reused
 
 
+def test_timeout_bounds_a_whole_command_over_tls(
+    adapter: str, tls_server: FaktoryServer, certificates: Certificates
+) -> None:
+    # A TLS record trickled a byte at a time: gevent's SSLSocket gave each wait inside one
+    # record read the whole socket timeout.
+    context = ssl.create_default_context(cafile=str(certificates.ca_cert))
+    with FaultProxy(tls_server.host, tls_server.port) as proxy:
+        url = f"tcp+tls://127.0.0.1:{proxy.port}"
+
+        def scenario() -> tuple[float, BaseException]:
+            with SyncClient(adapter, url, timeout=BOUND, ssl_context=context) as client:
+                client.info()
+                proxy.set_trickle(TRICKLE / 4)
+                outcome = timed_error(client.info)
+                proxy.set_trickle(None)
+                return outcome
+
+        elapsed, error = within(PATIENCE, scenario)
+        assert isinstance(error, TimeoutError)
+        assert str(error) == "INFO got no complete reply within 1 s"
+        assert elapsed < BOUND + SLACK
+
+
 def test_connect_timeout_bounds_a_trickled_handshake(
     adapter: str, faktory_server: FaktoryServer
 ) -> None:
