@@ -57,7 +57,8 @@ PROG: Final = "faktory-worker"
 EXIT_CLEAN: Final = core.EXIT_CLEAN
 EXIT_ABORTED: Final = core.EXIT_ABORTED
 EXIT_USAGE: Final = 2
-EXIT_UNREACHABLE: Final = 3
+# The worker itself stops with 3 when the server refuses it for good: the same meaning.
+EXIT_UNREACHABLE: Final = core.EXIT_REFUSED
 EXIT_CRASHED: Final = 4
 
 ADAPTERS: Final = ("asyncio", "thread", "gevent")
