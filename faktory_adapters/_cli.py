@@ -35,6 +35,15 @@ import faktory_core as core
 
 from . import _logging
 from ._common import AuthenticationError, FaktoryError, ServerReplyError, resolve_url
+from ._exits import (
+    EXIT_ABORTED,
+    EXIT_CLEAN,
+    EXIT_CRASHED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    UnreachableError,
+    UsageError,
+)
 from ._jobs import Jobs
 
 __all__ = [
@@ -53,13 +62,6 @@ __all__ = [
 ]
 
 PROG: Final = "faktory-worker"
-
-EXIT_CLEAN: Final = core.EXIT_CLEAN
-EXIT_ABORTED: Final = core.EXIT_ABORTED
-EXIT_USAGE: Final = 2
-# The worker itself stops with 3 when the server refuses it for good: the same meaning.
-EXIT_UNREACHABLE: Final = core.EXIT_REFUSED
-EXIT_CRASHED: Final = 4
 
 ADAPTERS: Final = ("asyncio", "thread", "gevent")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -86,14 +88,6 @@ exit codes:
 
 signals: TERM/INT stop (a second one aborts at once), TSTP quiets, TTIN logs running jobs
 """
-
-
-class UsageError(Exception):
-    """Bad configuration: reported on one line, exit code 2."""
-
-
-class UnreachableError(Exception):
-    """The server cannot be reached or refuses the handshake: one line, exit code 3."""
 
 
 class _Parser(argparse.ArgumentParser):

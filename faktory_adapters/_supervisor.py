@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Final
 
-from ._cli import EXIT_CLEAN, EXIT_UNREACHABLE
+from ._exits import EXIT_CLEAN, EXIT_UNREACHABLE
 
 __all__ = ["SignalInbox", "exit_code", "spawn", "supervise"]
 

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from ._cli import UsageError
+from ._exits import UsageError
 from ._supervisor import FORWARDED, SignalInbox, exit_code, spawn
 
 __all__ = ["POLL_INTERVAL", "snapshot", "watch", "watched_directories"]
