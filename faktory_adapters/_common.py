@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from faktory_core import Event, JobError, ServerError, ServerURL
+from faktory_core import ConnectionLost, Event, JobError, ServerError, ServerURL
 
 __all__ = [
     "FETCH_TIMEOUT_FLOOR",
@@ -27,6 +27,7 @@ __all__ = [
     "InvalidJobError",
     "JobAborted",
     "ServerReplyError",
+    "connect_failed",
     "expect",
     "explain_tls_error",
     "handshake_closed",
@@ -105,6 +106,16 @@ def handshake_closed(url: ServerURL) -> FaktoryError:
     # Faktory serving TLS waits 2 s for a TLS hello, then closes a plain client's connection.
     hint = "" if url.tls else ": if the server speaks TLS, use a tcp+tls:// URL"
     return FaktoryError(f"{url} closed the connection during the handshake{hint}")
+
+
+def connect_failed(link: int, url: ServerURL, error: Exception) -> ConnectionLost:
+    """The machine input for a connect that raised ``error``: retried with backoff, unless
+    retrying cannot help (a certificate that is not trusted, or names another host)."""
+    return ConnectionLost(
+        link=link,
+        reason=f"cannot connect to {url}: {error!r}",
+        permanent=isinstance(error, ssl.SSLCertVerificationError),
+    )
 
 
 def explain_tls_error(error: ssl.SSLError, url: ServerURL) -> None:

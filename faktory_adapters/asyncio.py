@@ -17,7 +17,6 @@ import contextvars
 import functools
 import inspect
 import signal
-import ssl
 import sys
 import threading
 import traceback
@@ -62,6 +61,7 @@ from ._common import (
     InvalidJobError,
     JobAborted,
     ServerReplyError,
+    connect_failed,
     job_error,
     logger,
 )
@@ -422,15 +422,9 @@ class _Driver:
                 ),
                 self.worker._connect_timeout,
             )
-        except Exception as error:  # whatever it is, the core retries with backoff...
+        except Exception as error:  # whatever it is, the core decides what follows
             self._connecting.pop(link, None)
-            self.feed(
-                ConnectionLost(
-                    link=link,
-                    reason=f"cannot connect to {url}: {error!r}",
-                    permanent=isinstance(error, ssl.SSLCertVerificationError),  # ...or gives up
-                )
-            )
+            self.feed(connect_failed(link, url, error))
         else:
             self._connecting.pop(link, None)
 

@@ -66,6 +66,7 @@ from ._common import (
     InvalidJobError,
     JobAborted,
     ServerReplyError,
+    connect_failed,
     connect_socket,
     job_error,
     logger,
@@ -353,12 +354,8 @@ class _Driver:
             result = self._connect_socket(
                 worker._url, timeout=worker._connect_timeout, ssl_context=worker._ssl_context
             )
-        except Exception as error:  # whatever it is, the core retries with backoff...
-            result = ConnectionLost(
-                link=link,
-                reason=f"cannot connect to {worker._url}: {error!r}",
-                permanent=isinstance(error, ssl.SSLCertVerificationError),  # ...or gives up
-            )
+        except Exception as error:  # whatever it is, the core decides what follows
+            result = connect_failed(link, worker._url, error)
         self._connected.append((link, attempt, result))
         self._wake()
 
