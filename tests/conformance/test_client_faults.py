@@ -218,7 +218,7 @@ def test_an_unsolicited_error_retires_an_idle_connection(
     ):
         client.info()
         assert proxy.inject(UNSOLICITED) == 1
-        time.sleep(0.2)  # let the bytes land: an asyncio loop sees them on its next turn
+        client.settle()  # the bytes are in: an asyncio loop takes them on its next turn
         for n in range(3):
             client.push("Probe", [n], queue=queue)  # each gets its own reply: +OK
         assert client.info()["faktory"]["queues"][queue] == 3
@@ -255,11 +255,11 @@ def test_idle_connections_are_reused_and_cut_ones_replaced(
                 client.info()
             assert proxy.connections == 1
             assert proxy.cut_all(reset=False) == 1
-            time.sleep(0.2)  # let the close land: an asyncio loop sees it on its next turn
+            client.settle()  # the close is in: an asyncio loop takes it on its next turn
             for _ in range(3):
                 client.info()
             assert proxy.connections == 2
             assert proxy.inject(UNSOLICITED) == 1
-            time.sleep(0.2)
+            client.settle()
             client.info()
             assert proxy.connections == 3

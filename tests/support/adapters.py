@@ -40,7 +40,8 @@ class SyncClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         if adapter == "asyncio":
             self._loop = asyncio.new_event_loop()
-            threading.Thread(target=self._loop.run_forever, daemon=True).start()
+            self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+            self._thread.start()
             self._client = self._run(self._make(url, options))
         else:
             self._client = adapter_module(adapter).Client(url, **options)
@@ -60,6 +61,16 @@ class SyncClient:
             return self._run(result) if asyncio.iscoroutine(result) else result
 
         return call
+
+    def settle(self) -> None:
+        """Return once the Client's runtime has taken in whatever already reached its sockets.
+
+        An asyncio loop reads a socket only on its next turn: after a call that runs on it
+        (and so waits out a select), it has. The blocking Clients read their sockets when
+        they check them, so there is nothing to wait for.
+        """
+        if self._loop is not None:
+            self._run(asyncio.sleep(0))
 
     def concurrently(self, method: str, *argsets: tuple[Any, ...]) -> list[Any]:
         """Call ``method`` once per tuple of arguments, all at once, the adapter's way (tasks,
@@ -93,6 +104,9 @@ class SyncClient:
             self._run(self._client.close())
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(WAIT)
+            if not self._thread.is_alive():
+                self._loop.close()  # not left to the garbage collector, from another thread
 
 
 def serve(adapter: str, worker: Any, *, stop_when: threading.Event | None = None) -> int:
