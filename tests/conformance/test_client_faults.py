@@ -19,7 +19,7 @@ import pytest
 
 from faktory_adapters._cli import CHECK_TIMEOUT, EXIT_UNREACHABLE
 from tests.cli.command import run
-from tests.support.adapters import ADAPTERS, SyncClient
+from tests.support.adapters import SyncClient
 from tests.support.proxy import FaultProxy
 from tests.support.server import FaktoryServer
 from tests.support.tls import Certificates, make_certificates
@@ -37,11 +37,6 @@ PATIENCE: Final = 15.0
 UNSOLICITED: Final = b"-ERR unsolicited\r\n"
 
 T = TypeVar("T")
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture(scope="module")

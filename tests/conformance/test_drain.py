@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,17 +24,6 @@ MODULES = {"asyncio": aio, "thread": thread, "gevent": gevent_adapter}
 
 class Custom(BaseException):
     """A BaseException of the user's own."""
-
-
-@pytest.fixture(params=list(MODULES))
-def adapter(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def client(faktory_server: FaktoryServer) -> Iterator[thread.Client]:
-    with thread.Client(faktory_server.url) as blocking:
-        yield blocking
 
 
 @pytest.fixture

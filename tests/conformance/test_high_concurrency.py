@@ -34,7 +34,6 @@ from tests.support.server import FaktoryServer
 
 pytestmark = pytest.mark.server
 
-ADAPTERS = ("asyncio", "thread", "gevent")
 CONCURRENCY = 500
 JOBS = 3000
 PUSH_CHUNK = 1000
@@ -64,11 +63,6 @@ def server() -> Iterator[FaktoryServer]:
     """A server of the test's own: a hung worker's reservations stay there, not in the next."""
     with FaktoryServer() as own:
         yield own
-
-
-@pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @dataclass(frozen=True)

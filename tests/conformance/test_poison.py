@@ -45,17 +45,6 @@ MODULES: Final = {"asyncio": aio, "thread": thread, "gevent": gevent_adapter}
 DEPTH: Final = 5_000
 
 
-@pytest.fixture(params=list(MODULES))
-def adapter(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def client(faktory_server: FaktoryServer) -> Iterator[thread.Client]:
-    with thread.Client(faktory_server.url) as blocking:
-        yield blocking
-
-
 @pytest.fixture
 def queue() -> str:
     return f"poison-{uuid.uuid4().hex[:10]}"

@@ -47,11 +47,6 @@ def queue() -> str:
     return f"conf-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(params=["asyncio", "thread", "gevent"])
-def adapter(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 def push(client: BlockingClient, queue: str, jobtype: str, *args: object) -> str:
     job = Job.create(jobtype, args, jid_factory=lambda: uuid.uuid4().hex, queue=queue)
     client.ask(Push(job=job))
