@@ -37,8 +37,9 @@ class WorkerBase:
     ``burst=True`` works until a FETCH comes back empty, then stops once running jobs finish.
 
     Every option is checked here, with the bounds of docs/configuration.md: a bad one raises
-    ``LocalProtocolError`` (the core's checks) or ``ConfigurationError`` (the URL, ssl_context)
-    naming it, never a failure once the worker runs.
+    ``LocalProtocolError`` (the core's checks; ``OptionError``, also a ``ValueError``, for a
+    value out of its bounds) or ``ConfigurationError`` (the URL, ssl_context) naming it, never
+    a failure once the worker runs.
     """
 
     #: The runtime's name, in the default labels.

@@ -199,7 +199,11 @@ class Worker(WorkerBase):
                 handle.cancel()
 
     def serve(self) -> int:
-        """Serve in this greenlet until stopped; return the exit code (signals are yours)."""
+        """Serve in this greenlet until stopped; return the exit code (signals are yours).
+
+        An exception that interrupts it (``KeyboardInterrupt``, ``SystemExit``, a kill) aborts
+        the running jobs, FAILs them naming it, ENDs, and is re-raised.
+        """
         return self._serve(self._make_config())
 
     def drain(self) -> int:

@@ -185,7 +185,11 @@ class Worker(WorkerBase):
                 signal.signal(signum, handler)
 
     def serve(self) -> int:
-        """Serve on this thread until stopped; return the exit code (signals are yours)."""
+        """Serve on this thread until stopped; return the exit code (signals are yours).
+
+        An exception that interrupts it (``KeyboardInterrupt``, ``SystemExit``, a kill) aborts
+        the running jobs, FAILs them naming it, ENDs, and is re-raised.
+        """
         return self._serve(self._make_config())
 
     def drain(self) -> int:
