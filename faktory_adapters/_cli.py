@@ -6,7 +6,7 @@ with its signals: TERM/INT stop (a second one aborts at once), TSTP quiets, TTIN
 ``--processes N`` runs N such workers under a supervisor; ``--watch`` restarts the worker when
 a ``.py`` file changes.
 
-Exit codes:
+Exit codes (names in ``faktory_adapters._exits``):
 
 - 0 (``EXIT_CLEAN``): the worker stopped cleanly.
 - 1 (``EXIT_ABORTED``): jobs still running at the shutdown timeout were aborted.
@@ -47,13 +47,6 @@ from ._exits import (
 from ._jobs import Jobs
 
 __all__ = [
-    "EXIT_ABORTED",
-    "EXIT_CLEAN",
-    "EXIT_CRASHED",
-    "EXIT_UNREACHABLE",
-    "EXIT_USAGE",
-    "UnreachableError",
-    "UsageError",
     "build_parser",
     "check_server",
     "import_jobs",

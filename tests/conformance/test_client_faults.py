@@ -17,7 +17,8 @@ from typing import Any, Final, TypeVar
 
 import pytest
 
-from faktory_adapters._cli import CHECK_TIMEOUT, EXIT_UNREACHABLE
+from faktory_adapters._cli import CHECK_TIMEOUT
+from faktory_adapters._exits import EXIT_UNREACHABLE
 from tests.cli.command import run
 from tests.support.adapters import SyncClient
 from tests.support.proxy import FaultProxy
