@@ -36,6 +36,7 @@ __all__ = [
     "logger",
     "new_jid",
     "new_wid",
+    "receive",
     "remaining",
     "resolve_url",
     "rss_kb",
@@ -232,6 +233,16 @@ def connect_socket(
         sock.close()
         raise
     return sock
+
+
+def receive(sock: socket.socket) -> bytes:
+    """What a readable socket holds: one read, plus what TLS has decrypted already (which
+    select() cannot see). b"" at the end of the stream."""
+    data = sock.recv(65536)
+    pending = getattr(sock, "pending", None)  # TLS sockets only
+    while data and pending is not None and pending():
+        data += sock.recv(pending())
+    return data
 
 
 def remaining(deadline: float) -> float:

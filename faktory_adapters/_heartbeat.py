@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
-import ssl
 import threading
 import time
 from collections import deque
@@ -41,7 +40,7 @@ from faktory_core import (
     Write,
 )
 
-from ._common import connect_socket, logger, rss_kb
+from ._common import connect_socket, logger, receive, rss_kb
 
 __all__ = ["HeartbeatThread"]
 
@@ -139,10 +138,7 @@ class HeartbeatThread:
 
     def _receive(self, sock: socket.socket) -> None:
         try:
-            data = sock.recv(65536)
-            # TLS may hold decrypted bytes that select() cannot see.
-            while data and isinstance(sock, ssl.SSLSocket) and sock.pending():
-                data += sock.recv(sock.pending())
+            data = receive(sock)
         except OSError as error:
             self._lost(error)
             return

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import faktory_core as core
 
@@ -15,17 +16,14 @@ from ._common import new_wid, resolve_url, tls_context
 from ._jobs import Jobs, JobType
 from ._options import check_flag, check_ssl_context
 
+if TYPE_CHECKING:
+    from ._driver import Driver
+
 __all__ = ["JobType", "Jobs", "WorkerBase"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class _Driver(Protocol):
-    def post(self, event: core.MachineInput) -> None: ...
-
-    def dump_jobs(self) -> None: ...
 
 
 class WorkerBase:
@@ -112,7 +110,7 @@ class WorkerBase:
             "quiet": [],
             "shutdown": [],
         }
-        self._driver: _Driver | None = None
+        self._driver: Driver | None = None
 
     @overload
     def register(
@@ -170,6 +168,15 @@ class WorkerBase:
         """Stop: quiet, then abort what still runs after the shutdown timeout; a second call
         aborts at once. Safe to call from any thread."""
         self._post(core.StopRequested(source="api"))
+
+    def _signal_actions(self) -> dict[signal.Signals, Callable[[], None]]:
+        """What :meth:`run` does on each signal: TERM and INT stop, TSTP quiets, TTIN dumps."""
+        return {
+            signal.SIGTERM: lambda: self._post(core.StopRequested(source="SIGTERM")),
+            signal.SIGINT: lambda: self._post(core.StopRequested(source="SIGINT")),
+            signal.SIGTSTP: lambda: self._post(core.QuietRequested(source="SIGTSTP")),
+            signal.SIGTTIN: self.dump_jobs,
+        }
 
     def dump_jobs(self) -> None:
         """Log every running job and its stack (TTIN)."""

@@ -16,41 +16,14 @@ import contextlib
 import contextvars
 import functools
 import inspect
-import signal
 import sys
 import threading
 import traceback
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias, TypeVar, cast
 
 import faktory_core as core
-from faktory_core import (
-    AbortJob,
-    AbortRequested,
-    Action,
-    Close,
-    Connect,
-    ConnectionLost,
-    ConnectionMade,
-    DataReceived,
-    Exit,
-    Job,
-    JobError,
-    JobFinished,
-    MachineInput,
-    Notice,
-    Phase,
-    PhaseChanged,
-    QuietRequested,
-    ServerSignal,
-    Start,
-    StartJob,
-    StopRequested,
-    TimerFired,
-    WorkerState,
-    Write,
-)
+from faktory_core import ConnectionLost, ConnectionMade, DataReceived, Job, JobError, TimerFired
 
 from . import _logging
 from ._client_async import Client
@@ -63,9 +36,8 @@ from ._common import (
     ServerReplyError,
     connect_failed,
     job_error,
-    logger,
 )
-from ._heartbeat import HeartbeatThread
+from ._driver import AbortSignalBase, Driver, JobContextBase, log
 from ._jobs import Jobs, JobType, check_result
 from ._worker_base import WorkerBase
 
@@ -89,40 +61,24 @@ Hook: TypeAlias = Callable[[], Any]
 Middleware: TypeAlias = Callable[["JobContext", Callable[[], Awaitable[None]]], Awaitable[None]]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-_log: Final = logger.getChild("worker")
-_CURRENT: Final = _logging.CURRENT
-
 # Guards the lazy creation of AbortSignal's threading.Event against a concurrent abort.
 _EVENT_LOCK: Final = threading.Lock()
 
-# After Exit, how long the heartbeat gets to send its END.
-_HEARTBEAT_END_TIMEOUT: Final = 5.0
 
-
-class AbortSignal:
+class AbortSignal(AbortSignalBase):
     """Set when the worker aborts the job: a flag, a reason, and waits for both runtimes.
 
     Coroutines ``await signal.wait()``; a plain function running in a thread polls
     ``signal.is_set`` or calls ``signal.wait_blocking(timeout)``.
     """
 
-    __slots__ = ("_event", "_reason", "_thread_event")
+    __slots__ = ("_event", "_thread_event")
 
     def __init__(self) -> None:
+        super().__init__()
         # Made on first use: most jobs never wait for their abort.
         self._event: asyncio.Event | None = None
         self._thread_event: threading.Event | None = None
-        self._reason: str | None = None
-
-    @property
-    def is_set(self) -> bool:
-        """True once the job has been aborted."""
-        return self._reason is not None
-
-    @property
-    def reason(self) -> str | None:
-        """Why the job was aborted (the FAIL message), or None."""
-        return self._reason
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` s (None: for ever) for the abort; True if it came."""
@@ -153,62 +109,24 @@ class AbortSignal:
             self._event.set()
 
 
-class JobContext:
+class JobContext(JobContextBase):
     """The running job, its abort signal, and the worker running it."""
 
-    __slots__ = ("_thread", "abort", "job", "worker")
+    __slots__ = ("_coroutine", "_task", "_thread")
+
+    abort: AbortSignal
 
     def __init__(self, job: Job, worker: Worker) -> None:
-        self.job = job
+        super().__init__(job, worker)
         self.abort = AbortSignal()
-        self.worker = worker
+        self._coroutine = False  # an async def handler (else a plain function in a thread)
+        self._task: asyncio.Task[Any] | None = None
         self._thread: int | None = None  # the thread of a plain-function handler
-
-    def __repr__(self) -> str:
-        return f"<JobContext {self.job.jobtype} {self.job.jid}>"
 
 
 def current_job() -> JobContext:
     """The context of the job this code runs for; LookupError outside a job."""
-    return cast(JobContext, _CURRENT.get())
-
-
-class _RunningJob:
-    __slots__ = ("context", "coroutine", "task")
-
-    def __init__(self, context: JobContext, task: asyncio.Task[Any], coroutine: bool) -> None:
-        self.context = context
-        self.task = task
-        self.coroutine = coroutine
-
-
-class _LinkProtocol(asyncio.Protocol):
-    """Feeds one link's socket events to the worker."""
-
-    def __init__(self, driver: _Driver, link: int) -> None:
-        self._worker = driver
-        self._link = link
-        self._transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._worker.transports[self._link] = transport
-        self._worker.feed(ConnectionMade(link=self._link))
-
-    def data_received(self, data: bytes) -> None:
-        self._worker.feed(DataReceived(link=self._link, data=data))
-
-    def eof_received(self) -> bool:
-        self._worker.feed(DataReceived(link=self._link, data=b""))
-        return False
-
-    def connection_lost(self, error: Exception | None) -> None:
-        transports = self._worker.transports
-        if transports.get(self._link) is self._transport:  # not one we closed ourselves
-            del transports[self._link]
-            reason = f"connection lost: {error}" if error else "connection closed"
-            self._worker.feed(ConnectionLost(link=self._link, reason=reason))
+    return cast(JobContext, _logging.CURRENT.get())
 
 
 class Worker(WorkerBase):
@@ -220,9 +138,6 @@ class Worker(WorkerBase):
     """
 
     runtime = "asyncio"
-    _driver: _Driver | None
-
-    # -- running ------------------------------------------------------------------------------
 
     def run(self) -> int:
         """Run on a new event loop until stopped; TERM/INT stop, TSTP quiets, TTIN dumps.
@@ -230,18 +145,13 @@ class Worker(WorkerBase):
         Returns the exit code: 0 after a clean stop, 1 when jobs had to be aborted.
         """
         loop = asyncio.new_event_loop()
-        handlers = {
-            signal.SIGTERM: lambda: self._post(StopRequested(source="SIGTERM")),
-            signal.SIGINT: lambda: self._post(StopRequested(source="SIGINT")),
-            signal.SIGTSTP: lambda: self._post(QuietRequested(source="SIGTSTP")),
-            signal.SIGTTIN: self.dump_jobs,
-        }
+        actions = self._signal_actions()
         try:
-            for signum, handler in handlers.items():
-                loop.add_signal_handler(signum, handler)
+            for signum, act in actions.items():
+                loop.add_signal_handler(signum, act)
             return loop.run_until_complete(self.serve())
         finally:
-            for signum in handlers:
+            for signum in actions:
                 loop.remove_signal_handler(signum)
             # Tasks still running ignored their abort and were FAILed: they are not awaited.
             loop.close()
@@ -263,8 +173,9 @@ class Worker(WorkerBase):
     async def _serve(self, config: core.WorkerConfig) -> int:
         if self._driver is not None:
             raise RuntimeError("this worker is already serving (a Worker serves once)")
-        driver = self._driver = _Driver(self, asyncio.get_running_loop(), config)
-        return await driver.serve()
+        runtime = _Runtime(self, asyncio.get_running_loop(), config)
+        self._driver = runtime.driver
+        return await runtime.serve()
 
     async def _run_hooks(self, kind: str) -> None:
         for hook in self._hooks[kind]:
@@ -273,121 +184,96 @@ class Worker(WorkerBase):
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                _log.exception("the %s hook %r failed", kind, hook)
+                log.exception("the %s hook %r failed", kind, hook)
 
 
-class _Driver:
-    """One run of a worker: the machine, its links, its jobs, its timer and its heartbeat."""
+class _LinkProtocol(asyncio.Protocol):
+    """Feeds one link's socket events to the driver."""
+
+    def __init__(self, runtime: _Runtime, link: int) -> None:
+        self._runtime = runtime
+        self._link = link
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._runtime.transports[self._link] = transport
+        self._runtime.driver.feed(ConnectionMade(link=self._link))
+
+    def data_received(self, data: bytes) -> None:
+        self._runtime.driver.feed(DataReceived(link=self._link, data=data))
+
+    def eof_received(self) -> bool:
+        self._runtime.driver.feed(DataReceived(link=self._link, data=b""))
+        return False
+
+    def connection_lost(self, error: Exception | None) -> None:
+        transports = self._runtime.transports
+        if transports.get(self._link) is self._transport:  # not one we closed ourselves
+            del transports[self._link]
+            reason = f"connection lost: {error}" if error else "connection closed"
+            self._runtime.driver.feed(ConnectionLost(link=self._link, reason=reason))
+
+
+class _Runtime:
+    """The event loop as the driver's runtime: links are protocols, jobs are tasks."""
 
     def __init__(
         self, worker: Worker, loop: asyncio.AbstractEventLoop, config: core.WorkerConfig
     ) -> None:
         self.worker = worker
         self.loop = loop
-        self.config = config
-        self.machine = core.Worker(config, random=worker._random.random)
-        _logging.install()
+        self.now = loop.time
         self.transports: dict[int, asyncio.Transport] = {}
         self._connecting: dict[int, asyncio.Task[None]] = {}
-        self._jobs: dict[str, _RunningJob] = {}
-        self._inbox: deque[MachineInput] = deque()
-        self._feeding = False
-        self._started = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._exit: asyncio.Future[int] = loop.create_future()
         self._executor = DaemonThreadPool(config.concurrency, "faktory-job")
-        self._heartbeat = HeartbeatThread(
-            config,
-            worker._url,
-            on_server_state=self._from_heartbeat,
-            random=worker._random.random,
-            ssl_context=worker._ssl_context,
-            connect_timeout=worker._connect_timeout,
-        )
+        self.driver = Driver(worker, config, self)
 
     async def serve(self) -> int:
-        worker, config = self.worker, self.config
-        await worker._run_hooks("startup")  # inputs meanwhile wait in the inbox
-        _log.info(
-            "worker %s starting: %s, concurrency %d", worker.wid, worker._url, config.concurrency
-        )
-        self._heartbeat.start()
-        self._started = True
-        self._inbox.appendleft(Start())
-        self.feed(None)
+        driver = self.driver
+        await self.worker._run_hooks("startup")  # inputs meanwhile wait in the driver
+        driver.begin()
         try:
             code = await asyncio.shield(self._exit)
         except BaseException as error:  # not ours: abort, FAIL what runs, END, pass it on
-            await self._abort_for(error)
+            if isinstance(error, asyncio.CancelledError):
+                driver.interrupted("the task running serve() was cancelled")
+            else:
+                driver.interrupted(f"serve() was interrupted by {type(error).__name__}")
+            try:
+                await asyncio.shield(self._exit)
+            except asyncio.CancelledError as again:
+                driver.interrupted_again(again)
             raise
         finally:
             await self._finish()
-        _log.info("worker %s exiting with code %d", worker.wid, code)
-        return code
+        return driver.ended(code)
 
-    async def _abort_for(self, error: BaseException) -> None:
-        """Abort the running jobs, FAIL them naming ``error``, and wait for the machine to
-        exit (it bounds that: abort grace, then the END timeout). Cancelled again: no wait."""
-        if isinstance(error, asyncio.CancelledError):
-            reason = "the task running serve() was cancelled"
-        else:
-            reason = f"serve() was interrupted by {type(error).__name__}"
-        _log.warning("worker %s: %s; aborting", self.worker.wid, reason)
-        self.feed(AbortRequested(reason=reason))
-        try:
-            await asyncio.shield(self._exit)
-        except asyncio.CancelledError:
-            _log.warning("worker %s cancelled again: exiting without waiting", self.worker.wid)
+    async def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for transport in self.transports.values():
+            transport.close()
+        for connecting in self._connecting.values():
+            connecting.cancel()
+        self._executor.shutdown(wait=False)
+        await self.loop.run_in_executor(None, self.driver.finish_heartbeat)
+        await self.worker._run_hooks("shutdown")
 
-    def dump_jobs(self) -> None:
-        frames = sys._current_frames()
-        for running in list(self._jobs.values()):
-            context = running.context
-            if running.coroutine:
-                stack = "".join(traceback.format_list(_task_stack(running.task)))
-            else:
-                frame = frames.get(context._thread or -1)
-                stack = "".join(traceback.format_stack(frame)) if frame else "(not started)\n"
-            _log.warning("running %s %s\n%s", context.job.jobtype, context.job.jid, stack)
+    # -- the Runtime the driver sees ----------------------------------------------------------
 
-    def post(self, event: MachineInput) -> None:
-        """Queue an input from any thread; the loop feeds it to the machine."""
+    def wake(self) -> None:
         if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.feed, event)
+            self.loop.call_soon_threadsafe(self.driver.feed)
 
-    def _from_heartbeat(self, state: WorkerState) -> None:
-        if not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.feed, ServerSignal(state=state))
-
-    def feed(self, event: MachineInput | None) -> None:
-        """Give the machine an input (None: only what waits) and carry out its actions.
-
-        Never re-entered; inputs that come before the machine starts (a stop during the
-        startup hooks) wait, and after it exits they are dropped.
-        """
-        if event is not None:
-            self._inbox.append(event)
-        if self._feeding or not self._started:
-            return
-        self._feeding = True
-        try:
-            machine, time = self.machine, self.loop.time
-            while self._inbox:
-                if machine.phase is Phase.EXITED:
-                    self._inbox.clear()
-                    break
-                for action in machine.handle(self._inbox.popleft(), time()):
-                    _ACTIONS[type(action)](self, action)
-            self._arm_timer()
-        finally:
-            self._feeding = False
-
-    def _arm_timer(self) -> None:
+    def arm_timer(self, deadline: float | None) -> None:
         # Most inputs push the next deadline later (each FETCH moves its reply timeout), so
         # the timer is only moved earlier; when it fires early, the machine does nothing and
         # the timer is armed again. That saves a timer per job.
-        deadline = self.machine.next_deadline
         if deadline is None or (self._timer_at is not None and deadline >= self._timer_at):
             return
         if self._timer is not None:
@@ -397,17 +283,22 @@ class _Driver:
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
-        self.feed(TimerFired())
+        self.driver.feed(TimerFired())
 
-    # -- actions ------------------------------------------------------------------------------
+    def exited(self, code: int) -> None:
+        if not self._exit.done():
+            self._exit.set_result(code)
 
-    def _write(self, action: Write) -> None:
-        transport = self.transports.get(action.link)
+    def run_hooks_later(self, kind: str) -> None:
+        self.loop.create_task(self.worker._run_hooks(kind))
+
+    def write(self, link: int, data: bytes) -> None:
+        transport = self.transports.get(link)
         if transport is not None:
-            transport.write(action.data)
+            transport.write(data)
 
-    def _connect(self, action: Connect) -> None:
-        self._connecting[action.link] = self.loop.create_task(self._open(action.link))
+    def connect(self, link: int) -> None:
+        self._connecting[link] = self.loop.create_task(self._open(link))
 
     async def _open(self, link: int) -> None:
         url, context = self.worker._url, self.worker._ssl_context
@@ -424,84 +315,65 @@ class _Driver:
             )
         except Exception as error:  # whatever it is, the core decides what follows
             self._connecting.pop(link, None)
-            self.feed(connect_failed(link, url, error))
+            self.driver.feed(connect_failed(link, url, error))
         else:
             self._connecting.pop(link, None)
 
-    def _close(self, action: Close) -> None:
-        transport = self.transports.pop(action.link, None)
+    def close(self, link: int) -> None:
+        transport = self.transports.pop(link, None)
         if transport is not None:
             transport.close()
-        connecting = self._connecting.pop(action.link, None)
+        connecting = self._connecting.pop(link, None)
         if connecting is not None:
             connecting.cancel()
 
-    def _start_job(self, action: StartJob) -> None:
-        job = action.job
-        handler = self.worker._handler(job.jobtype)
-        context = JobContext(job, self.worker)
-        coroutine = inspect.iscoroutinefunction(handler)
-        task = self.loop.create_task(self._perform(context, handler, coroutine))
-        self._jobs[job.jid] = _RunningJob(context, task, coroutine)
-        task.add_done_callback(functools.partial(self._job_done, job.jid))
+    def new_context(self, job: Job) -> JobContext:
+        return JobContext(job, self.worker)
 
-    def _abort(self, action: AbortJob) -> None:
-        running = self._jobs.get(action.jid)
-        if running is None:
-            return
-        job = running.context.job
-        _log.warning("aborting %s %s: %s", job.jobtype, action.jid, action.message)
-        running.context.abort._set(action.message)
-        if running.coroutine and self.worker._interrupts(job.jobtype):
-            running.task.cancel(action.message)
-        # A plain function in a thread cannot be interrupted: it gets the signal only.
+    def start_job(self, context: JobContext, handler: Handler) -> None:
+        context._coroutine = inspect.iscoroutinefunction(handler)
+        task = self.loop.create_task(self._perform(context, handler))
+        context._task = task
+        task.add_done_callback(functools.partial(self._job_done, context.job.jid))
 
-    def _phase_changed(self, action: PhaseChanged) -> None:
-        _log.info("worker %s: %s (%s)", self.worker.wid, action.phase.value, action.trigger.value)
-        self._heartbeat.report_phase(action.phase)
-        if action.stops_fetching:
-            self.loop.create_task(self.worker._run_hooks("quiet"))
+    def interrupt(self, context: JobContext) -> None:
+        # A plain function in a thread cannot be interrupted: it has the signal only.
+        if context._coroutine and context._task is not None:
+            context._task.cancel(context.abort.reason)
 
-    def _notice(self, action: Notice) -> None:
-        _log.warning("%s", action.message)
+    def stack(self, context: JobContext) -> str:
+        if context._coroutine and context._task is not None:
+            return "".join(traceback.format_list(_task_stack(context._task)))
+        frame = sys._current_frames().get(context._thread or -1)
+        return "".join(traceback.format_stack(frame)) if frame else "(not started)\n"
 
-    def _exited(self, action: Exit) -> None:
-        if not self._exit.done():
-            self._exit.set_result(action.code)
+    async def _perform(self, context: JobContext, handler: Handler) -> JobError | None:
+        token = _logging.CURRENT.set(context)
+        job = context.job
+        if context._coroutine:
 
-    # -- jobs ---------------------------------------------------------------------------------
+            async def innermost() -> None:
+                check_result(job.jobtype, await handler(*job.args))
 
-    async def _perform(self, context: JobContext, handler: Handler, coroutine: bool) -> Any:
-        token = _CURRENT.set(context)
+            call: Callable[[], Awaitable[Any]] = innermost
+        else:
+            run = contextvars.copy_context().run
+            call = functools.partial(
+                self.loop.run_in_executor, self._executor, run, _in_thread, context, handler
+            )
         try:
-            await self._call(context, handler, coroutine, 0)
+            await self.driver.chain(context, call)()
         except asyncio.CancelledError:
             if context.abort.is_set:
                 return None  # ours: the job was FAILed when it was aborted
             raise  # not ours: never swallowed
         except BaseException as error:  # a job's failure, whatever it raised
-            self.worker._job_raised(error)
-            return job_error(error, context.job.backtrace)
+            return self.driver.failed(context, error)
         finally:
-            _CURRENT.reset(token)
+            _logging.CURRENT.reset(token)
         return None
 
-    async def _call(
-        self, context: JobContext, handler: Handler, coroutine: bool, depth: int
-    ) -> None:
-        middleware = self.worker._middleware
-        if depth < len(middleware):
-            await middleware[depth](
-                context, lambda: self._call(context, handler, coroutine, depth + 1)
-            )
-        elif coroutine:
-            check_result(context.job.jobtype, await handler(*context.job.args))
-        else:
-            run = contextvars.copy_context().run
-            await self.loop.run_in_executor(self._executor, run, _in_thread, context, handler)
-
-    def _job_done(self, jid: str, task: asyncio.Task[Any]) -> None:
-        self._jobs.pop(jid, None)
+    def _job_done(self, jid: str, task: asyncio.Task[JobError | None]) -> None:
         if task.cancelled():
             error: JobError | None = JobError(
                 errtype="CancelledError", message="the job's task was cancelled from outside"
@@ -509,22 +381,7 @@ class _Driver:
         else:
             failure = task.exception()
             error = task.result() if failure is None else job_error(failure)
-        self.feed(JobFinished(jid=jid, error=error))
-
-    async def _finish(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        for transport in self.transports.values():
-            transport.close()
-        for connecting in self._connecting.values():
-            connecting.cancel()
-        self._executor.shutdown(wait=False)
-        finished = await self.loop.run_in_executor(
-            None, self._heartbeat.finish, _HEARTBEAT_END_TIMEOUT
-        )
-        if not finished:
-            _log.warning("the heartbeat did not end within %g s", _HEARTBEAT_END_TIMEOUT)
-        await self.worker._run_hooks("shutdown")
+        self.driver.feed(self.driver.job_finished(jid, error))
 
 
 def _in_thread(context: JobContext, handler: Handler) -> None:
@@ -534,15 +391,3 @@ def _in_thread(context: JobContext, handler: Handler) -> None:
 
 def _task_stack(task: asyncio.Task[Any]) -> traceback.StackSummary:
     return traceback.StackSummary.extract((frame, frame.f_lineno) for frame in task.get_stack())
-
-
-_ACTIONS: Final[dict[type[Action], Callable[[_Driver, Any], None]]] = {
-    Write: _Driver._write,
-    Connect: _Driver._connect,
-    Close: _Driver._close,
-    StartJob: _Driver._start_job,
-    AbortJob: _Driver._abort,
-    PhaseChanged: _Driver._phase_changed,
-    Notice: _Driver._notice,
-    Exit: _Driver._exited,
-}

@@ -25,18 +25,18 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
     ) from missing
 
 import contextvars
-import signal
+import selectors
 import socket
 import ssl
 import traceback
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, cast
 
 import faktory_core as core
-from faktory_core import Job, JobFinished, QuietRequested, StopRequested
+from faktory_core import Job
 
-from . import _client_sync
-from . import thread as _thread
+from . import _client_sync, _logging
+from ._blocking import BlockingWorker, EventAbortSignal, SelectorRuntime, perform
 from ._common import (
     AuthenticationError,
     FaktoryError,
@@ -45,8 +45,8 @@ from ._common import (
     ServerReplyError,
     connect_socket,
 )
+from ._driver import Handler, JobContextBase
 from ._jobs import Jobs, JobType
-from ._worker_base import WorkerBase
 
 __all__ = [
     "AbortSignal",
@@ -63,58 +63,30 @@ __all__ = [
     "current_job",
 ]
 
-_CURRENT: Final = _thread._CURRENT
 
-
-class AbortSignal:
+class AbortSignal(EventAbortSignal):
     """Set when the worker aborts the job: a flag, a reason, and a cooperative wait."""
 
-    __slots__ = ("_event", "_reason")
-
-    def __init__(self) -> None:
-        self._event = gevent.event.Event()
-        self._reason: str | None = None
-
-    @property
-    def is_set(self) -> bool:
-        """True once the job has been aborted."""
-        return self._reason is not None
-
-    @property
-    def reason(self) -> str | None:
-        """Why the job was aborted (the FAIL message), or None."""
-        return self._reason
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait (yielding to other greenlets) up to ``timeout`` s; True if the abort came."""
-        self._event.wait(timeout)
-        return self._reason is not None
-
-    def wait_blocking(self, timeout: float | None = None) -> bool:
-        """The same as :meth:`wait` (named as in the asyncio adapter)."""
-        return self.wait(timeout)
-
-    def _set(self, reason: str) -> None:
-        self._reason = reason
-        self._event.set()
+    __slots__ = ()
+    _new_event = gevent.event.Event
 
 
-class JobContext(_thread.JobContext):
+class JobContext(JobContextBase):
     """The running job, its abort signal, and the worker running it."""
 
     __slots__ = ("_greenlet",)
 
-    def __init__(self, job: Job, worker: Any) -> None:
+    abort: AbortSignal
+
+    def __init__(self, job: Job, worker: Worker) -> None:
         super().__init__(job, worker)
-        self.abort = AbortSignal()  # type: ignore[assignment]
+        self.abort = AbortSignal()
         self._greenlet: gevent.Greenlet[Any, Any] | None = None
 
 
 def current_job() -> JobContext:
     """The context of the job this code runs for; LookupError outside a job."""
-    context = _CURRENT.get()
-    assert isinstance(context, JobContext)
-    return context
+    return cast(JobContext, _logging.CURRENT.get())
 
 
 def _wrap_tls(context: ssl.SSLContext, sock: socket.socket, host: str) -> socket.socket:
@@ -137,40 +109,7 @@ def _connect(url: core.ServerURL, *, timeout: float, ssl_context: Any) -> socket
         )
 
 
-class _Driver(_thread._Driver):
-    """The thread adapter's driver, with greenlets where it uses threads."""
-
-    _context_type = JobContext
-
-    def _new_selector(self) -> Any:
-        return gevent.selectors.GeventSelector()
-
-    def _spawn(self, target: Callable[..., Any], *args: Any) -> None:
-        gevent.spawn(target, *args)
-
-    def _connect_socket(
-        self, url: core.ServerURL, *, timeout: float, ssl_context: Any
-    ) -> socket.socket:
-        return _connect(url, timeout=timeout, ssl_context=ssl_context)
-
-    def _run_job(self, context: Any, handler: Callable[..., Any]) -> None:
-        jid = context.job.jid
-        greenlet = gevent.spawn(contextvars.copy_context().run, self._perform, context, handler)
-        context._greenlet = greenlet
-        greenlet.link(lambda done: self.post(JobFinished(jid=jid, error=done.value)))
-
-    def _interrupt(self, context: Any) -> None:
-        greenlet = context._greenlet
-        if greenlet is not None and not greenlet.dead:
-            greenlet.kill(JobAborted, block=False)
-
-    def _stack(self, context: Any) -> str:
-        greenlet = context._greenlet
-        frame = getattr(greenlet, "gr_frame", None)
-        return "".join(traceback.format_stack(frame)) if frame else "(not running)\n"
-
-
-class Worker(WorkerBase):
+class Worker(BlockingWorker):
     """Fetches jobs from Faktory and runs them as greenlets.
 
     Handlers, middleware and hooks are plain functions that should yield (gevent sockets,
@@ -178,51 +117,56 @@ class Worker(WorkerBase):
     """
 
     runtime = "gevent"
-    _driver: _thread._Driver | None
 
     def run(self) -> int:
         """Serve until stopped, with TERM/INT stopping, TSTP quieting and TTIN dumping jobs.
 
         Returns 0 after a clean stop, 1 when jobs were aborted.
         """
-        handlers = {
-            signal.SIGTERM: lambda: self._post(StopRequested(source="SIGTERM")),
-            signal.SIGINT: lambda: self._post(StopRequested(source="SIGINT")),
-            signal.SIGTSTP: lambda: self._post(QuietRequested(source="SIGTSTP")),
-            signal.SIGTTIN: self.dump_jobs,
-        }
-        installed = [gevent.signal_handler(signum, handler) for signum, handler in handlers.items()]
+        installed = [
+            gevent.signal_handler(signum, act) for signum, act in self._signal_actions().items()
+        ]
         try:
             return self.serve()
         finally:
             for handle in installed:
                 handle.cancel()
 
-    def serve(self) -> int:
-        """Serve in this greenlet until stopped; return the exit code (signals are yours).
+    def _new_runtime(self, config: core.WorkerConfig) -> SelectorRuntime:
+        return _GeventRuntime(self, config)
 
-        An exception that interrupts it (``KeyboardInterrupt``, ``SystemExit``, a kill) aborts
-        the running jobs, FAILs them naming it, ENDs, and is re-raised.
-        """
-        return self._serve(self._make_config())
 
-    def drain(self) -> int:
-        """Work in burst mode until the queues are empty, then return the exit code; re-raise
-        the first exception a job raised. For tests: push jobs, then ``worker.drain()``."""
-        return self._end_drain(self._serve(self._start_drain()))
+class _GeventRuntime(SelectorRuntime):
+    """Jobs and connects as greenlets on the hub."""
 
-    def _serve(self, config: core.WorkerConfig) -> int:
-        if self._driver is not None:
-            raise RuntimeError("this worker is already serving (a Worker serves once)")
-        driver = self._driver = _Driver(self, config)  # type: ignore[arg-type]
-        return driver.serve()
+    context_type = JobContext
 
-    def _run_hooks(self, kind: str) -> None:
-        for hook in self._hooks[kind]:
-            try:
-                hook()
-            except Exception:
-                _thread._log.exception("the %s hook %r failed", kind, hook)
+    def new_selector(self) -> selectors.BaseSelector:
+        selector: selectors.BaseSelector = gevent.selectors.GeventSelector()
+        return selector
+
+    def spawn(self, target: Callable[..., Any], *args: Any) -> None:
+        gevent.spawn(target, *args)
+
+    def connect_socket(
+        self, url: core.ServerURL, *, timeout: float, ssl_context: Any
+    ) -> socket.socket:
+        return _connect(url, timeout=timeout, ssl_context=ssl_context)
+
+    def start_job(self, context: JobContext, handler: Handler) -> None:
+        driver, jid = self.driver, context.job.jid
+        greenlet = gevent.spawn(contextvars.copy_context().run, perform, driver, context, handler)
+        context._greenlet = greenlet
+        greenlet.link(lambda done: driver.post(driver.job_finished(jid, done.value)))
+
+    def interrupt(self, context: JobContext) -> None:
+        greenlet = context._greenlet
+        if greenlet is not None and not greenlet.dead:
+            greenlet.kill(JobAborted, block=False)
+
+    def stack(self, context: JobContext) -> str:
+        frame = getattr(context._greenlet, "gr_frame", None)
+        return "".join(traceback.format_stack(frame)) if frame else "(not running)\n"
 
 
 class Client(_client_sync.Client):

@@ -1,0 +1,298 @@
+"""The worker driver, written once for every runtime.
+
+A :class:`Driver` feeds :class:`faktory_core.Worker` its inputs and carries out the actions it
+returns: it keeps the table of running jobs, wraps each job in the middleware chain, turns a
+job's outcome into its report, logs the lifecycle, feeds the heartbeat thread, and dumps
+stacks. What only a runtime knows (how bytes move, how a job runs and is interrupted, how the
+loop is woken and when its timer fires) it asks of a :class:`Runtime`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
+
+import faktory_core as core
+from faktory_core import (
+    AbortJob,
+    AbortRequested,
+    Action,
+    Close,
+    Connect,
+    Exit,
+    Job,
+    JobError,
+    JobFinished,
+    MachineInput,
+    Notice,
+    PhaseChanged,
+    Start,
+    StartJob,
+    Write,
+)
+
+from . import _logging
+from ._common import job_error, logger
+from ._heartbeat import HeartbeatThread
+
+if TYPE_CHECKING:
+    from ._worker_base import WorkerBase
+
+__all__ = ["AbortSignalBase", "Driver", "Handler", "JobContextBase", "Runtime"]
+
+Handler: TypeAlias = Callable[..., Any]
+
+log: Final = logger.getChild("worker")
+
+#: After Exit, how long the heartbeat gets to send its END.
+HEARTBEAT_END_TIMEOUT: Final = 5.0
+
+
+class AbortSignalBase:
+    """What every adapter's ``AbortSignal`` has: set once, with the reason (the FAIL message);
+    each adapter adds its waits."""
+
+    __slots__ = ("_reason",)
+
+    def __init__(self) -> None:
+        self._reason: str | None = None
+
+    @property
+    def is_set(self) -> bool:
+        """True once the job has been aborted."""
+        return self._reason is not None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the job was aborted (the FAIL message), or None."""
+        return self._reason
+
+
+class JobContextBase:
+    """The running job, its abort signal, and the worker running it (each adapter's
+    ``JobContext`` adds its abort signal's type and how its runtime tracks the job)."""
+
+    __slots__ = ("abort", "job", "worker")
+
+    abort: Any
+
+    def __init__(self, job: Job, worker: Any) -> None:
+        self.job = job
+        self.worker = worker
+
+    def __repr__(self) -> str:
+        return f"<JobContext {self.job.jobtype} {self.job.jid}>"
+
+
+class Runtime(Protocol):
+    """What the driver needs from a runtime. Every method but :meth:`wake` is called on the
+    runtime's loop (its thread, its hub); none may block."""
+
+    def now(self) -> float:
+        """The monotonic clock the machine's deadlines are in."""
+
+    def wake(self) -> None:
+        """From any thread or a signal handler: have the loop call ``driver.feed()`` soon."""
+
+    def arm_timer(self, deadline: float | None) -> None:
+        """Feed ``TimerFired`` at ``deadline`` (the machine's next one, after every input)."""
+
+    def connect(self, link: int) -> None:
+        """Open ``link``'s connection; feed ConnectionMade, or ConnectionLost on failure."""
+
+    def write(self, link: int, data: bytes) -> None:
+        """Send ``data`` on ``link`` (nothing if it is gone: its loss is reported apart)."""
+
+    def close(self, link: int) -> None:
+        """Close ``link`` (or give up opening it), reporting nothing."""
+
+    def new_context(self, job: Job) -> JobContextBase:
+        """The runtime's ``JobContext`` for ``job``."""
+
+    def start_job(self, context: Any, handler: Handler) -> None:
+        """Run the job; on its end feed or post ``driver.job_finished(...)``."""
+
+    def interrupt(self, context: Any) -> None:
+        """Interrupt the job natively (its abort signal is already set)."""
+
+    def stack(self, context: Any) -> str:
+        """The job's current stack, formatted."""
+
+    def run_hooks_later(self, kind: str) -> None:
+        """Run the worker's ``kind`` hooks without blocking the loop."""
+
+    def exited(self, code: int) -> None:
+        """The machine exited with ``code``."""
+
+
+class Driver:
+    """One run of a worker: the machine, its running jobs and its heartbeat."""
+
+    def __init__(self, worker: WorkerBase, config: core.WorkerConfig, runtime: Runtime) -> None:
+        self.worker = worker
+        self.config = config
+        self.runtime = runtime
+        self.machine = core.Worker(config, random=worker._random.random)
+        self.exit_code: int | None = None
+        self.jobs: dict[str, Any] = {}
+        self._inbox: deque[MachineInput] = deque()  # appends and pops are thread-safe
+        self._feeding = False
+        self._started = False
+        self._actions: dict[type[Action], Callable[[Any], None]] = {
+            Write: self._write,
+            Connect: self._connect,
+            Close: self._close,
+            StartJob: self._start_job,
+            AbortJob: self._abort,
+            PhaseChanged: self._phase_changed,
+            Notice: self._notice,
+            Exit: self._exited,
+        }
+        _logging.install()
+        self.heartbeat = HeartbeatThread(
+            config,
+            worker._url,
+            on_server_state=lambda state: self.post(core.ServerSignal(state=state)),
+            random=worker._random.random,
+            ssl_context=worker._ssl_context,
+            connect_timeout=worker._connect_timeout,
+        )
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Start the heartbeat and the machine (after the startup hooks ran); inputs that came
+        meanwhile (a stop during the hooks) follow Start."""
+        log.info(
+            "worker %s starting: %s, concurrency %d",
+            self.worker.wid,
+            self.worker._url,
+            self.config.concurrency,
+        )
+        self.heartbeat.start()
+        self._started = True
+        self._inbox.appendleft(Start())
+        self.feed()
+
+    def interrupted(self, reason: str) -> None:
+        """The code serving the worker was interrupted: abort, FAIL what runs naming
+        ``reason``, and END (the machine bounds that: abort grace, then the END timeout)."""
+        log.warning("worker %s: %s; aborting", self.worker.wid, reason)
+        self.feed(AbortRequested(reason=reason))
+
+    def interrupted_again(self, error: BaseException) -> None:
+        log.warning(
+            "worker %s interrupted again (%s): exiting without waiting",
+            self.worker.wid,
+            type(error).__name__,
+        )
+
+    def finish_heartbeat(self) -> None:
+        """Have the heartbeat send END and stop; blocks up to HEARTBEAT_END_TIMEOUT s."""
+        if not self.heartbeat.finish(HEARTBEAT_END_TIMEOUT):
+            log.warning("the heartbeat did not end within %g s", HEARTBEAT_END_TIMEOUT)
+
+    def ended(self, code: int) -> int:
+        log.info("worker %s exiting with code %d", self.worker.wid, code)
+        return code
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def post(self, event: MachineInput) -> None:
+        """Queue an input from any thread (or a signal handler) and wake the loop."""
+        self._inbox.append(event)
+        self.runtime.wake()
+
+    def feed(self, event: MachineInput | None = None) -> None:
+        """On the loop: give the machine ``event`` and what waits, and carry out its actions.
+
+        Never re-entered (an input that comes while actions run waits its turn); inputs that
+        come before :meth:`begin` wait for it.
+        """
+        if event is not None:
+            self._inbox.append(event)
+        if self._feeding or not self._started:
+            return
+        self._feeding = True
+        try:
+            inbox, handle, now, actions = (
+                self._inbox,
+                self.machine.handle,
+                self.runtime.now,
+                self._actions,
+            )
+            while inbox:
+                if self.exit_code is not None:
+                    inbox.clear()
+                    break
+                for action in handle(inbox.popleft(), now()):
+                    actions[type(action)](action)
+            self.runtime.arm_timer(self.machine.next_deadline)
+        finally:
+            self._feeding = False
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def chain(self, context: Any, innermost: Callable[[], Any]) -> Callable[[], Any]:
+        """``innermost`` (the handler's call) wrapped in the middleware, outermost first."""
+        call = innermost
+        for middleware in reversed(self.worker._middleware):
+            call = functools.partial(middleware, context, call)
+        return call
+
+    def failed(self, context: Any, error: BaseException) -> JobError:
+        """The report of a job that raised ``error`` (kept for drain() to re-raise)."""
+        self.worker._job_raised(error)
+        return job_error(error, context.job.backtrace)
+
+    def job_finished(self, jid: str, error: JobError | None) -> JobFinished:
+        """The job is done: forget it, and return the input to feed (or post) the machine."""
+        self.jobs.pop(jid, None)
+        return JobFinished(jid=jid, error=error)
+
+    def dump_jobs(self) -> None:
+        for context in list(self.jobs.values()):
+            stack = self.runtime.stack(context)
+            log.warning("running %s %s\n%s", context.job.jobtype, context.job.jid, stack)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _write(self, action: Write) -> None:
+        self.runtime.write(action.link, action.data)
+
+    def _connect(self, action: Connect) -> None:
+        self.runtime.connect(action.link)
+
+    def _close(self, action: Close) -> None:
+        self.runtime.close(action.link)
+
+    def _start_job(self, action: StartJob) -> None:
+        job = action.job
+        context = self.runtime.new_context(job)
+        self.jobs[job.jid] = context
+        self.runtime.start_job(context, self.worker._handler(job.jobtype))
+
+    def _abort(self, action: AbortJob) -> None:
+        context = self.jobs.get(action.jid)
+        if context is None:
+            return
+        job = context.job
+        log.warning("aborting %s %s: %s", job.jobtype, action.jid, action.message)
+        context.abort._set(action.message)
+        if self.worker._interrupts(job.jobtype):
+            self.runtime.interrupt(context)
+
+    def _phase_changed(self, action: PhaseChanged) -> None:
+        log.info("worker %s: %s (%s)", self.worker.wid, action.phase.value, action.trigger.value)
+        self.heartbeat.report_phase(action.phase)
+        if action.stops_fetching:
+            self.runtime.run_hooks_later("quiet")
+
+    def _notice(self, action: Notice) -> None:
+        log.warning("%s", action.message)
+
+    def _exited(self, action: Exit) -> None:
+        self.exit_code = action.code
+        self.runtime.exited(action.code)
