@@ -125,7 +125,11 @@ class SelectorRuntime(abc.ABC):
 
     def serve(self) -> int:
         driver = self.driver
-        self.worker._run_hooks("startup")
+        try:
+            self.worker._run_hooks("startup")
+        except BaseException:  # interrupted before the machine started: nothing to abort
+            self._close_loop()
+            raise
         driver.begin()
         try:
             try:
@@ -178,10 +182,13 @@ class SelectorRuntime(abc.ABC):
             self._forget(link)
         self.shutdown_jobs()
         self.driver.finish_heartbeat()
+        self._close_loop()
+        self.worker._run_hooks("shutdown")
+
+    def _close_loop(self) -> None:
         self._selector.close()
         self._wake_reader.close()
         self._wake_writer.close()
-        self.worker._run_hooks("shutdown")
 
     def shutdown_jobs(self) -> None:  # noqa: B027 - most runtimes keep no pool
         """Let go of the job pool, if the runtime keeps one (jobs still running are

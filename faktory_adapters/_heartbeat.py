@@ -91,6 +91,8 @@ class HeartbeatThread:
 
     def finish(self, timeout: float) -> bool:
         """Send END and stop the thread; wait at most ``timeout`` s. True if it finished."""
+        if not self._thread.is_alive() and not self._done.is_set():  # never started
+            self._done.set()
         self._post(Finish())
         finished = self._done.wait(timeout)
         if finished:
