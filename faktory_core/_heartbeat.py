@@ -30,23 +30,13 @@ from ._io import (
     Start,
     TimerFired,
 )
-from ._lifecycle import Phase
+from ._lifecycle import PHASES
 from ._links import Link, LinkMachine, LinkStatus, Random
 
 __all__ = ["HEARTBEAT_LINK", "Heartbeat"]
 
 #: The heartbeat machine's only link.
 HEARTBEAT_LINK: Final = 0
-
-_REPORTED_STATES: Final = {
-    Phase.QUIET: WorkerState.QUIET,
-    Phase.DRAINING: WorkerState.QUIET,
-    Phase.STOPPING: WorkerState.TERMINATE,
-    Phase.ABORTING: WorkerState.TERMINATE,
-    Phase.ENDING: WorkerState.TERMINATE,
-    Phase.EXITED: WorkerState.TERMINATE,
-}
-
 
 _RANK: Final = {None: 0, WorkerState.RUNNING: 0, WorkerState.QUIET: 1, WorkerState.TERMINATE: 2}
 
@@ -88,7 +78,7 @@ class Heartbeat(LinkMachine[Link]):
         self._start()
 
     def _on_phase(self, event: PhaseReported, now: float) -> None:
-        self._current_state = _REPORTED_STATES.get(event.phase)
+        self._current_state = PHASES[event.phase].reported
 
     def _on_finish(self, event: Finish, now: float) -> None:
         self._closing = True

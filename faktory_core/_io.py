@@ -15,7 +15,7 @@ import attrs
 from ._commands import WorkerState
 from ._errors import LocalProtocolError
 from ._job import Job
-from ._lifecycle import Phase, Trigger
+from ._lifecycle import PHASES, Phase, Trigger
 
 __all__ = [
     "AbortJob",
@@ -237,8 +237,9 @@ class PhaseChanged(Action):
 
     @property
     def stops_fetching(self) -> bool:
-        """True for the one change that leaves RUNNING: the time to run the quiet hooks."""
-        return self.previous is Phase.RUNNING
+        """True for the one change that stops new FETCHes (out of RUNNING, per ``PHASES``):
+        the time to run the quiet hooks."""
+        return PHASES[self.previous].fetches and not PHASES[self.phase].fetches
 
 
 @attrs.frozen(kw_only=True)

@@ -1,24 +1,35 @@
-"""The worker's life, from the first FETCH to the exit code, as one table.
+"""The worker's life, from the first FETCH to the exit code, as two tables.
 
 A worker is in one :class:`Phase`; a :class:`Trigger` moves it to the next, per
 :data:`LIFECYCLE`. A pair missing from the table cannot happen: the worker machine only fires
 the triggers a phase lists, so a missing pair is a bug, reported as ``LocalProtocolError``.
-This table is the specification of the shutdown contract; the docs' diagram is drawn from it.
+:data:`PHASES` says what the worker does in each phase (fetch? start the jobs a FETCH returns?
+which deadline? what BEAT reports?); the worker and heartbeat machines read it rather than
+decide it themselves. These tables are the specification of the shutdown contract; the docs'
+diagram and phase table are drawn from them.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
+import attrs
+
+from ._commands import WorkerState
 from ._errors import LocalProtocolError
+
+if TYPE_CHECKING:
+    from ._config import WorkerConfig
 
 __all__ = [
     "EXIT_ABORTED",
     "EXIT_CLEAN",
     "EXIT_REFUSED",
     "LIFECYCLE",
+    "PHASES",
     "Phase",
+    "PhaseRules",
     "Trigger",
     "next_phase",
 ]
@@ -121,3 +132,75 @@ def next_phase(phase: Phase, trigger: Trigger) -> Phase:
         return LIFECYCLE[phase, trigger]
     except KeyError:
         raise LocalProtocolError(f"{trigger.value} cannot happen while {phase.value}") from None
+
+
+def _check_timeout(rules: PhaseRules, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if (rules.timeout is None) is not (value is None):
+        raise LocalProtocolError("a phase's timeout and on_timeout go together")
+
+
+@attrs.frozen(kw_only=True)
+class PhaseRules:
+    """What the worker does while in one phase: a row of :data:`PHASES`."""
+
+    #: New FETCHes go out. A FETCH already in flight is awaited in every phase: closing its
+    #: link would let the server hand its next job to a connection nobody reads.
+    fetches: bool
+    #: A job that a FETCH in flight returns is started; else it is FAILed at once, unstarted
+    #: (errtype ``ShutdownAbort``), so the server retries it soon.
+    starts_fetched_jobs: bool
+    #: How the phase is reported as ``current_state`` in BEAT (``RUNNING``: none is sent).
+    reported: WorkerState
+    #: The phase ends (``Trigger.DRAINED``) once no job runs and no FETCH awaits its reply.
+    ends_when_drained: bool = False
+    #: The :class:`WorkerConfig` field (seconds) of the deadline that starts on entering the
+    #: phase; None: no deadline.
+    timeout: str | None = None
+    #: The trigger fired when that deadline runs out.
+    on_timeout: Trigger | None = attrs.field(default=None, validator=_check_timeout)
+
+    def deadline(self, config: WorkerConfig, now: float) -> float | None:
+        """When the phase's deadline runs out, for a phase entered at ``now``; None if none."""
+        if self.timeout is None:
+            return None
+        seconds: float = getattr(config, self.timeout)
+        return now + seconds
+
+
+_P, _T, _S = Phase, Trigger, WorkerState
+#: What the worker does in each phase.
+PHASES: Final[dict[Phase, PhaseRules]] = {
+    _P.RUNNING: PhaseRules(fetches=True, starts_fetched_jobs=True, reported=_S.RUNNING),
+    _P.QUIET: PhaseRules(fetches=False, starts_fetched_jobs=True, reported=_S.QUIET),
+    # Burst mode's end: no timeout, the running jobs finish.
+    _P.DRAINING: PhaseRules(
+        fetches=False, starts_fetched_jobs=True, reported=_S.QUIET, ends_when_drained=True
+    ),
+    # A job fetched while stopping still runs: the shutdown timeout bounds it like the others.
+    _P.STOPPING: PhaseRules(
+        fetches=False,
+        starts_fetched_jobs=True,
+        reported=_S.TERMINATE,
+        ends_when_drained=True,
+        timeout="shutdown_timeout",
+        on_timeout=_T.DEADLINE,
+    ),
+    _P.ABORTING: PhaseRules(
+        fetches=False,
+        starts_fetched_jobs=False,
+        reported=_S.TERMINATE,
+        ends_when_drained=True,
+        timeout="abort_grace",
+        on_timeout=_T.GRACE_OVER,
+    ),
+    # Owed ACKs and FAILs and a FETCH still in flight get their replies, at most this long.
+    _P.ENDING: PhaseRules(
+        fetches=False,
+        starts_fetched_jobs=False,
+        reported=_S.TERMINATE,
+        timeout="reply_timeout",
+        on_timeout=_T.ENDED,
+    ),
+    _P.EXITED: PhaseRules(fetches=False, starts_fetched_jobs=False, reported=_S.TERMINATE),
+}
+del _P, _T, _S

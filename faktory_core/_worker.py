@@ -42,7 +42,15 @@ from ._io import (
     TimerFired,
 )
 from ._job import Job
-from ._lifecycle import EXIT_ABORTED, EXIT_CLEAN, EXIT_REFUSED, Phase, Trigger, next_phase
+from ._lifecycle import (
+    EXIT_ABORTED,
+    EXIT_CLEAN,
+    EXIT_REFUSED,
+    PHASES,
+    Phase,
+    Trigger,
+    next_phase,
+)
 from ._links import Link, LinkMachine, LinkStatus, Random
 
 __all__ = [
@@ -210,7 +218,9 @@ class Worker(LinkMachine[_Slot]):
         deadline = self._phase_deadline
         if deadline is not None and now >= deadline:
             self._phase_deadline = None
-            self._fire(_DEADLINE_TRIGGERS[self._phase], now)
+            trigger = PHASES[self._phase].on_timeout
+            assert trigger is not None  # only a phase with a timeout sets a deadline
+            self._fire(trigger, now)
         self._expire_links(now)
         for jid, limit_at in list(self._limits.items()):
             if now >= limit_at:
@@ -258,7 +268,7 @@ class Worker(LinkMachine[_Slot]):
             self._drop(slot, now, f"server error: {text}")
 
     def _on_job(self, slot: _Slot, job: Job, now: float) -> None:
-        if self._phase in (Phase.ABORTING, Phase.ENDING, Phase.EXITED):
+        if not PHASES[self._phase].starts_fetched_jobs:
             self._aborted_any = True
             fail = Fail(jid=job.jid, errtype=AbortReason.SHUTDOWN.value, message=_LATE_JOB)
             self._owe(fail, slot, now)
@@ -291,17 +301,13 @@ class Worker(LinkMachine[_Slot]):
         if phase is previous:
             return
         self._phase = phase
+        self._phase_deadline = PHASES[phase].deadline(self.config, now)
         self._emit(PhaseChanged(previous=previous, phase=phase, trigger=trigger))
-        _ENTER[phase](self, trigger, now)
-
-    def _enter_quiet(self, trigger: Trigger, now: float) -> None:
-        pass  # no FETCH is issued from now on; those in flight are awaited
-
-    def _enter_stopping(self, trigger: Trigger, now: float) -> None:
-        self._phase_deadline = now + self.config.shutdown_timeout
+        enter = _ENTER.get(phase)
+        if enter is not None:
+            enter(self, trigger, now)
 
     def _enter_aborting(self, trigger: Trigger, now: float) -> None:
-        self._phase_deadline = now + self.config.abort_grace
         if trigger is Trigger.STOP:
             why = "aborted: the worker was told to stop a second time"
         elif trigger is Trigger.ABORT:
@@ -316,8 +322,6 @@ class Worker(LinkMachine[_Slot]):
             self._owe_flush(slot, now)
 
     def _enter_ending(self, trigger: Trigger, now: float) -> None:
-        # Owed FAILs and a FETCH still in flight get their replies, at most this long.
-        self._phase_deadline = now + self.config.reply_timeout
         self._closing = True
         for slot in self._links:
             if not self._reconnect_when_closing():
@@ -325,7 +329,6 @@ class Worker(LinkMachine[_Slot]):
             self._pump(slot, now)
 
     def _enter_exited(self, trigger: Trigger, now: float) -> None:
-        self._phase_deadline = None
         undelivered = self._undelivered()
         for slot in self._links:
             if slot.status is not LinkStatus.CLOSED:
@@ -355,7 +358,7 @@ class Worker(LinkMachine[_Slot]):
         return [command.jid for command in reports if isinstance(command, (Ack, Fail))]
 
     def _settle(self, now: float) -> None:
-        if self._phase in _DRAINING_PHASES and not any(
+        if PHASES[self._phase].ends_when_drained and not any(
             slot.job is not None or slot.fetching for slot in self._links
         ):
             self._fire(Trigger.DRAINED, now)
@@ -433,7 +436,7 @@ class Worker(LinkMachine[_Slot]):
                 else:
                     keep.append((command, link))
             self._owed = keep
-        if self._phase is Phase.RUNNING and slot.job is None and not slot.fetching:
+        if PHASES[self._phase].fetches and slot.job is None and not slot.fetching:
             commands.append(self._fetch())
             slot.fetching = True
         if commands:
@@ -472,19 +475,8 @@ _SERVER_STATES: Final = {
     WorkerState.TERMINATE: Trigger.SERVER_TERMINATE,
 }
 
-#: Phases that end once no job runs and no FETCH awaits its reply.
-_DRAINING_PHASES: Final = frozenset((Phase.DRAINING, Phase.STOPPING, Phase.ABORTING))
-
-_DEADLINE_TRIGGERS: Final = {
-    Phase.STOPPING: Trigger.DEADLINE,
-    Phase.ABORTING: Trigger.GRACE_OVER,
-    Phase.ENDING: Trigger.ENDED,
-}
-
+#: What entering a phase does beyond what PHASES says (its deadline is set from there).
 _ENTER: Final[dict[Phase, Callable[[Worker, Trigger, float], None]]] = {
-    Phase.QUIET: Worker._enter_quiet,
-    Phase.DRAINING: Worker._enter_quiet,
-    Phase.STOPPING: Worker._enter_stopping,
     Phase.ABORTING: Worker._enter_aborting,
     Phase.ENDING: Worker._enter_ending,
     Phase.EXITED: Worker._enter_exited,

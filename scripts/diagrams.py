@@ -16,7 +16,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faktory_core import LIFECYCLE, TRANSITIONS, ConnectionState, Input, Phase, Trigger
+from faktory_core import (
+    LIFECYCLE,
+    PHASES,
+    TRANSITIONS,
+    ConnectionState,
+    Input,
+    Phase,
+    Trigger,
+    WorkerState,
+)
 
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "state-machines.md"
 
@@ -51,6 +60,29 @@ def mermaid(
     return "\n".join(lines)
 
 
+def phase_table() -> str:
+    """PHASES as a markdown table: what the worker does in each phase."""
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    lines = [
+        "| Phase | New FETCHes | A job a FETCH in flight returns | Deadline "
+        "(`WorkerConfig` field) | When it runs out | BEAT `current_state` | Ends when drained |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for phase, rules in PHASES.items():
+        timeout = "none" if rules.timeout is None else f"`{rules.timeout}`"
+        on_timeout = "" if rules.on_timeout is None else f"`{rules.on_timeout.name}`"
+        reported = "none" if rules.reported is WorkerState.RUNNING else rules.reported.value
+        started = "started" if rules.starts_fetched_jobs else "FAILed, not started"
+        lines.append(
+            f"| `{phase.name}` | {yes(rules.fetches)} | {started} | {timeout} | {on_timeout} "
+            f"| {reported} | {yes(rules.ends_when_drained)} |"
+        )
+    return "\n".join(lines)
+
+
 def describe(kind: type[enum.Enum]) -> str:
     return "\n".join(f"- `{member.name}`: {member.value}" for member in kind)
 
@@ -65,6 +97,12 @@ def render() -> str:
             "good (REFUSED), else 1 when the shutdown aborted a job, else 0.",
             "",
             mermaid(LIFECYCLE, Phase.RUNNING, Phase.EXITED),
+            "",
+            "What the worker does in each phase (`faktory_core._lifecycle.PHASES`); the "
+            "deadline starts when the phase is entered, and `DRAINED` fires once no job runs "
+            "and no FETCH awaits its reply:",
+            "",
+            phase_table(),
             "",
             "Phases:",
             "",

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import itertools
 
+import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from faktory_core import (
     EXIT_ABORTED,
     EXIT_CLEAN,
     LIFECYCLE,
+    PHASES,
     LocalProtocolError,
     Phase,
     PhaseChanged,
+    PhaseRules,
     Trigger,
+    WorkerConfig,
+    WorkerState,
     next_phase,
 )
 
@@ -32,9 +39,7 @@ REQUESTS = (
 )
 #: What moves each phase on when nothing but time passes (the worker's timer triggers).
 TIMER_TRIGGER = {
-    Phase.STOPPING: Trigger.DEADLINE,
-    Phase.ABORTING: Trigger.GRACE_OVER,
-    Phase.ENDING: Trigger.ENDED,
+    phase: rules.on_timeout for phase, rules in PHASES.items() if rules.on_timeout is not None
 }
 
 
@@ -200,3 +205,94 @@ def test_exactly_the_changes_out_of_running_stop_fetching() -> None:
             assert change.stops_fetching is (phase is Phase.RUNNING)
     # Phases only move forward, so a run leaves RUNNING, and runs the quiet hooks, once.
     assert all(after is not Phase.RUNNING for after in LIFECYCLE.values())
+
+
+# -- PHASES: what each phase does -------------------------------------------------------------
+
+STATE_RANK = {WorkerState.RUNNING: 0, WorkerState.QUIET: 1, WorkerState.TERMINATE: 2}
+
+
+def test_every_phase_has_its_rules() -> None:
+    assert list(PHASES) == list(Phase)
+    assert all(isinstance(rules, PhaseRules) for rules in PHASES.values())
+
+
+def test_the_timer_triggers_are_those_of_the_shutdown_contract() -> None:
+    assert {phase: (r.timeout, r.on_timeout) for phase, r in PHASES.items() if r.timeout} == {
+        Phase.STOPPING: ("shutdown_timeout", Trigger.DEADLINE),
+        Phase.ABORTING: ("abort_grace", Trigger.GRACE_OVER),
+        Phase.ENDING: ("reply_timeout", Trigger.ENDED),
+    }
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=lambda p: p.name)
+def test_a_timeout_names_a_worker_setting_and_its_trigger_moves_on(phase: Phase) -> None:
+    rules = PHASES[phase]
+    config = WorkerConfig(wid="w", shutdown_timeout=7.0, abort_grace=2.0, reply_timeout=9.0)
+    if rules.timeout is None:
+        assert rules.on_timeout is None
+        assert rules.deadline(config, 100.0) is None
+        return
+    assert rules.timeout in attrs.fields_dict(WorkerConfig)
+    assert rules.deadline(config, 100.0) == 100.0 + getattr(config, rules.timeout)
+    assert rules.on_timeout is not None
+    assert next_phase(phase, rules.on_timeout) is not phase
+
+
+def test_a_timeout_and_its_trigger_go_together() -> None:
+    with pytest.raises(LocalProtocolError):
+        PhaseRules(fetches=False, starts_fetched_jobs=True, reported=WorkerState.QUIET, timeout="x")
+    with pytest.raises(LocalProtocolError):
+        PhaseRules(
+            fetches=False,
+            starts_fetched_jobs=True,
+            reported=WorkerState.QUIET,
+            on_timeout=Trigger.DEADLINE,
+        )
+
+
+@pytest.mark.parametrize("phase", list(Phase), ids=lambda p: p.name)
+def test_a_phase_that_ends_when_drained_takes_drained(phase: Phase) -> None:
+    assert PHASES[phase].ends_when_drained is ((phase, Trigger.DRAINED) in LIFECYCLE)
+
+
+def test_only_running_fetches() -> None:
+    assert [phase for phase, rules in PHASES.items() if rules.fetches] == [Phase.RUNNING]
+
+
+def test_late_jobs_are_failed_from_aborting_on() -> None:
+    """A job fetched after the abort began would only be aborted: it is FAILed unstarted."""
+    refused = [phase for phase, rules in PHASES.items() if not rules.starts_fetched_jobs]
+    assert refused == [Phase.ABORTING, Phase.ENDING, Phase.EXITED]
+
+
+def test_beat_reports_quiet_once_fetching_stops_and_terminate_once_stopping() -> None:
+    assert {phase: rules.reported for phase, rules in PHASES.items()} == {
+        Phase.RUNNING: WorkerState.RUNNING,
+        Phase.QUIET: WorkerState.QUIET,
+        Phase.DRAINING: WorkerState.QUIET,
+        Phase.STOPPING: WorkerState.TERMINATE,
+        Phase.ABORTING: WorkerState.TERMINATE,
+        Phase.ENDING: WorkerState.TERMINATE,
+        Phase.EXITED: WorkerState.TERMINATE,
+    }
+    for phase, rules in PHASES.items():
+        assert (rules.reported is WorkerState.RUNNING) is rules.fetches, phase
+
+
+@given(st.lists(st.sampled_from(list(Trigger)), max_size=30))
+def test_a_phase_never_gives_back_what_an_earlier_one_stopped(triggers: list[Trigger]) -> None:
+    """Along any path through LIFECYCLE, fetching, starting fetched jobs and the state BEAT
+    reports only move one way, as the server's own worker state does."""
+    phase = Phase.RUNNING
+    for trigger in triggers:
+        after = LIFECYCLE.get((phase, trigger))
+        if after is None:
+            continue
+        before, now = PHASES[phase], PHASES[after]
+        assert now.fetches <= before.fetches
+        assert now.starts_fetched_jobs <= before.starts_fetched_jobs
+        assert STATE_RANK[now.reported] >= STATE_RANK[before.reported]
+        change = PhaseChanged(previous=phase, phase=after, trigger=trigger)
+        assert change.stops_fetching is (before.fetches and not now.fetches)
+        phase = after
