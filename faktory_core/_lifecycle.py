@@ -71,6 +71,7 @@ class Trigger(enum.Enum):
     GRACE_OVER = "the abort grace period ran out"
     QUEUES_EMPTY = "a FETCH came back empty in burst mode"
     ENDED = "every connection ended"
+    END_TIMEOUT = "the END timeout ran out: replies still awaited are given up"
 
     __hash__ = object.__hash__
 
@@ -121,6 +122,9 @@ LIFECYCLE: Final[dict[tuple[Phase, Trigger], Phase]] = {
     **{(_P.ENDING, request): _P.ENDING for request in _LATE_REQUESTS},
     (_P.ENDING, _T.QUEUES_EMPTY): _P.ENDING,
     (_P.ENDING, _T.ENDED): _P.EXITED,
+    # Replies still awaited (a FETCH in flight, an ACK or FAIL) do not hold the exit for ever;
+    # the exit names the reports left undelivered.
+    (_P.ENDING, _T.END_TIMEOUT): _P.EXITED,
     **{(_P.EXITED, request): _P.EXITED for request in _LATE_REQUESTS},
 }
 del _P, _T, _BEFORE_ABORTING
@@ -199,7 +203,7 @@ PHASES: Final[dict[Phase, PhaseRules]] = {
         starts_fetched_jobs=False,
         reported=_S.TERMINATE,
         timeout="reply_timeout",
-        on_timeout=_T.ENDED,
+        on_timeout=_T.END_TIMEOUT,
     ),
     _P.EXITED: PhaseRules(fetches=False, starts_fetched_jobs=False, reported=_S.TERMINATE),
 }

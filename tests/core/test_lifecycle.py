@@ -131,6 +131,14 @@ def test_a_refusal_stops_gracefully_and_never_hurries_a_later_phase() -> None:
         assert next_phase(phase, Trigger.REFUSED) is phase
 
 
+def test_ending_ends_when_every_connection_ended_or_at_its_timeout() -> None:
+    assert next_phase(Phase.ENDING, Trigger.ENDED) is Phase.EXITED
+    assert next_phase(Phase.ENDING, Trigger.END_TIMEOUT) is Phase.EXITED
+    assert {p for (p, t) in LIFECYCLE if t in (Trigger.ENDED, Trigger.END_TIMEOUT)} == {
+        Phase.ENDING
+    }
+
+
 def test_draining_skips_the_abort() -> None:
     assert next_phase(Phase.STOPPING, Trigger.DRAINED) is Phase.ENDING
     assert next_phase(Phase.ABORTING, Trigger.DRAINED) is Phase.ENDING
@@ -168,7 +176,9 @@ def test_every_phase_is_reachable_from_running(phase: Phase) -> None:
 
 
 def test_timer_triggers_only_where_a_timer_runs() -> None:
-    for trigger in (Trigger.DEADLINE, Trigger.GRACE_OVER, Trigger.ENDED):
+    """The worker fires a timer trigger only in the phase that set its deadline (entering any
+    phase resets it), so a late or second one cannot reach a phase that lacks the pair."""
+    for trigger in (Trigger.DEADLINE, Trigger.GRACE_OVER, Trigger.END_TIMEOUT):
         phases = {phase for (phase, t) in LIFECYCLE if t is trigger}
         assert phases == {p for p, t in TIMER_TRIGGER.items() if t is trigger}
     assert {p for (p, t) in LIFECYCLE if t is Trigger.DRAINED} == {
@@ -221,7 +231,7 @@ def test_the_timer_triggers_are_those_of_the_shutdown_contract() -> None:
     assert {phase: (r.timeout, r.on_timeout) for phase, r in PHASES.items() if r.timeout} == {
         Phase.STOPPING: ("shutdown_timeout", Trigger.DEADLINE),
         Phase.ABORTING: ("abort_grace", Trigger.GRACE_OVER),
-        Phase.ENDING: ("reply_timeout", Trigger.ENDED),
+        Phase.ENDING: ("reply_timeout", Trigger.END_TIMEOUT),
     }
 
 

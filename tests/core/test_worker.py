@@ -829,10 +829,39 @@ def test_the_ending_phase_is_bounded_even_by_a_trickling_reply() -> None:
     driver.advance(5)
     driver.data("w0", b"+O")  # part of a reply: the link's own timer starts again
     acts = driver.advance(5)
-    assert phases(acts) == [(Phase.ENDING, Phase.EXITED, Trigger.ENDED)]
+    assert phases(acts) == [(Phase.ENDING, Phase.EXITED, Trigger.END_TIMEOUT)]
     assert exits(driver) == [(11.0, Exit(code=0))]
     assert ended(driver, "w0") == []  # no END while a reply is awaited
     assert Close(link=0) in of(acts, Close, "worker")
+
+
+def test_a_late_timer_fires_one_phase_deadline_at_a_time() -> None:
+    """A TimerFired long after a deadline moves one phase on; the next phase's deadline runs
+    from then, and no timer trigger is ever fired in a phase that has none."""
+    driver = started(J1, concurrency=1)
+    worker = driver.worker
+    driver.peer.mute("w0")  # the FAIL at the abort awaits a reply that never comes
+    driver.stop()
+    acts = worker.handle(TimerFired(), 1000.0)
+    changes = [a for a in acts if isinstance(a, PhaseChanged)]
+    assert changes == [
+        PhaseChanged(previous=Phase.STOPPING, phase=Phase.ABORTING, trigger=Trigger.DEADLINE)
+    ]
+    assert worker.next_deadline == 1003.0  # the grace period, from the late timer
+    assert worker.handle(TimerFired(), 1002.0) == []  # early: nothing
+    acts = worker.handle(TimerFired(), 2000.0)
+    assert [(a.previous, a.phase, a.trigger) for a in acts if isinstance(a, PhaseChanged)] == [
+        (Phase.ABORTING, Phase.ENDING, Trigger.GRACE_OVER)
+    ]
+    # The FAIL's link was dropped at its reply timeout; its reconnect is due first...
+    assert Connect(link=0) in worker.handle(TimerFired(), 2000.5)
+    assert worker.next_deadline == 2010.0  # ...then the END timeout, from the late timer
+    acts = worker.handle(TimerFired(), 3000.0)
+    assert [(a.previous, a.phase, a.trigger) for a in acts if isinstance(a, PhaseChanged)] == [
+        (Phase.ENDING, Phase.EXITED, Trigger.END_TIMEOUT)
+    ]
+    assert worker.exit_code == 1
+    assert worker.next_deadline is None
 
 
 # -- the heartbeat -----------------------------------------------------------------------------

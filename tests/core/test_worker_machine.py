@@ -34,6 +34,7 @@ from faktory_core import (
     StartJob,
     StopRequested,
     TimerFired,
+    Trigger,
     WorkerConfig,
     Write,
 )
@@ -251,6 +252,8 @@ class WorkerMachine(RuleBasedStateMachine):
                     self.stop_at = now
                 elif action.phase is Phase.ENDING:
                     self.ending_at = now
+                elif action.phase is Phase.EXITED:
+                    self.check_ended(action, now)
             elif isinstance(action, Write):
                 key = driver.key(machine, action.link)
                 self.last_io[key] = now
@@ -429,6 +432,18 @@ class WorkerMachine(RuleBasedStateMachine):
                         assert LATE in payload["message"]
                     self.expected[jid] = ("FAIL", errtype)
 
+    def check_ended(self, change: PhaseChanged, now: float) -> None:
+        """ENDED once every link closed; END_TIMEOUT exactly when ENDING's deadline ran out."""
+        assert self.ending_at is not None
+        deadline = self.ending_at + self.config.reply_timeout
+        if change.trigger is Trigger.END_TIMEOUT:
+            assert now >= deadline - EPSILON, (now, deadline)
+            event("exit at the END timeout")
+        else:
+            assert change.trigger is Trigger.ENDED, change
+            assert now <= deadline + EPSILON, (now, deadline)
+            event("exit once every link ended")
+
     def check_exit(self, exit_: Exit, actions: list[Any], now: float) -> None:
         assert self.exited_at is None, "two Exits"
         self.exited_at = now
@@ -578,6 +593,12 @@ class WorkerMachine(RuleBasedStateMachine):
         elif self.ending_at is not None:
             assert self.exited_at <= self.ending_at + config.reply_timeout + EPSILON
         assert driver.heartbeat_finished, "the heartbeat never ended"
+        # Late or repeated inputs after the exit cannot crash the machine or undo its exit.
+        late = driver.now + 2 * config.reply_timeout
+        driver.worker.handle(TimerFired(), late)
+        driver.worker.handle(StopRequested(), late)
+        assert driver.worker.phase is Phase.EXITED
+        assert driver.worker.next_deadline is None
         self.one_outcome_per_job()
         self.every_job_ends_in_an_outcome()
         for key in driver.links:
