@@ -102,7 +102,14 @@ from ._lifecycle import (
     Trigger,
     next_phase,
 )
-from ._links import LinkMachine, reconnect_delay
+from ._links import (
+    LINK_TRANSITIONS,
+    LinkInput,
+    LinkMachine,
+    LinkStatus,
+    next_link_status,
+    reconnect_delay,
+)
 from ._resp import (
     DEFAULT_MAX_REPLY_SIZE,
     NEED_DATA,
@@ -130,6 +137,7 @@ __all__ = [
     "EXIT_REFUSED",
     "HEARTBEAT_LINK",
     "LIFECYCLE",
+    "LINK_TRANSITIONS",
     "MAX_RESERVE_FOR",
     "NEED_DATA",
     "OK",
@@ -183,7 +191,9 @@ __all__ = [
     "JobError",
     "JobFinished",
     "LatencyReply",
+    "LinkInput",
     "LinkMachine",
+    "LinkStatus",
     "LocalProtocolError",
     "MachineInput",
     "MemoryUsage",
@@ -228,6 +238,7 @@ __all__ = [
     "check_queue_name",
     "command_line",
     "dump_json",
+    "next_link_status",
     "next_phase",
     "password_hash",
     "reconnect_delay",

@@ -101,8 +101,7 @@ class Heartbeat(LinkMachine[Link]):
             if _RANK[state] > known:
                 self._server_state = state
                 self._emit(ServerStateChanged(state=state))
-        elif isinstance(event, Ready):
-            link.status = LinkStatus.READY
+        elif isinstance(event, Ready):  # the link is READY: beat at once
             self._next_beat = now
         elif isinstance(event, ServerError):
             text = f"{event.code} {event.message}"

@@ -4,6 +4,9 @@
 ConnectionMade / DataReceived / ConnectionLost into protocol events on a :class:`Connection`,
 drops a link whose awaited reply is late, reconnects after a jittered backoff, and collects the
 bytes to write as :class:`Write` actions. The subclasses decide what to send and when.
+
+A link's :class:`LinkStatus` moves only by :data:`LINK_TRANSITIONS`, through
+:meth:`Link.move`: a pair missing from the table is a bug, reported as ``LocalProtocolError``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from ._commands import Command, End
 from ._config import WorkerConfig
 from ._connection import Connection
 from ._errors import LocalProtocolError, ProtocolError
-from ._events import ConnectionClosed, Event, ServerError
+from ._events import ConnectionClosed, Event, Ready, ServerError
 from ._io import (
     Action,
     Close,
@@ -34,7 +37,16 @@ from ._io import (
 )
 from ._resp import NEED_DATA
 
-__all__ = ["LinkMachine", "Random", "reconnect_delay"]
+__all__ = [
+    "LINK_TRANSITIONS",
+    "Link",
+    "LinkInput",
+    "LinkMachine",
+    "LinkStatus",
+    "Random",
+    "next_link_status",
+    "reconnect_delay",
+]
 
 #: A source of floats in [0, 1): the only randomness a machine uses.
 Random: TypeAlias = Callable[[], float]
@@ -80,16 +92,66 @@ class LinkStatus(enum.Enum):
     __hash__ = object.__hash__
 
 
+class LinkInput(enum.Enum):
+    """What moves a link from one status to the next."""
+
+    CONNECT = "a connection was asked for (Connect)"
+    CONNECTED = "the socket is open (ConnectionMade): the handshake begins"
+    ACCEPTED = "the server accepted HELLO"
+    LOST = "the connection failed or was dropped: it is re-opened after a backoff"
+    END = "END was sent: closed for good"
+    GIVE_UP = "the machine is closing: closed for good, without END"
+
+    __hash__ = object.__hash__
+
+
+_S, _I = LinkStatus, LinkInput
+#: Each link's life: (status, input) -> the next status.
+LINK_TRANSITIONS: Final[dict[tuple[LinkStatus, LinkInput], LinkStatus]] = {
+    (_S.DOWN, _I.CONNECT): _S.CONNECTING,
+    (_S.CONNECTING, _I.CONNECTED): _S.HANDSHAKING,
+    (_S.HANDSHAKING, _I.ACCEPTED): _S.READY,
+    **{(status, _I.LOST): _S.DOWN for status in (_S.CONNECTING, _S.HANDSHAKING, _S.READY)},
+    # END goes out only on a link free to send; the server closes without a reply.
+    (_S.READY, _I.END): _S.CLOSED,
+    **{
+        (status, _I.GIVE_UP): _S.CLOSED
+        for status in (_S.DOWN, _S.CONNECTING, _S.HANDSHAKING, _S.READY)
+    },
+}
+del _S, _I
+
+
+def next_link_status(status: LinkStatus, link_input: LinkInput) -> LinkStatus:
+    """The status after ``link_input`` in ``status``."""
+    try:
+        return LINK_TRANSITIONS[status, link_input]
+    except KeyError:
+        raise LocalProtocolError(
+            f"a link cannot take '{link_input.value}' while {status.value}"
+        ) from None
+
+
 @attrs.define(eq=False)
 class Link:
-    """One connection slot of a machine."""
+    """One connection slot of a machine; its status moves only by :meth:`move`."""
 
     id: int
-    status: LinkStatus = LinkStatus.DOWN
+    _status: LinkStatus = LinkStatus.DOWN
     connection: Connection | None = None
     retry_at: float | None = None
     failures: int = 0
     reply_due: float | None = None
+
+    @property
+    def status(self) -> LinkStatus:
+        """Where the link is in its life."""
+        return self._status
+
+    def move(self, link_input: LinkInput) -> None:
+        """Take ``link_input`` per :data:`LINK_TRANSITIONS` (``LocalProtocolError`` if it
+        cannot happen now)."""
+        self._status = next_link_status(self._status, link_input)
 
     @property
     def idle(self) -> bool:
@@ -204,7 +266,7 @@ class LinkMachine(Generic[L]):
             if link.status is LinkStatus.CLOSED:
                 self._emit(Close(link=link.id))  # the connect finished after we gave up on it
             return
-        link.status = LinkStatus.HANDSHAKING
+        link.move(LinkInput.CONNECTED)
         config = self.config
         link.connection = Connection(
             self._client, password=config.password, max_reply_size=config.max_reply_size
@@ -238,6 +300,8 @@ class LinkMachine(Generic[L]):
                 else:
                     if link.status is LinkStatus.READY and not isinstance(reply, ServerError):
                         self._served(link)
+                    elif isinstance(reply, Ready):
+                        link.move(LinkInput.ACCEPTED)
                     self._on_event(link, reply, now)
         except ProtocolError as error:
             self._drop(link, now, f"protocol error: {error}")
@@ -315,7 +379,7 @@ class LinkMachine(Generic[L]):
         self._actions.append(action)
 
     def _connect(self, link: Link) -> None:
-        link.status = LinkStatus.CONNECTING
+        link.move(LinkInput.CONNECT)
         self._emit(Connect(link=link.id))
 
     def _drop(
@@ -344,9 +408,9 @@ class LinkMachine(Generic[L]):
         self._set_reply_due(link, None)
         self._on_drop(link, lost, now)
         if self._closing and not self._reconnect_when_closing():
-            link.status = LinkStatus.CLOSED
+            link.move(LinkInput.GIVE_UP)
             return
-        link.status = LinkStatus.DOWN
+        link.move(LinkInput.LOST)
         delay = 0.0
         if backoff:
             config = self.config
@@ -361,7 +425,7 @@ class LinkMachine(Generic[L]):
         if link.status is LinkStatus.CONNECTING:
             self._emit(Close(link=link.id))
         if link.status in (LinkStatus.DOWN, LinkStatus.CONNECTING):
-            link.status = LinkStatus.CLOSED
+            link.move(LinkInput.GIVE_UP)
             self._set_retry_at(link, None)
 
     def _send(self, link: Link, commands: list[Command], now: float) -> None:
@@ -378,7 +442,7 @@ class LinkMachine(Generic[L]):
         connection.send(End())
         self._flush(link)
         self._emit(Close(link=link.id))
-        link.status = LinkStatus.CLOSED
+        link.move(LinkInput.END)
         link.connection = None
         self._set_reply_due(link, None)
 

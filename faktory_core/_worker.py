@@ -20,7 +20,7 @@ import attrs
 from ._commands import Ack, Command, Fail, Fetch, Hello, WorkerState
 from ._config import WorkerConfig
 from ._errors import LocalProtocolError
-from ._events import OK, Event, Fetched, InvalidJobFetched, Ready, ServerError
+from ._events import OK, Event, Fetched, InvalidJobFetched, ServerError
 from ._io import (
     AbortJob,
     AbortReason,
@@ -51,7 +51,7 @@ from ._lifecycle import (
     Trigger,
     next_phase,
 )
-from ._links import Link, LinkMachine, LinkStatus, Random
+from ._links import Link, LinkInput, LinkMachine, LinkStatus, Random
 
 __all__ = [
     "ERRTYPE_DUPLICATE_JID",
@@ -241,8 +241,6 @@ class Worker(LinkMachine[_Slot]):
                 self._on_job(slot, event.job, now)
             elif self.config.burst:
                 self._fire(Trigger.QUEUES_EMPTY, now)
-        elif isinstance(event, Ready):
-            slot.status = LinkStatus.READY
         elif isinstance(event, InvalidJobFetched):
             slot.fetching = False
             self._emit(Notice(message=f"invalid job fetched: {event.reason}", link=slot.id))
@@ -333,7 +331,7 @@ class Worker(LinkMachine[_Slot]):
         for slot in self._links:
             if slot.status is not LinkStatus.CLOSED:
                 self._emit(Close(link=slot.id))
-                slot.status = LinkStatus.CLOSED
+                slot.move(LinkInput.GIVE_UP)
             slot.connection = None
             self._set_reply_due(slot, None)
             self._set_retry_at(slot, None)
