@@ -9,6 +9,7 @@ from ._auth import password_hash
 from ._commands import (
     ALL_QUEUES,
     DEFAULT_RETRY,
+    MAX_BACKTRACE_LINES,
     Ack,
     BatchCommit,
     BatchNew,
@@ -35,6 +36,7 @@ from ._commands import (
     TrackGet,
     TrackSet,
     WorkerState,
+    cut_backtrace,
 )
 from ._config import ClientConfig, WorkerConfig
 from ._connection import PROTOCOL_VERSION, ClientInfo, Connection
@@ -138,6 +140,7 @@ __all__ = [
     "HEARTBEAT_LINK",
     "LIFECYCLE",
     "LINK_TRANSITIONS",
+    "MAX_BACKTRACE_LINES",
     "MAX_RESERVE_FOR",
     "NEED_DATA",
     "OK",
@@ -237,6 +240,7 @@ __all__ = [
     "Write",
     "check_queue_name",
     "command_line",
+    "cut_backtrace",
     "dump_json",
     "next_link_status",
     "next_phase",

@@ -20,6 +20,7 @@ from ._resp import command_line, dump_json
 
 __all__ = [
     "ALL_QUEUES",
+    "MAX_BACKTRACE_LINES",
     "Ack",
     "BatchCommit",
     "BatchNew",
@@ -46,6 +47,7 @@ __all__ = [
     "TrackGet",
     "TrackSet",
     "WorkerState",
+    "cut_backtrace",
 ]
 
 #: The queue name that means "every known queue" to QUEUE PAUSE, RESUME and REMOVE.
@@ -54,7 +56,8 @@ ALL_QUEUES: Final = "*"
 # The server cuts FAIL fields at these sizes (in bytes); we cut first, on character boundaries.
 _MAX_ERRTYPE_BYTES: Final = 100
 _MAX_MESSAGE_BYTES: Final = 1000
-_MAX_BACKTRACE_LINES: Final = 50
+#: The most backtrace lines the server keeps of a FAIL (it drops the rest).
+MAX_BACKTRACE_LINES: Final = 50
 
 _E = TypeVar("_E", bound=enum.Enum)
 
@@ -198,10 +201,23 @@ def _truncate(text: object, limit: int, what: str) -> str:
     return text.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
+def cut_backtrace(lines: Iterable[str], setting: int | None) -> tuple[str, ...]:
+    """The last lines of a backtrace that a job's ``backtrace`` setting asks for.
+
+    ``setting`` is the job's :attr:`Job.backtrace`: None sends as many as the server keeps
+    (:data:`MAX_BACKTRACE_LINES`), 0 (or less) none, ``n`` at most ``n`` and never more than
+    the server keeps. The last lines are kept: a Python traceback ends with the innermost frame
+    and the exception.
+    """
+    limit = MAX_BACKTRACE_LINES if setting is None else max(0, min(setting, MAX_BACKTRACE_LINES))
+    kept = tuple(lines)
+    return kept[len(kept) - limit :] if limit else ()
+
+
 def _backtrace(lines: Iterable[str] | str) -> tuple[str, ...]:
     if isinstance(lines, str):  # a formatted traceback: one entry per line
         lines = lines.splitlines()
-    kept = tuple(lines)[:_MAX_BACKTRACE_LINES]
+    kept = cut_backtrace(lines, None)
     if not all(isinstance(line, str) for line in kept):
         raise LocalProtocolError("backtrace must be a sequence of strings")
     return tuple(_clean(line) for line in kept)
@@ -314,7 +330,8 @@ class Ack(Command):
 
 @attrs.frozen(kw_only=True)
 class Fail(Command):
-    """FAIL a job; long fields are cut to what the server keeps, on character boundaries."""
+    """FAIL a job; long fields are cut to what the server keeps, on character boundaries (of
+    ``backtrace``, the last :data:`MAX_BACKTRACE_LINES` lines)."""
 
     verb: ClassVar[str] = "FAIL"
     jid: str = attrs.field(validator=_check_jid)

@@ -109,7 +109,11 @@ def _lines(lines: Iterable[str]) -> tuple[str, ...]:
 
 @attrs.frozen(kw_only=True)
 class JobError:
-    """How a job failed, as FAIL reports it."""
+    """How a job failed, as FAIL reports it.
+
+    Give the whole ``backtrace``: the worker machine keeps the last lines the job's
+    ``backtrace`` setting asks for (:func:`cut_backtrace`).
+    """
 
     errtype: str
     message: str

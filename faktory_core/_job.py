@@ -172,7 +172,8 @@ class Job:
     )
     #: Run no earlier than this (timezone-aware); None runs now.
     at: datetime | None = attrs.field(default=None, converter=_to_at)
-    #: How many backtrace lines a worker should send when the job fails.
+    #: How many backtrace lines a worker should send when the job fails: None, as many as the
+    #: server keeps (50); 0 none (see ``cut_backtrace``). The server only stores it.
     backtrace: int | None = attrs.field(default=None, validator=_check_optional_int(None, None))
     custom: dict[str, Any] | None = attrs.field(default=None, converter=_to_custom)
     created_at: str | None = attrs.field(default=None, validator=_check_optional_str)

@@ -17,7 +17,7 @@ from typing import Final
 
 import attrs
 
-from ._commands import Ack, Command, Fail, Fetch, Hello, WorkerState
+from ._commands import Ack, Command, Fail, Fetch, Hello, WorkerState, cut_backtrace
 from ._config import WorkerConfig
 from ._errors import LocalProtocolError
 from ._events import OK, Event, Fetched, InvalidJobFetched, ServerError
@@ -180,7 +180,7 @@ class Worker(LinkMachine[_Slot]):
                     jid=event.jid,
                     errtype=error.errtype,
                     message=error.message,
-                    backtrace=error.backtrace,
+                    backtrace=cut_backtrace(error.backtrace, running.job.backtrace),
                 ),
                 slot,
                 now,

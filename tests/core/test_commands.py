@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from faktory_core import (
     ALL_QUEUES,
+    MAX_BACKTRACE_LINES,
     Ack,
     BatchCommit,
     BatchNew,
@@ -41,6 +42,7 @@ from faktory_core import (
     TrackGet,
     TrackSet,
     WorkerState,
+    cut_backtrace,
 )
 
 from .strategies import aware_datetimes, jids, jobs, queue_names, words
@@ -276,11 +278,37 @@ def test_fail_cuts_message_to_1000_bytes_on_a_character_boundary() -> None:
     assert Fail(jid=JID, errtype="E", message="a" * 998 + "\u20ac").message == "a" * 998
 
 
-def test_fail_keeps_the_first_50_backtrace_lines() -> None:
+def test_fail_keeps_the_last_50_backtrace_lines() -> None:
+    # A Python traceback ends with the innermost frame and the exception: keep those.
     lines = [f"frame {i}" for i in range(120)]
     fail = Fail(jid=JID, errtype="E", message="m", backtrace=iter(lines))
-    assert fail.backtrace == tuple(lines[:50])
-    assert json.loads(fail.encode()[5:])["backtrace"] == lines[:50]
+    assert fail.backtrace == tuple(lines[-50:])
+    assert json.loads(fail.encode()[5:])["backtrace"] == lines[-50:]
+    assert MAX_BACKTRACE_LINES == 50
+
+
+@pytest.mark.parametrize(
+    ("setting", "kept"),
+    [(None, 50), (0, 0), (1, 1), (7, 7), (50, 50), (51, 50), (1000, 50), (-3, 0)],
+)
+def test_cut_backtrace_keeps_the_last_lines_the_job_asks_for(
+    setting: int | None, kept: int
+) -> None:
+    lines = [f"frame {i}" for i in range(120)]
+    assert cut_backtrace(lines, setting) == tuple(lines[len(lines) - kept :])
+    assert cut_backtrace(iter(lines[:3]), setting) == tuple(lines[:3][3 - min(kept, 3) :])
+
+
+@given(st.lists(st.text(max_size=5), max_size=80), st.none() | st.integers(-5, 120))
+def test_cut_backtrace_is_the_longest_suffix_within_the_limit(
+    lines: list[str], setting: int | None
+) -> None:
+    cut = cut_backtrace(lines, setting)
+    limit = MAX_BACKTRACE_LINES if setting is None else max(0, min(setting, 50))
+    assert len(cut) == min(len(lines), limit)
+    assert list(cut) == lines[len(lines) - len(cut) :]
+    fail = Fail(jid=JID, errtype="E", message="m", backtrace=lines)
+    assert fail.backtrace == cut_backtrace(lines, None)
 
 
 @settings(max_examples=200, deadline=None)

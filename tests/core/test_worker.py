@@ -509,6 +509,23 @@ def test_a_job_error_is_failed_with_its_errtype_message_and_backtrace() -> None:
     assert driver.peer.fails(J1)[0].json()["backtrace"] == ["a.py:1", "b.py:2"]
 
 
+@pytest.mark.parametrize(
+    ("setting", "kept"), [(None, 50), (0, 0), (2, 2), (80, 50)], ids=["none", "0", "2", "80"]
+)
+def test_a_job_error_backtrace_is_cut_to_the_jobs_backtrace_setting(
+    setting: int | None, kept: int
+) -> None:
+    """The job's ``backtrace`` says how many lines to send (None: the server's 50); the
+    innermost frames, last in a Python traceback, are kept."""
+    driver = Driver(make_config(), fetch_wait=2.0)
+    driver.peer.push(J1, **({} if setting is None else {"backtrace": setting}))
+    driver.start()
+    assert driver.started[J1].backtrace == setting
+    lines = [f"frame {i}" for i in range(70)]
+    driver.finish(J1, JobError(errtype="E", message="m", backtrace=lines))
+    assert driver.peer.fails(J1)[0].json()["backtrace"] == lines[len(lines) - kept :]
+
+
 def test_a_finished_job_is_acked_together_with_the_next_fetch() -> None:
     driver = started(J1, J2)
     acts = driver.finish(J1)
