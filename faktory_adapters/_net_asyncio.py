@@ -1,0 +1,132 @@
+"""The asyncio Client's network backend: connections as asyncio protocols.
+
+Every Client backend (this one, ``_net_thread`` and ``_net_gevent``) offers the same names, so
+that ``scripts/unasync.py`` can turn the asyncio Client into the blocking ones by changing the
+import line alone:
+
+- ``clock()``: monotonic seconds; every deadline below is in them.
+- ``semaphore(size)``: the pool's slots (``async with`` here, ``with`` in the blocking ones).
+- ``connect(url, ssl_context, deadline)``: a :class:`Stream` to the server, its TCP connect
+  and, for a ``tcp+tls://`` URL, its TLS handshake with ``ssl_context`` done before
+  ``deadline``; TimeoutError past it.
+- ``Stream.write(data, deadline)`` and ``Stream.read(deadline)`` (``b""`` at the end of the
+  stream): TimeoutError when ``deadline`` passes first, so one deadline bounds a whole command
+  however its reply is cut up.
+- ``Stream.readable()``: whether anything arrived that nobody read (bytes, the end of the
+  stream, a reset), without blocking: a pooled connection showing either is not reused.
+- ``Stream.close()`` (politely: what was written is sent first) and ``Stream.abort()``.
+
+Here the stream is an :class:`asyncio.Protocol` rather than a StreamReader: it knows exactly
+whether anything arrived while nobody was waiting, and costs less per call (no task, one
+future and one timer per read that must wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from typing import Final
+
+import faktory_core as core
+
+from ._common import explain_tls_error, remaining
+
+__all__ = ["Stream", "clock", "connect", "semaphore"]
+
+clock: Final = time.monotonic
+
+
+def semaphore(size: int) -> asyncio.Semaphore:
+    return asyncio.Semaphore(size)
+
+
+async def connect(
+    url: core.ServerURL, ssl_context: ssl.SSLContext | None, deadline: float
+) -> Stream:
+    async with asyncio.timeout(remaining(deadline)):
+        try:
+            _, stream = await asyncio.get_running_loop().create_connection(
+                Stream,
+                url.host,
+                url.port,
+                ssl=ssl_context if url.tls else None,
+                server_hostname=url.host if url.tls else None,
+            )
+        except ssl.SSLError as error:
+            explain_tls_error(error, url)
+            raise
+    return stream
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
+class Stream(asyncio.Protocol):
+    """One connection: a transport, and what it received that nobody has read yet."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._received: list[bytes] = []  # arrived, not yet read
+        self._closed = False  # the server closed the connection, or it broke
+        self._waiter: asyncio.Future[bool] | None = None  # a reader: True woken, False expired
+
+    def write(self, data: bytes, deadline: float) -> None:
+        """Hand ``data`` to the transport, which sends it as the socket takes it: it never
+        waits, so the deadline of the read that follows bounds the write too."""
+        assert self._transport is not None  # connected before anything is written
+        self._transport.write(data)
+
+    async def read(self, deadline: float) -> bytes:
+        if not self._received and not self._closed:
+            left = remaining(deadline)
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(left, _expire, waiter)
+            try:
+                woken = await waiter
+            finally:
+                self._waiter = None
+                timer.cancel()
+            if not woken:
+                raise TimeoutError("the deadline has passed")
+        received = self._received
+        if not received:  # woken by the close alone
+            return b""
+        self._received = []
+        return received[0] if len(received) == 1 else b"".join(received)
+
+    def readable(self) -> bool:
+        return bool(self._received) or self._closed
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._received.append(data)
+        self._wake()
+
+    def eof_received(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(True)

@@ -1,0 +1,85 @@
+"""The gevent Client's network backend: gevent sockets (the interface: ``_net_asyncio``).
+
+A plain gevent socket's timeout bounds a whole call, as a blocking socket's does. gevent's
+SSLSocket gives each wait inside one TLS record (and of its handshake) the whole socket
+timeout instead, so a ``gevent.Timeout`` bounds each TLS write and read, and the connect, with
+what is left until the deadline.
+"""
+
+from __future__ import annotations
+
+try:
+    import gevent
+    import gevent.lock
+    import gevent.socket
+    import gevent.ssl
+except ImportError as missing:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "faktory_adapters.gevent needs gevent: pip install 'faktory-sansio[gevent]'"
+    ) from missing
+
+import socket
+import ssl
+import time
+from typing import Any, Final
+
+import faktory_core as core
+
+from . import _net_thread
+from ._common import connect_socket as _connect_socket
+from ._common import remaining
+
+__all__ = ["Stream", "clock", "connect", "connect_socket", "semaphore"]
+
+clock: Final = time.monotonic
+
+
+def semaphore(size: int) -> Any:
+    return gevent.lock.BoundedSemaphore(size)
+
+
+def connect(url: core.ServerURL, ssl_context: ssl.SSLContext | None, deadline: float) -> Stream:
+    sock = connect_socket(url, timeout=remaining(deadline), ssl_context=ssl_context)
+    return _TLSStream(sock) if url.tls else Stream(sock)
+
+
+def connect_socket(url: core.ServerURL, *, timeout: float, ssl_context: Any) -> socket.socket:
+    """A gevent socket connected to the server (wrapped in TLS for ``tcp+tls://``), the TCP
+    connect and the TLS handshake bounded together by ``timeout``, which is left as the
+    socket's timeout."""
+    error = TimeoutError(f"connecting to {url} took more than {timeout:g} s")
+    with gevent.Timeout(timeout, error):
+        return _connect_socket(
+            url,
+            timeout=timeout,
+            ssl_context=ssl_context,
+            create_connection=gevent.socket.create_connection,
+            wrap_tls=_wrap_tls,
+        )
+
+
+def _wrap_tls(context: ssl.SSLContext, sock: socket.socket, host: str) -> socket.socket:
+    # gevent's SSLSocket wraps a stdlib context too; SSLContext.wrap_socket would build the
+    # stdlib SSLSocket, which refuses to be constructed.
+    wrapped: socket.socket = gevent.ssl.SSLSocket(sock=sock, server_hostname=host, _context=context)
+    return wrapped
+
+
+class Stream(_net_thread.Stream):
+    """One connection: a gevent socket, which waits cooperatively."""
+
+
+class _TLSStream(Stream):
+    """One connection over TLS: a gevent SSLSocket, each call under a gevent.Timeout."""
+
+    def write(self, data: bytes, deadline: float) -> None:
+        left = remaining(deadline)
+        self._sock.settimeout(left)
+        with gevent.Timeout(left, TimeoutError):
+            self._sock.sendall(data)
+
+    def read(self, deadline: float) -> bytes:
+        left = remaining(deadline)
+        self._sock.settimeout(left)
+        with gevent.Timeout(left, TimeoutError):
+            return self._sock.recv(65536)
