@@ -1,8 +1,13 @@
-"""The asyncio adapter's Client."""
+"""The asyncio adapter's Client.
+
+One Client for the three runtimes: ``_client_async.py`` is written by hand, and
+``scripts/unasync.py`` generates the blocking ones from it (``_client_sync.py`` for threads,
+``_client_gevent.py`` for gevent), each over its runtime's network backend (``_net_*.py``).
+"""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -17,13 +22,13 @@ from ._common import (
     InvalidJobError,
     ServerReplyError,
     expect,
-    explain_tls_error,
     handshake_closed,
     handshake_failure,
     new_jid,
     resolve_url,
     tls_context,
 )
+from ._net_asyncio import Stream, clock, connect, semaphore
 from ._options import check_ssl_context
 
 __all__ = ["Client"]
@@ -64,7 +69,7 @@ class Client:
             self._ssl_context = tls_context()
         self._jid_factory = jid_factory
         self._idle: list[_ClientConnection] = []
-        self._slots = asyncio.Semaphore(pool_size)
+        self._slots = semaphore(config.pool_size)
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -82,8 +87,9 @@ class Client:
         """Send END on every idle connection and close them."""
         self._closed = True
         idle, self._idle = self._idle, []
+        deadline = clock() + self._timeout
         for connection in idle:
-            connection.end()
+            connection.end(deadline)
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -122,12 +128,15 @@ class Client:
         await self._ok(core.Ack(jid=jid))
 
     async def fail(
-        self, jid: str, errtype: str, message: str, backtrace: Iterable[str] = ()
+        self,
+        jid: str,
+        errtype: str,
+        message: str,
+        backtrace: Iterable[str] = (),
     ) -> None:
         """Report a fetched job as failed."""
-        await self._ok(
-            core.Fail(jid=jid, errtype=errtype, message=message, backtrace=tuple(backtrace))
-        )
+        command = core.Fail(jid=jid, errtype=errtype, message=message, backtrace=tuple(backtrace))
+        await self._ok(command)
 
     # -- administration -----------------------------------------------------------------------
 
@@ -245,15 +254,14 @@ class Client:
             try:
                 if connection is None:
                     connection = await self._open()
-                event = await connection.request(
-                    command, self._timeout if timeout is None else timeout
-                )
+                limit = self._timeout if timeout is None else timeout
+                event = await connection.request(command, limit)
             except BaseException:
                 if connection is not None:
                     connection.abandon()  # its state is unknown: never reuse it
                 raise
             if self._closed:
-                connection.end()
+                connection.end(clock() + self._timeout)
             else:
                 self._idle.append(connection)
         if isinstance(event, core.ServerError):
@@ -276,31 +284,21 @@ class Client:
 
     async def _open(self) -> _ClientConnection:
         url, limit = self._url, self._connect_timeout
+        deadline = clock() + limit
         try:
-            async with asyncio.timeout(limit):
-                try:
-                    _, connection = await asyncio.get_running_loop().create_connection(
-                        lambda: _ClientConnection(
-                            core.Connection(
-                                core.ClientInfo(username=url.username), password=url.password
-                            )
-                        ),
-                        url.host,
-                        url.port,
-                        ssl=self._ssl_context if url.tls else None,
-                        server_hostname=url.host if url.tls else None,
-                    )
-                except ssl.SSLError as error:
-                    explain_tls_error(error, url)
-                    raise
-                try:
-                    event = await connection.next_event()
-                except FaktoryError:  # closed before the handshake ended
-                    connection.abandon()
-                    raise handshake_closed(url) from None
-                except BaseException:  # a timeout or a cancellation: never leak the socket
-                    connection.abandon()
-                    raise
+            stream = await connect(url, self._ssl_context, deadline)
+            connection = _ClientConnection(
+                stream,
+                core.Connection(core.ClientInfo(username=url.username), password=url.password),
+            )
+            try:
+                event = await connection.next_event(deadline)
+            except FaktoryError:  # closed before the handshake ended
+                connection.abandon()
+                raise handshake_closed(url) from None
+            except BaseException:  # a timeout or a cancellation: never leak the socket
+                connection.abandon()
+                raise
         except TimeoutError:
             raise TimeoutError(
                 f"connecting to {url} took more than {limit:g} s (connect_timeout)"
@@ -311,42 +309,35 @@ class Client:
         return connection
 
 
-class _ClientConnection(asyncio.Protocol):
-    """One pooled connection: a transport feeding the core's protocol state.
+class _ClientConnection:
+    """One pooled connection: a network stream and the core's protocol state."""
 
-    A protocol rather than a StreamReader: it knows exactly whether anything arrived while
-    nobody was waiting for a reply, and costs less per call.
-    """
-
-    def __init__(self, protocol: core.Connection) -> None:
+    def __init__(self, stream: Stream, protocol: core.Connection) -> None:
+        self._stream = stream
         self._protocol = protocol
-        self._transport: asyncio.Transport | None = None
-        self._received: list[bytes] = []  # arrived, not yet given to the core
-        self._closed = False  # the server closed the connection, or it broke
-        self._waiter: asyncio.Future[None] | None = None  # a reader waiting for either
 
     async def request(self, command: core.Command, timeout: float) -> core.Event:
         self._protocol.send(command)
         try:
-            async with asyncio.timeout(timeout):
-                return await self.next_event()
+            return await self.next_event(clock() + timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"{command.verb} got no complete reply within {timeout:g} s"
             ) from None
 
-    async def next_event(self) -> core.Event:
-        protocol = self._protocol
+    async def next_event(self, deadline: float) -> core.Event:
+        """The next event, every write and read it takes done by ``deadline``."""
+        protocol, stream = self._protocol, self._stream
         while True:
             event = protocol.next_event()
             data = protocol.data_to_send()
             if data:
-                self._write(data)
+                stream.write(data, deadline)
             if event is not core.NEED_DATA:
                 if isinstance(event, core.ConnectionClosed):
                     raise FaktoryError("the server closed the connection")
                 return event
-            await self._receive()
+            protocol.receive_data(await stream.read(deadline))
 
     def reusable(self) -> bool:
         """Whether it can carry another command: not if the server closed it or sent bytes
@@ -354,55 +345,16 @@ class _ClientConnection(asyncio.Protocol):
         would take for its reply."""
         if self._protocol.state is not core.ConnectionState.READY or self._protocol.unread:
             return False
-        return not (self._received or self._closed)
+        return not self._stream.readable()
 
-    def end(self) -> None:
-        if self._protocol.state is core.ConnectionState.READY and not self._closed:
-            self._protocol.send(core.End())
-            self._write(self._protocol.data_to_send())
-        if self._transport is not None:
-            self._transport.close()
+    def end(self, deadline: float) -> None:
+        """Send END (when the connection is still open to it), then close."""
+        protocol = self._protocol
+        if protocol.state is core.ConnectionState.READY:
+            protocol.send(core.End())
+            with contextlib.suppress(OSError):  # closed, reset or stalled: it ends anyway
+                self._stream.write(protocol.data_to_send(), deadline)
+        self._stream.close()
 
     def abandon(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _write(self, data: bytes) -> None:
-        assert self._transport is not None  # connected before the core has anything to send
-        self._transport.write(data)
-
-    async def _receive(self) -> None:
-        """Give the core what arrived, first waiting for something to."""
-        if not self._received and not self._closed:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        received, self._received = self._received, []
-        for data in received:
-            self._protocol.receive_data(data)
-        if not received:  # woken by the close alone
-            self._protocol.receive_data(b"")
-
-    # -- asyncio.Protocol ---------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._received.append(data)
-        self._wake()
-
-    def eof_received(self) -> None:
-        self._closed = True
-        self._wake()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._stream.abort()
