@@ -10,6 +10,7 @@ test: $(STAMP) server
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy faktory_core faktory_adapters
+	$(BIN)/python scripts/unasync.py --check
 	$(BIN)/pytest --cov --cov-report=term
 
 # A local Faktory, a worker with jobs running, then SIGTERM: the shutdown contract as it
