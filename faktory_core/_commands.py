@@ -211,7 +211,7 @@ def cut_backtrace(lines: Iterable[str], setting: int | None) -> tuple[str, ...]:
     """
     limit = MAX_BACKTRACE_LINES if setting is None else max(0, min(setting, MAX_BACKTRACE_LINES))
     kept = tuple(lines)
-    return kept[len(kept) - limit :] if limit else ()
+    return kept[max(0, len(kept) - limit) :]
 
 
 def _backtrace(lines: Iterable[str] | str) -> tuple[str, ...]:

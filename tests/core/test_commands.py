@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from faktory_core import (
@@ -299,6 +299,7 @@ def test_cut_backtrace_keeps_the_last_lines_the_job_asks_for(
     assert cut_backtrace(iter(lines[:3]), setting) == tuple(lines[:3][3 - min(kept, 3) :])
 
 
+@example(lines=["x"] * 26, setting=None)  # fewer lines than the limit, over half of it
 @given(st.lists(st.text(max_size=5), max_size=80), st.none() | st.integers(-5, 120))
 def test_cut_backtrace_is_the_longest_suffix_within_the_limit(
     lines: list[str], setting: int | None
