@@ -60,6 +60,7 @@ from ._events import (
     LatencyReply,
     Ready,
     ServerError,
+    ServerErrorKind,
     StatusReply,
 )
 from ._heartbeat import HEARTBEAT_LINK, Heartbeat
@@ -223,6 +224,7 @@ __all__ = [
     "Reply",
     "ReplyParser",
     "ServerError",
+    "ServerErrorKind",
     "ServerSignal",
     "ServerStateChanged",
     "ServerURL",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, Final
 
 import attrs
 
@@ -13,6 +14,7 @@ from ._commands import (
     Beat,
     Command,
     Fetch,
+    Hello,
     Info,
     PushBulk,
     QueueLatency,
@@ -34,6 +36,7 @@ __all__ = [
     "LatencyReply",
     "Ready",
     "ServerError",
+    "ServerErrorKind",
     "StatusReply",
 ]
 
@@ -128,6 +131,29 @@ class StatusReply(Event):
     status: dict[str, Any]
 
 
+class ServerErrorKind(enum.Enum):
+    """What a server error means, for the errors a client acts on (``ServerError.kind``)."""
+
+    AUTHENTICATION = "HELLO refused for its password (Invalid password)"
+    SHUTTING_DOWN = "the server is stopping and carries out no command (shutdown in progress)"
+    TOO_MANY_CONNECTIONS = "over the server's connection limit; it closes the connection"
+    UNKNOWN_WORKER = "BEAT from a worker the server does not know (reaped or restarted)"
+    JOB_NOT_FOUND = "ACK or FAIL of a job no longer reserved"
+    OTHER = "any other error"
+
+    __hash__ = object.__hash__
+
+
+#: How each kind's message begins, lower-cased (faktory-protocol.md; Faktory spelled
+#: "Unknown worker" before 1.6.1, "Shutdown in progress" and "Job not found" capitalised).
+_PREFIXES: Final = (
+    ("shutdown in progress", ServerErrorKind.SHUTTING_DOWN),
+    ("too many connections", ServerErrorKind.TOO_MANY_CONNECTIONS),
+    ("unknown worker", ServerErrorKind.UNKNOWN_WORKER),
+    ("job not found", ServerErrorKind.JOB_NOT_FOUND),
+)
+
+
 @attrs.frozen(kw_only=True)
 class ServerError(Event):
     """A ``-CODE message`` reply to ``command`` (None when the server sent it unasked)."""
@@ -135,6 +161,18 @@ class ServerError(Event):
     command: Command | None
     code: str
     message: str
+
+    @property
+    def kind(self) -> ServerErrorKind:
+        """What the error means: the one place the server's error texts are matched."""
+        text = self.message.lower()
+        # Only a HELLO's refusal: other replies may echo a payload that says "password".
+        if isinstance(self.command, Hello) and "password" in text:
+            return ServerErrorKind.AUTHENTICATION
+        for prefix, kind in _PREFIXES:
+            if text.startswith(prefix):
+                return kind
+        return ServerErrorKind.OTHER
 
 
 @attrs.frozen(kw_only=True)

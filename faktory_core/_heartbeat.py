@@ -15,7 +15,7 @@ from typing import Final
 
 from ._commands import Beat, Command, WorkerState
 from ._config import WorkerConfig
-from ._events import BeatReply, Event, Ready, ServerError
+from ._events import BeatReply, Event, Ready, ServerError, ServerErrorKind
 from ._io import (
     ConnectionLost,
     ConnectionMade,
@@ -105,9 +105,7 @@ class Heartbeat(LinkMachine[Link]):
             self._next_beat = now
         elif isinstance(event, ServerError):
             text = f"{event.code} {event.message}"
-            if isinstance(event.command, Beat) and event.message.lower().startswith(
-                "unknown worker"
-            ):
+            if isinstance(event.command, Beat) and event.kind is ServerErrorKind.UNKNOWN_WORKER:
                 # Register again at once; if the server keeps forgetting us, back off.
                 self._emit(Notice(message=f"heartbeat refused ({text}); registering again"))
                 again = self._forgotten > 0

@@ -21,7 +21,7 @@ from ._commands import Command, End
 from ._config import WorkerConfig
 from ._connection import Connection
 from ._errors import LocalProtocolError, ProtocolError
-from ._events import ConnectionClosed, Event, Ready, ServerError
+from ._events import ConnectionClosed, Event, Ready, ServerError, ServerErrorKind
 from ._io import (
     Action,
     Close,
@@ -58,16 +58,8 @@ def reconnect_delay(failures: int, random: Random, *, base: float, cap: float) -
     return ceiling / 2 + random() * ceiling / 2
 
 
-def _shutting_down(error: ServerError) -> bool:
-    """``-ERR shutdown in progress``: what a stopping Faktory answers to any command."""
-    return error.message.lower() == "shutdown in progress"
-
-
-def _over_connection_limit(error: ServerError) -> bool:
-    """``-ERR too many connections: <n>``: Faktory 1.9 accepted HELLO, then refused the link
-    (it allows 2,000 connections) and closes it, carrying out no command."""
-    return error.message.lower().startswith("too many connections")
-
+_SHUTTING_DOWN: Final = ServerErrorKind.SHUTTING_DOWN
+_OVER_LIMIT: Final = ServerErrorKind.TOO_MANY_CONNECTIONS
 
 #: Failures counted for a link the server refused for its connection limit: the next attempt
 #: waits the longest backoff, so links over the limit retry slowly instead of storming.
@@ -289,13 +281,15 @@ class LinkMachine(Generic[L]):
                 if isinstance(reply, ConnectionClosed):
                     lost = reply.unanswered
                     self._drop(link, now, "the server closed the connection", lost=lost)
-                elif isinstance(reply, ServerError) and _shutting_down(reply):
+                elif isinstance(reply, ServerError) and reply.kind is _SHUTTING_DOWN:
                     # The server refuses every command once it is stopping, carries out none,
                     # and closes: the refused command and those behind it are still owed.
                     self._drop(
                         link, now, "the server is shutting down", lost=_unserved(reply, connection)
                     )
-                elif isinstance(reply, ServerError) and _over_connection_limit(reply):
+                elif isinstance(reply, ServerError) and reply.kind is _OVER_LIMIT:
+                    # Faktory 1.9 accepted HELLO, then refused the link (it allows 2,000
+                    # connections) and closes it, carrying out no command.
                     self._refuse_over_limit(link, reply, connection, now)
                 else:
                     if link.status is LinkStatus.READY and not isinstance(reply, ServerError):
