@@ -15,10 +15,7 @@ from __future__ import annotations
 try:
     import gevent
     import gevent.event
-    import gevent.lock
     import gevent.selectors
-    import gevent.socket
-    import gevent.ssl
 except ImportError as missing:  # pragma: no cover - depends on the environment
     raise ImportError(
         "faktory_adapters.gevent needs gevent: pip install 'faktory-sansio[gevent]'"
@@ -27,7 +24,6 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
 import contextvars
 import selectors
 import socket
-import ssl
 import traceback
 from collections.abc import Callable
 from typing import Any, cast
@@ -35,18 +31,19 @@ from typing import Any, cast
 import faktory_core as core
 from faktory_core import Job
 
-from . import _client_sync, _logging
+from . import _logging
 from ._blocking import BlockingWorker, EventAbortSignal, SelectorRuntime, perform
+from ._client_gevent import Client
 from ._common import (
     AuthenticationError,
     FaktoryError,
     InvalidJobError,
     JobAborted,
     ServerReplyError,
-    connect_socket,
 )
 from ._driver import Handler, JobContextBase
 from ._jobs import Jobs, JobType
+from ._net_gevent import connect_socket
 
 __all__ = [
     "AbortSignal",
@@ -87,26 +84,6 @@ class JobContext(JobContextBase):
 def current_job() -> JobContext:
     """The context of the job this code runs for; LookupError outside a job."""
     return cast(JobContext, _logging.CURRENT.get())
-
-
-def _wrap_tls(context: ssl.SSLContext, sock: socket.socket, host: str) -> socket.socket:
-    # gevent's SSLSocket wraps a stdlib context too; SSLContext.wrap_socket would build the
-    # stdlib SSLSocket, which refuses to be constructed.
-    wrapped: socket.socket = gevent.ssl.SSLSocket(sock=sock, server_hostname=host, _context=context)
-    return wrapped
-
-
-def _connect(url: core.ServerURL, *, timeout: float, ssl_context: Any) -> socket.socket:
-    # gevent's SSLSocket gives each wait of its handshake the whole socket timeout: a
-    # gevent.Timeout bounds the connect and the handshake together.
-    with gevent.Timeout(timeout, TimeoutError(f"connecting to {url} took more than {timeout:g} s")):
-        return connect_socket(
-            url,
-            timeout=timeout,
-            ssl_context=ssl_context,
-            create_connection=gevent.socket.create_connection,
-            wrap_tls=_wrap_tls,
-        )
 
 
 class Worker(BlockingWorker):
@@ -151,7 +128,7 @@ class _GeventRuntime(SelectorRuntime):
     def connect_socket(
         self, url: core.ServerURL, *, timeout: float, ssl_context: Any
     ) -> socket.socket:
-        return _connect(url, timeout=timeout, ssl_context=ssl_context)
+        return connect_socket(url, timeout=timeout, ssl_context=ssl_context)
 
     def start_job(self, context: JobContext, handler: Handler) -> None:
         driver, jid = self.driver, context.job.jid
@@ -167,20 +144,3 @@ class _GeventRuntime(SelectorRuntime):
     def stack(self, context: JobContext) -> str:
         frame = getattr(context._greenlet, "gr_frame", None)
         return "".join(traceback.format_stack(frame)) if frame else "(not running)\n"
-
-
-class Client(_client_sync.Client):
-    """The thread adapter's Client over gevent sockets: cooperative, shareable by greenlets."""
-
-    def _connect_socket(
-        self, url: core.ServerURL, *, timeout: float, ssl_context: Any
-    ) -> socket.socket:
-        return _connect(url, timeout=timeout, ssl_context=ssl_context)
-
-    def _semaphore(self, size: int) -> Any:
-        return gevent.lock.BoundedSemaphore(size)
-
-    def _bound(self, command: core.Command, seconds: float) -> gevent.Timeout:
-        # gevent's SSLSocket gives each wait inside one TLS record the whole socket timeout.
-        error = TimeoutError(f"{command.verb} got no complete reply within {seconds:g} s")
-        return gevent.Timeout(seconds, error)
