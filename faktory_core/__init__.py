@@ -9,6 +9,7 @@ from ._auth import password_hash
 from ._commands import (
     ALL_QUEUES,
     DEFAULT_RETRY,
+    FETCH_WAIT_FLOOR,
     MAX_BACKTRACE_LINES,
     Ack,
     BatchCommit,
@@ -138,6 +139,7 @@ __all__ = [
     "EXIT_ABORTED",
     "EXIT_CLEAN",
     "EXIT_REFUSED",
+    "FETCH_WAIT_FLOOR",
     "HEARTBEAT_LINK",
     "LIFECYCLE",
     "LINK_TRANSITIONS",

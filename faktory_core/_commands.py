@@ -20,6 +20,7 @@ from ._resp import command_line, dump_json
 
 __all__ = [
     "ALL_QUEUES",
+    "FETCH_WAIT_FLOOR",
     "MAX_BACKTRACE_LINES",
     "Ack",
     "BatchCommit",
@@ -52,6 +53,11 @@ __all__ = [
 
 #: The queue name that means "every known queue" to QUEUE PAUSE, RESUME and REMOVE.
 ALL_QUEUES: Final = "*"
+
+#: A FETCH waits ~2 s on the server (up to its 5 s command context): a client that gave up
+#: sooner would leave the job it hands out reserved for a connection nobody reads. So a FETCH
+#: reply is awaited at least this long (seconds); see :meth:`Fetch.reply_timeout`.
+FETCH_WAIT_FLOOR: Final = 5.0
 
 # The server cuts FAIL fields at these sizes (in bytes); we cut first, on character boundaries.
 _MAX_ERRTYPE_BYTES: Final = 100
@@ -313,6 +319,12 @@ class Fetch(Command):
 
     def _encode(self) -> bytes:
         return command_line(self.verb, " ".join(self.queues))
+
+    @staticmethod
+    def reply_timeout(timeout: float) -> float:
+        """How long to await a FETCH's reply for a client whose timeout is ``timeout``: at
+        least :data:`FETCH_WAIT_FLOOR`."""
+        return max(timeout, FETCH_WAIT_FLOOR)
 
 
 @attrs.frozen(kw_only=True)

@@ -47,7 +47,8 @@ MAX_HEARTBEAT_INTERVAL: Final = 30
 #: 30 days, for ``job_time_limit`` and every ``time_limits`` value.
 MAX_TIME_LIMIT: Final = 2_592_000
 #: A FETCH waits ~2 s on the server (up to its 5 s command context): a link whose reply is due
-#: sooner is dropped while its FETCH is pending, and the job it hands out stays reserved.
+#: sooner is dropped while its FETCH is pending, and the job it hands out stays reserved. The
+#: worker's links carry FETCHes, so their reply timeout is never below ``FETCH_WAIT_FLOOR``.
 MIN_REPLY_TIMEOUT: Final = 5
 MAX_REPLY_TIMEOUT: Final = 3_600
 #: The backoff doubles at most 32 times: a smaller first delay would retry in a tight loop.

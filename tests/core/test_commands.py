@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from faktory_core import (
     ALL_QUEUES,
+    FETCH_WAIT_FLOOR,
     MAX_BACKTRACE_LINES,
     Ack,
     BatchCommit,
@@ -44,6 +45,7 @@ from faktory_core import (
     WorkerState,
     cut_backtrace,
 )
+from faktory_core._config import MIN_REPLY_TIMEOUT
 
 from .strategies import aware_datetimes, jids, jobs, queue_names, words
 
@@ -580,3 +582,16 @@ def test_every_line_is_one_crlf_line_with_an_argument(command: Command) -> None:
     else:
         assert verb == b"FETCH"
         assert all(argument.split(b" "))
+
+
+@pytest.mark.parametrize(("timeout", "waited"), [(0.5, 5.0), (5.0, 5.0), (30.0, 30.0)])
+def test_a_fetch_reply_is_awaited_at_least_the_floor(timeout: float, waited: float) -> None:
+    """The server holds a FETCH ~2 s (up to its 5 s command context): a client that gave up
+    sooner would leave the job it hands out reserved for a connection nobody reads."""
+    assert FETCH_WAIT_FLOOR == 5.0
+    assert Fetch.reply_timeout(timeout) == waited
+    assert Fetch(queues=("q",)).reply_timeout(timeout) == waited
+
+
+def test_the_worker_reply_timeout_is_never_below_the_fetch_floor() -> None:
+    assert MIN_REPLY_TIMEOUT >= FETCH_WAIT_FLOOR
