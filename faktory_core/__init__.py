@@ -66,6 +66,7 @@ from ._events import (
 )
 from ._heartbeat import HEARTBEAT_LINK, Heartbeat
 from ._io import (
+    ERRTYPE_CANCELLED,
     AbortJob,
     AbortReason,
     AbortRequested,
@@ -126,7 +127,13 @@ from ._resp import (
 )
 from ._state import TRANSITIONS, ConnectionState, Input, transition
 from ._url import DEFAULT_PORT, DEFAULT_URL, ServerURL
-from ._worker import ERRTYPE_INVALID_JOB, ERRTYPE_UNKNOWN_JOBTYPE, Worker, weighted_order
+from ._worker import (
+    ERRTYPE_DUPLICATE_JID,
+    ERRTYPE_INVALID_JOB,
+    ERRTYPE_UNKNOWN_JOBTYPE,
+    Worker,
+    weighted_order,
+)
 
 __all__ = [
     "ALL_QUEUES",
@@ -134,6 +141,8 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_RETRY",
     "DEFAULT_URL",
+    "ERRTYPE_CANCELLED",
+    "ERRTYPE_DUPLICATE_JID",
     "ERRTYPE_INVALID_JOB",
     "ERRTYPE_UNKNOWN_JOBTYPE",
     "EXIT_ABORTED",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -18,6 +18,7 @@ from ._job import Job
 from ._lifecycle import PHASES, Phase, Trigger
 
 __all__ = [
+    "ERRTYPE_CANCELLED",
     "AbortJob",
     "AbortReason",
     "AbortRequested",
@@ -107,6 +108,11 @@ def _lines(lines: Iterable[str]) -> tuple[str, ...]:
     return tuple(lines)
 
 
+#: errtype of the FAIL for a job whose task was cancelled by something other than the worker
+#: (an abort is FAILed when it is decided, never reported again): ``JobError.cancelled()``.
+ERRTYPE_CANCELLED: Final = "CancelledError"
+
+
 @attrs.frozen(kw_only=True)
 class JobError:
     """How a job failed, as FAIL reports it.
@@ -118,6 +124,12 @@ class JobError:
     errtype: str
     message: str
     backtrace: tuple[str, ...] = attrs.field(default=(), converter=_lines)
+
+    @classmethod
+    def cancelled(cls) -> JobError:
+        """The error of a job cancelled from outside the worker (its task, greenlet or thread
+        interrupted by someone else): FAILed so the server retries it."""
+        return cls(errtype=ERRTYPE_CANCELLED, message="the job's task was cancelled from outside")
 
 
 @attrs.frozen(kw_only=True)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from faktory_core import (
+    ERRTYPE_CANCELLED,
     ERRTYPE_INVALID_JOB,
     ERRTYPE_UNKNOWN_JOBTYPE,
     EXIT_REFUSED,
@@ -1438,3 +1439,19 @@ def test_a_server_that_keeps_forgetting_the_worker_is_retried_with_backoff() -> 
     driver.start()
     driver.advance(1)  # the driver gives up after 10,000 timers at time 0.0
     assert len(driver.lines(HB, "HELLO")) < 10
+
+
+def test_a_job_cancelled_from_outside_is_failed_as_cancelled() -> None:
+    """A job's task cancelled by something other than the worker's abort (the adapter reports
+    JobError.cancelled()): FAILed so the server retries it, with the core's errtype."""
+    assert JobError.cancelled() == JobError(
+        errtype=ERRTYPE_CANCELLED, message="the job's task was cancelled from outside"
+    )
+    assert ERRTYPE_CANCELLED == "CancelledError"
+    driver = started(J1)
+    driver.finish(J1, JobError.cancelled())
+    fail = driver.peer.fails(J1)[0].json()
+    assert (fail["errtype"], fail["message"]) == (
+        "CancelledError",
+        "the job's task was cancelled from outside",
+    )
