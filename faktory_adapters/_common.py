@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from faktory_core import ConnectionLost, Event, JobError, ServerError, ServerURL
+from faktory_core import ConnectionLost, Event, JobError, ServerError, ServerErrorKind, ServerURL
 
 __all__ = [
     "FETCH_TIMEOUT_FLOOR",
@@ -45,9 +45,6 @@ __all__ = [
 
 #: Every log line of the library goes through this logger (or its children); none is configured.
 logger: Final = logging.getLogger("faktory")
-
-# The server keeps at most 50 backtrace lines.
-_MAX_BACKTRACE: Final = 50
 
 
 class FaktoryError(Exception):
@@ -95,7 +92,7 @@ def expect(event: Event, kind: type[_E]) -> _E:
 def handshake_failure(event: Event, url: ServerURL) -> FaktoryError:
     """The error for a handshake that ended in ``event`` instead of Ready."""
     if isinstance(event, ServerError):
-        if "password" in event.message.lower():
+        if event.kind is ServerErrorKind.AUTHENTICATION:
             given = "" if url.password else ": the URL gives none"
             return AuthenticationError(f"{url} refused the password ({event.message}){given}")
         return ServerReplyError(event.code, event.message)
@@ -188,13 +185,13 @@ def rss_kb() -> int | None:
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def job_error(error: BaseException, backtrace: int | None = None) -> JobError:
-    """The FAIL report of an exception: its type, its message and its traceback lines."""
+def job_error(error: BaseException) -> JobError:
+    """The FAIL report of an exception: its type, its message and its traceback's lines (the
+    worker machine keeps as many as the job's ``backtrace`` setting asks for)."""
     lines = traceback.format_exception(error)
-    limit = _MAX_BACKTRACE if backtrace is None else max(0, min(backtrace, _MAX_BACKTRACE))
-    kept = [line.rstrip("\n") for line in lines if line.strip()][-limit:] if limit else []
+    backtrace = tuple(line.rstrip("\n") for line in lines if line.strip())
     message = str(error) or type(error).__name__
-    return JobError(errtype=type(error).__name__, message=message, backtrace=tuple(kept))
+    return JobError(errtype=type(error).__name__, message=message, backtrace=backtrace)
 
 
 def _wrap_tls(context: ssl.SSLContext, sock: socket.socket, host: str) -> socket.socket:

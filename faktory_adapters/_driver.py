@@ -245,7 +245,7 @@ class Driver:
     def failed(self, context: Any, error: BaseException) -> JobError:
         """The report of a job that raised ``error`` (kept for drain() to re-raise)."""
         self.worker._job_raised(error)
-        return job_error(error, context.job.backtrace)
+        return job_error(error)
 
     def job_finished(self, jid: str, error: JobError | None) -> JobFinished:
         """The job is done: forget it, and return the input to feed (or post) the machine."""

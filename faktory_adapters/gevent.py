@@ -23,7 +23,9 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
 
 import contextvars
 import selectors
+import signal
 import socket
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any, cast
@@ -117,6 +119,23 @@ class _GeventRuntime(SelectorRuntime):
     """Jobs and connects as greenlets on the hub."""
 
     context_type = JobContext
+
+    def serve(self) -> int:
+        # Python raises KeyboardInterrupt in whichever greenlet runs when SIGINT comes, a
+        # job's included: that job would fail with it and serve() would go on. So while the
+        # default handler is in place, SIGINT is raised in the serving greenlet instead,
+        # where it aborts the jobs and is re-raised, as in the thread adapter.
+        if (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+            or threading.current_thread() is not threading.main_thread()
+        ):
+            return super().serve()
+        serving = gevent.getcurrent()
+        signal.signal(signal.SIGINT, lambda *_: gevent.kill(serving, KeyboardInterrupt))
+        try:
+            return super().serve()
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def new_selector(self) -> selectors.BaseSelector:
         selector: selectors.BaseSelector = gevent.selectors.GeventSelector()

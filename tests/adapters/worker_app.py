@@ -62,6 +62,17 @@ def build_asyncio(options: argparse.Namespace) -> Any:
             say("cleanup", context.job.jid, context.abort.reason)
             raise
 
+    @worker.register("HogThenCleanup")
+    async def hog_then_cleanup(hog: float, seconds: float) -> None:
+        context = current_job()
+        say("started", context.job.jid)
+        try:
+            spin(hog)  # holds the loop: a signal's Python handler runs in this job
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            say("cleanup", context.job.jid, context.abort.reason)
+            raise
+
     @worker.register("IgnoreAbort")
     async def ignore_abort(seconds: float) -> None:
         jid = current_job().job.jid
@@ -99,6 +110,13 @@ def build_asyncio(options: argparse.Namespace) -> Any:
     announce_lifecycle(worker)
 
     return worker
+
+
+def spin(seconds: float) -> None:
+    """Run Python code for ``seconds``, yielding to nothing."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass
 
 
 def build_thread(options: argparse.Namespace) -> Any:
@@ -150,6 +168,17 @@ def _build_blocking(
         context = current_job()
         say("started", context.job.jid)
         try:
+            nap(seconds)
+        except JobAborted:
+            say("cleanup", context.job.jid, context.abort.reason)
+            raise
+
+    @worker.register("HogThenCleanup")
+    def hog_then_cleanup(hog: float, seconds: float) -> None:
+        context = current_job()
+        say("started", context.job.jid)
+        try:
+            spin(hog)  # gevent: never yields, so a signal's Python handler runs in this job
             nap(seconds)
         except JobAborted:
             say("cleanup", context.job.jid, context.abort.reason)

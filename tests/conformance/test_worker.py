@@ -151,6 +151,26 @@ def test_serve_interrupted_by_sigint_fails_the_running_job_and_reraises(
     assert working(client) == 0
 
 
+def test_sigint_while_a_job_holds_the_serving_thread_still_interrupts_serve(
+    faktory_server: FaktoryServer, client: BlockingClient, queue: str, adapter: str
+) -> None:
+    """A SIGINT whose Python handler runs inside a job (a gevent job that never yields, an
+    asyncio job blocking the loop) must reach serve(), not fail that job and leave the worker
+    serving. Before the fix, gevent failed the job as KeyboardInterrupt and went on."""
+    jid = push(client, queue, "HogThenCleanup", 1.5, 60)
+    options = ("--serve", "--shutdown-timeout", "30", "--abort-grace", "3")
+    with worker(faktory_server, queue, adapter, *options) as process:
+        process.expect("started", jid)
+        process.send(signal.SIGINT)  # while the job spins
+        process.expect("cleanup", jid)
+        process.expect("raised", "KeyboardInterrupt")
+        assert process.wait(15) == 130
+    failure = failure_of(client, queue, jid)
+    assert failure is not None
+    assert failure.errtype == "ShutdownAbort"
+    assert working(client) == 0
+
+
 def test_a_job_that_ignores_the_abort_is_failed_and_the_worker_exits_after_the_grace(
     faktory_server: FaktoryServer, client: BlockingClient, queue: str, adapter: str
 ) -> None:
