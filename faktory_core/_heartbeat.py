@@ -65,6 +65,10 @@ class Heartbeat(LinkMachine[Link]):
         return self._finished
 
     @property
+    def _over(self) -> bool:
+        return self._finished
+
+    @property
     def next_deadline(self) -> float | None:
         """When to send TimerFired next (monotonic seconds), or None if nothing is timed."""
         best = self._link_deadline()

@@ -187,12 +187,19 @@ class LinkMachine(Generic[L]):
         self._over_limit: set[int] = set()
 
     def handle(self, event: MachineInput, now: float) -> list[Action]:
-        """Take one input at time ``now``; return the actions to carry out, in order."""
+        """Take one input at time ``now``; return the actions to carry out, in order.
+
+        Once the machine is over (the worker exited, the heartbeat finished), every input it
+        takes is ignored: recorded in the journal, so a replay matches, and answered with no
+        action. An adapter need not stop feeding it first.
+        """
         if self._journal is not None:
             self._journal.append((now, event))
         handler = self._inputs.get(type(event))
         if handler is None:
             raise LocalProtocolError(f"{type(self).__name__} does not take {event!r}")
+        if self._over:
+            return []
         if not self._started and not isinstance(event, Start):
             raise LocalProtocolError(f"the {type(self).__name__.lower()} has not been started")
         try:
@@ -223,6 +230,11 @@ class LinkMachine(Generic[L]):
         link.retry_at = when
 
     # -- what subclasses decide ---------------------------------------------------------------
+
+    @property
+    def _over(self) -> bool:
+        """True once the machine is done: it ignores every input from then on."""
+        raise NotImplementedError
 
     def _on_event(self, link: L, event: Event, now: float) -> None:
         raise NotImplementedError

@@ -143,8 +143,13 @@ class Worker(LinkMachine[_Slot]):
         return self._exit_code
 
     @property
+    def _over(self) -> bool:
+        return self._exit_code is not None
+
+    @property
     def running(self) -> tuple[Job, ...]:
-        """The jobs started and not yet finished, aborted ones included."""
+        """The jobs started and not yet finished, aborted ones included; after the exit, those
+        left running then (every one aborted: the exit ignores their JobFinished)."""
         return tuple(slot.job.job for slot in self._links if slot.job is not None)
 
     @property

@@ -20,6 +20,7 @@ from faktory_core import (
     EXIT_REFUSED,
     AbortJob,
     AbortReason,
+    AbortRequested,
     Action,
     Close,
     Connect,
@@ -823,7 +824,7 @@ def test_stale_input_is_ignored() -> None:
     assert driver.to_worker(ConnectionLost(link=0)) == []  # already down
 
 
-def test_a_connect_given_up_at_shutdown_is_closed_when_it_completes() -> None:
+def test_a_connect_pending_at_the_exit_is_given_up_by_its_close() -> None:
     driver = Driver(make_config(concurrency=2), auto_connect=False)
     driver.start()
     driver.connected("w0")
@@ -831,8 +832,8 @@ def test_a_connect_given_up_at_shutdown_is_closed_when_it_completes() -> None:
     driver.stop()
     acts = driver.advance(10)  # the FETCH on w0 times out, and w1 is still connecting
     assert exits(driver) == [(10.0, Exit(code=0))]
-    assert Close(link=1) in of(acts, Close, "worker")
-    assert driver.worker.handle(ConnectionMade(link=1), 11.0) == [Close(link=1)]
+    assert Close(link=1) in of(acts, Close, "worker")  # give up the connect: close it if it opens
+    assert driver.worker.handle(ConnectionMade(link=1), 11.0) == []  # the worker has exited
     assert driver.worker.handle(DataReceived(link=1, data=b'+HI {"v":2}\r\n'), 11.0) == []
 
 
@@ -1455,3 +1456,57 @@ def test_a_job_cancelled_from_outside_is_failed_as_cancelled() -> None:
         "CancelledError",
         "the job's task was cancelled from outside",
     )
+
+
+AFTER_THE_END: list[MachineInput] = [
+    Start(),
+    ConnectionMade(link=0),
+    DataReceived(link=0, data=b'+HI {"v":2}\r\n'),
+    DataReceived(link=0, data=b""),
+    ConnectionLost(link=0, reason="reset", permanent=True),
+    TimerFired(),
+]
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        *AFTER_THE_END,
+        JobFinished(jid=J1),
+        JobFinished(jid="jid-never-ran"),
+        QuietRequested(),
+        StopRequested(),
+        AbortRequested(reason="KeyboardInterrupt"),
+        ServerSignal(state=WorkerState.TERMINATE),
+    ],
+    ids=repr,
+)
+def test_an_exited_worker_ignores_every_input_and_journals_it(late: MachineInput) -> None:
+    journal: list[tuple[float, MachineInput]] = []
+    driver = Driver(make_config(), journal=journal, fetch_wait=2.0)
+    driver.peer.push(J1)
+    driver.start()
+    driver.stop()
+    driver.stop()  # abort J1 at once
+    driver.advance(3)  # the grace period ends: J1 never finished
+    assert driver.worker.exit_code == 1
+    assert driver.worker.handle(late, 100.0) == []
+    assert journal[-1] == (100.0, late)
+    assert driver.worker.phase is Phase.EXITED
+    assert driver.worker.exit_code == 1
+    assert driver.worker.next_deadline is None
+    with pytest.raises(LocalProtocolError):  # a misuse is still one
+        driver.worker.handle(PhaseReported(phase=Phase.QUIET), 100.0)
+
+
+@pytest.mark.parametrize(
+    "late", [*AFTER_THE_END, MemoryUsage(rss_kb=1), PhaseReported(phase=Phase.EXITED), Finish()]
+)
+def test_a_finished_heartbeat_ignores_every_input(late: MachineInput) -> None:
+    driver = Driver(make_config(), fetch_wait=2.0)
+    driver.start()
+    driver.stop()
+    driver.advance(3)  # the FETCH in flight comes back empty: the worker exits
+    assert driver.heartbeat.finished
+    assert driver.heartbeat.handle(late, 100.0) == []
+    assert driver.heartbeat.next_deadline is None
