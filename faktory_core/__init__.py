@@ -64,7 +64,7 @@ from ._events import (
     ServerErrorKind,
     StatusReply,
 )
-from ._heartbeat import HEARTBEAT_LINK, Heartbeat
+from ._heartbeat import HEARTBEAT_END_TIMEOUT, HEARTBEAT_LINK, Heartbeat
 from ._io import (
     ERRTYPE_CANCELLED,
     AbortJob,
@@ -149,6 +149,7 @@ __all__ = [
     "EXIT_CLEAN",
     "EXIT_REFUSED",
     "FETCH_WAIT_FLOOR",
+    "HEARTBEAT_END_TIMEOUT",
     "HEARTBEAT_LINK",
     "LIFECYCLE",
     "LINK_TRANSITIONS",

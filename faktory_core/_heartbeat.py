@@ -33,10 +33,15 @@ from ._io import (
 from ._lifecycle import PHASES
 from ._links import Link, LinkMachine, LinkStatus, Random
 
-__all__ = ["HEARTBEAT_LINK", "Heartbeat"]
+__all__ = ["HEARTBEAT_END_TIMEOUT", "HEARTBEAT_LINK", "Heartbeat"]
 
 #: The heartbeat machine's only link.
 HEARTBEAT_LINK: Final = 0
+
+#: After the worker's Exit, how long (seconds) an adapter waits for the heartbeat's Finished
+#: before it exits anyway: END is a courtesy (the server forgets a silent worker in 60 s), and
+#: a heartbeat whose link awaits a reply must not hold the process.
+HEARTBEAT_END_TIMEOUT: Final = 5.0
 
 _RANK: Final = {None: 0, WorkerState.RUNNING: 0, WorkerState.QUIET: 1, WorkerState.TERMINATE: 2}
 

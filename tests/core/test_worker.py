@@ -18,6 +18,7 @@ from faktory_core import (
     ERRTYPE_INVALID_JOB,
     ERRTYPE_UNKNOWN_JOBTYPE,
     EXIT_REFUSED,
+    HEARTBEAT_END_TIMEOUT,
     AbortJob,
     AbortReason,
     AbortRequested,
@@ -1510,3 +1511,9 @@ def test_a_finished_heartbeat_ignores_every_input(late: MachineInput) -> None:
     assert driver.heartbeat.finished
     assert driver.heartbeat.handle(late, 100.0) == []
     assert driver.heartbeat.next_deadline is None
+
+
+def test_the_heartbeat_end_timeout_is_the_cores() -> None:
+    """How long an adapter waits, after Exit, for the heartbeat's Finished: a heartbeat that
+    is slow to send END (its link awaiting a BEAT reply) must not hold the exit for long."""
+    assert HEARTBEAT_END_TIMEOUT == 5.0
