@@ -838,6 +838,31 @@ def test_a_connect_pending_at_the_exit_is_given_up_by_its_close() -> None:
     assert driver.worker.handle(DataReceived(link=1, data=b'+HI {"v":2}\r\n'), 11.0) == []
 
 
+def test_a_connect_given_up_while_ending_is_closed_again_when_it_completes() -> None:
+    config = make_config(concurrency=3, shutdown_timeout=1.0, abort_grace=1.0)
+    driver = Driver(config, auto_connect=False)
+    driver.peer.push(J1)
+    driver.start()
+    for key in ("w0", HB, "w2"):
+        driver.connected(key)
+    assert list(driver.started) == [J1]  # on w0; w2's FETCH is held, w1 still connecting
+    driver.stop()
+    driver.advance(2)  # the shutdown timeout, then the grace period: J1 never ends
+    assert driver.worker.phase is Phase.ENDING  # w2's FETCH is still awaited
+    assert Close(link=1) in driver.actions(Close, "worker")
+    assert driver.worker.handle(ConnectionMade(link=1), 2.5) == [Close(link=1)]
+
+
+def test_an_interrupted_caller_aborts_at_once_with_its_reason() -> None:
+    driver = started(J1)
+    acts = driver.to_worker(AbortRequested(reason="KeyboardInterrupt"))
+    assert phases(acts) == [(Phase.RUNNING, Phase.ABORTING, Trigger.ABORT)]
+    message = "aborted: KeyboardInterrupt"
+    assert of(acts, AbortJob) == [AbortJob(jid=J1, reason=AbortReason.SHUTDOWN, message=message)]
+    assert driver.to_worker(AbortRequested(reason="CancelledError")) == []  # the first reason
+    assert driver.peer.fails(J1)[0].json()["message"] == message
+
+
 def test_the_ending_phase_is_bounded_even_by_a_trickling_reply() -> None:
     driver = started(J1, concurrency=1)
     driver.peer.mute("w0")
