@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 
 import faktory_core as core
 from faktory_core import (
+    HEARTBEAT_END_TIMEOUT,
     AbortJob,
     AbortRequested,
     Action,
@@ -45,9 +46,6 @@ __all__ = ["AbortSignalBase", "Driver", "Handler", "JobContextBase", "Runtime"]
 Handler: TypeAlias = Callable[..., Any]
 
 log: Final = logger.getChild("worker")
-
-#: After Exit, how long the heartbeat gets to send its END.
-HEARTBEAT_END_TIMEOUT: Final = 5.0
 
 
 class AbortSignalBase:
@@ -223,10 +221,7 @@ class Driver:
                 self.runtime.now,
                 self._actions,
             )
-            while inbox:
-                if self.exit_code is not None:
-                    inbox.clear()
-                    break
+            while inbox:  # after the exit, the machine ignores what comes
                 for action in handle(inbox.popleft(), now()):
                     actions[type(action)](action)
             self.runtime.arm_timer(self.machine.next_deadline)

@@ -375,9 +375,7 @@ class _Runtime:
 
     def _job_done(self, jid: str, task: asyncio.Task[JobError | None]) -> None:
         if task.cancelled():
-            error: JobError | None = JobError(
-                errtype="CancelledError", message="the job's task was cancelled from outside"
-            )
+            error: JobError | None = JobError.cancelled()
         else:
             failure = task.exception()
             error = task.result() if failure is None else job_error(failure)
