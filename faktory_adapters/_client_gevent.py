@@ -18,7 +18,6 @@ import faktory_core as core
 from faktory_core import Job
 
 from ._common import (
-    FETCH_TIMEOUT_FLOOR,
     FaktoryError,
     InvalidJobError,
     ServerReplyError,
@@ -41,8 +40,8 @@ class Client:
     Connections are opened on demand and kept in a small pool (``pool_size``).
     ``connect_timeout`` bounds opening one: TCP connect, TLS handshake and Faktory's
     HI/HELLO/OK together. ``timeout`` bounds each command, from writing it to the last byte of
-    its reply (:meth:`fetch` waits at least ``FETCH_TIMEOUT_FLOOR`` s). Past either bound,
-    TimeoutError is raised and that connection closed. Waiting for a free connection when
+    its reply (:meth:`fetch` waits at least ``faktory_core.FETCH_WAIT_FLOOR`` s). Past either
+    bound, TimeoutError is raised and that connection closed. Waiting for a free connection when
     ``pool_size`` are busy is not bounded. A pooled connection that the server closed, or
     wrote to unasked, is replaced before use. Server errors raise :class:`ServerReplyError`.
     Use it as ``with Client() as client``; greenlets may share it.
@@ -115,11 +114,11 @@ class Client:
     def fetch(self, *queues: str) -> Job | None:
         """Fetch one job (blocks up to ~2 s on the server); None when there is none.
 
-        It waits at least ``FETCH_TIMEOUT_FLOOR`` s whatever ``timeout`` says: giving up
-        sooner would leave the job the server hands out reserved for nobody.
+        It waits at least ``faktory_core.FETCH_WAIT_FLOOR`` s whatever ``timeout`` says: giving
+        up sooner would leave the job the server hands out reserved for nobody.
         """
-        timeout = max(self._timeout, FETCH_TIMEOUT_FLOOR)
-        event = self.request(core.Fetch(queues=queues), timeout=timeout)
+        fetch = core.Fetch(queues=queues)
+        event = self.request(fetch, timeout=fetch.reply_timeout(self._timeout))
         if isinstance(event, core.InvalidJobFetched):
             raise InvalidJobError(event.reason, event.jid, event.payload)
         return expect(event, core.Fetched).job

@@ -20,7 +20,6 @@ from typing import Any, Final, TypeVar
 from faktory_core import ConnectionLost, Event, JobError, ServerError, ServerErrorKind, ServerURL
 
 __all__ = [
-    "FETCH_TIMEOUT_FLOOR",
     "AuthenticationError",
     "DaemonThreadPool",
     "FaktoryError",
@@ -72,10 +71,6 @@ class InvalidJobError(FaktoryError):
         self.jid = jid
         self.payload = payload
 
-
-#: A FETCH waits up to ~2 s on the server; a client that gave up sooner would leave the job
-#: it hands out reserved for a connection nobody reads. So fetch() waits at least this long.
-FETCH_TIMEOUT_FLOOR: Final = 5.0
 
 _E = TypeVar("_E", bound=Event)
 
