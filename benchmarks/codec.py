@@ -19,7 +19,9 @@ from collections.abc import Callable
 
 import hiredis
 
-from faktory_core import Ack, ClientInfo, Connection, Fetch, Fetched
+from faktory_core import ClientInfo, Connection
+from faktory_core.commands import Ack, Fetch
+from faktory_core.events import Fetched
 
 JOB = {
     "retry": 25,

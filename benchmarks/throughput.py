@@ -85,22 +85,15 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from faktory_adapters._supervisor import death_signal  # noqa: E402
-from faktory_core import (  # noqa: E402
-    NEED_DATA,
+from faktory_core import NEED_DATA, Command, Connection, Event, Job, ServerURL  # noqa: E402
+from faktory_core.commands import Flush, Info, PushBulk  # noqa: E402
+from faktory_core.events import (  # noqa: E402
     OK,
     BulkPushed,
-    Command,
-    Connection,
     ConnectionClosed,
-    Event,
-    Flush,
-    Info,
     InfoReply,
-    Job,
-    PushBulk,
     Ready,
     ServerError,
-    ServerURL,
 )
 
 JOBTYPE: Final = "noop"

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import faktory_core as core
-from faktory_core import ConnectionLost, ConnectionMade, DataReceived, Job, JobError, TimerFired
+from faktory_core import Job
+from faktory_core.machine_io import (
+    ConnectionLost,
+    ConnectionMade,
+    DataReceived,
+    JobError,
+    TimerFired,
+)
 
 from . import _logging
 from ._common import JobAborted, connect_failed, receive

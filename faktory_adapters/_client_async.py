@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import faktory_core as core
-from faktory_core import Job
+from faktory_core import Job, commands, events
 
 from ._common import (
     FaktoryError,
@@ -39,10 +39,11 @@ class Client:
     Connections are opened on demand and kept in a small pool (``pool_size``).
     ``connect_timeout`` bounds opening one: TCP connect, TLS handshake and Faktory's
     HI/HELLO/OK together. ``timeout`` bounds each command, from writing it to the last byte of
-    its reply (:meth:`fetch` waits at least ``faktory_core.FETCH_WAIT_FLOOR`` s). Past either
-    bound, TimeoutError is raised and that connection closed. Waiting for a free connection when
-    ``pool_size`` are busy is not bounded. A pooled connection that the server closed, or
-    wrote to unasked, is replaced before use. Server errors raise :class:`ServerReplyError`.
+    its reply (:meth:`fetch` waits at least ``faktory_core.commands.FETCH_WAIT_FLOOR`` s).
+    Past either bound, TimeoutError is raised and that connection closed. Waiting for a free
+    connection when ``pool_size`` are busy is not bounded. A pooled connection that the server
+    closed, or wrote to unasked, is replaced before use. Server errors raise
+    :class:`ServerReplyError`.
     Use it as ``async with Client() as client``.
     """
 
@@ -102,29 +103,29 @@ class Client:
             job = self.job(job, args, **options)
         elif args or options:
             raise TypeError("push(job) takes no args or options: they are the Job's fields")
-        await self._ok(core.Push(job=job))
+        await self._ok(commands.Push(job=job))
         return job.jid
 
     async def push_bulk(self, jobs: Iterable[Job]) -> dict[str, str]:
         """Push many jobs in one command (server 1.6+); return {jid: error} of those refused."""
-        event = expect(await self.request(core.PushBulk(jobs=tuple(jobs))), core.BulkPushed)
+        event = expect(await self.request(commands.PushBulk(jobs=tuple(jobs))), events.BulkPushed)
         return event.errors
 
     async def fetch(self, *queues: str) -> Job | None:
         """Fetch one job (blocks up to ~2 s on the server); None when there is none.
 
-        It waits at least ``faktory_core.FETCH_WAIT_FLOOR`` s whatever ``timeout`` says: giving
-        up sooner would leave the job the server hands out reserved for nobody.
+        It waits at least ``faktory_core.commands.FETCH_WAIT_FLOOR`` s whatever ``timeout``
+        says: giving up sooner would leave the job the server hands out reserved for nobody.
         """
-        fetch = core.Fetch(queues=queues)
+        fetch = commands.Fetch(queues=queues)
         event = await self.request(fetch, timeout=fetch.reply_timeout(self._timeout))
-        if isinstance(event, core.InvalidJobFetched):
+        if isinstance(event, events.InvalidJobFetched):
             raise InvalidJobError(event.reason, event.jid, event.payload)
-        return expect(event, core.Fetched).job
+        return expect(event, events.Fetched).job
 
     async def ack(self, jid: str) -> None:
         """Acknowledge a fetched job."""
-        await self._ok(core.Ack(jid=jid))
+        await self._ok(commands.Ack(jid=jid))
 
     async def fail(
         self,
@@ -134,24 +135,26 @@ class Client:
         backtrace: Iterable[str] = (),
     ) -> None:
         """Report a fetched job as failed."""
-        command = core.Fail(jid=jid, errtype=errtype, message=message, backtrace=tuple(backtrace))
+        command = commands.Fail(
+            jid=jid, errtype=errtype, message=message, backtrace=tuple(backtrace)
+        )
         await self._ok(command)
 
     # -- administration -----------------------------------------------------------------------
 
     async def info(self) -> dict[str, Any]:
         """The server's statistics (INFO)."""
-        event = expect(await self.request(core.Info()), core.InfoReply)
+        event = expect(await self.request(commands.Info()), events.InfoReply)
         return event.info
 
     async def flush(self) -> None:
         """Delete every job, queue and counter on the server."""
-        await self._ok(core.Flush())
+        await self._ok(commands.Flush())
 
     async def mutate(
         self,
-        operation: str | core.MutateOperation,
-        target: str | core.MutateTarget,
+        operation: str | commands.MutateOperation,
+        target: str | commands.MutateTarget,
         *,
         jids: Iterable[str] = (),
         pattern: str | None = None,
@@ -159,7 +162,7 @@ class Client:
     ) -> None:
         """MUTATE the retries, scheduled or dead set (clear, kill, discard, requeue)."""
         await self._ok(
-            core.Mutate(
+            commands.Mutate(
                 operation=operation,
                 target=target,
                 jids=tuple(jids),
@@ -170,20 +173,20 @@ class Client:
 
     async def pause_queues(self, *queues: str) -> None:
         """FETCH skips these queues until resumed (``"*"`` for all)."""
-        await self._ok(core.QueuePause(queues=queues))
+        await self._ok(commands.QueuePause(queues=queues))
 
     async def resume_queues(self, *queues: str) -> None:
         """Undo :meth:`pause_queues`."""
-        await self._ok(core.QueueResume(queues=queues))
+        await self._ok(commands.QueueResume(queues=queues))
 
     async def remove_queues(self, *queues: str) -> None:
         """Delete these queues and every job waiting in them."""
-        await self._ok(core.QueueRemove(queues=queues))
+        await self._ok(commands.QueueRemove(queues=queues))
 
     async def queue_latency(self, *queues: str) -> dict[str, float]:
         """Seconds the oldest job of each queue has waited (server 1.9.2+)."""
-        event = expect(await self.request(core.QueueLatency(queues=queues)), core.LatencyReply)
-        return event.latencies
+        reply = await self.request(commands.QueueLatency(queues=queues))
+        return expect(reply, events.LatencyReply).latencies
 
     # -- Enterprise -----------------------------------------------------------------------
 
@@ -196,29 +199,29 @@ class Client:
         parent_bid: str | None = None,
     ) -> str:
         """Open a batch (Enterprise); return its id."""
-        command = core.BatchNew(
+        command = commands.BatchNew(
             success=success, complete=complete, description=description, parent_bid=parent_bid
         )
-        event = expect(await self.request(command), core.BatchIdReply)
+        event = expect(await self.request(command), events.BatchIdReply)
         return event.bid
 
     async def batch_open(self, bid: str) -> str:
         """Reopen a batch to add jobs (Enterprise)."""
-        event = expect(await self.request(core.BatchOpen(bid=bid)), core.BatchIdReply)
+        event = expect(await self.request(commands.BatchOpen(bid=bid)), events.BatchIdReply)
         return event.bid
 
     async def batch_commit(self, bid: str) -> None:
         """Every job of the batch is pushed (Enterprise)."""
-        await self._ok(core.BatchCommit(bid=bid))
+        await self._ok(commands.BatchCommit(bid=bid))
 
     async def batch_status(self, bid: str) -> dict[str, Any]:
         """Counts and callback states of a batch (Enterprise)."""
-        event = expect(await self.request(core.BatchStatus(bid=bid)), core.StatusReply)
+        event = expect(await self.request(commands.BatchStatus(bid=bid)), events.StatusReply)
         return event.status
 
     async def track_get(self, jid: str) -> dict[str, Any]:
         """The progress of a tracked job (Enterprise)."""
-        event = expect(await self.request(core.TrackGet(jid=jid)), core.StatusReply)
+        event = expect(await self.request(commands.TrackGet(jid=jid)), events.StatusReply)
         return event.status
 
     async def track_set(
@@ -231,7 +234,7 @@ class Client:
     ) -> None:
         """Report a job's progress; ``reserve_until`` extends its reservation (Enterprise)."""
         await self._ok(
-            core.TrackSet(
+            commands.TrackSet(
                 jid=jid, percent=percent, description=description, reserve_until=reserve_until
             )
         )
@@ -263,12 +266,12 @@ class Client:
                 connection.end(clock() + self._timeout)
             else:
                 self._idle.append(connection)
-        if isinstance(event, core.ServerError):
+        if isinstance(event, events.ServerError):
             raise ServerReplyError(event.code, event.message)
         return event
 
     async def _ok(self, command: core.Command) -> None:
-        expect(await self.request(command), core.OK)
+        expect(await self.request(command), events.OK)
 
     def _reusable(self) -> _ClientConnection | None:
         """An idle connection fit to carry a command; those found unfit are closed."""
@@ -302,7 +305,7 @@ class Client:
             raise TimeoutError(
                 f"connecting to {url} took more than {limit:g} s (connect_timeout)"
             ) from None
-        if not isinstance(event, core.Ready):
+        if not isinstance(event, events.Ready):
             connection.abandon()
             raise handshake_failure(event, url)
         return connection
@@ -333,7 +336,7 @@ class _ClientConnection:
             if data:
                 stream.write(data, deadline)
             if event is not core.NEED_DATA:
-                if isinstance(event, core.ConnectionClosed):
+                if isinstance(event, events.ConnectionClosed):
                     raise FaktoryError("the server closed the connection")
                 return event
             protocol.receive_data(await stream.read(deadline))
@@ -350,7 +353,7 @@ class _ClientConnection:
         """Send END (when the connection is still open to it), then close."""
         protocol = self._protocol
         if protocol.state is core.ConnectionState.READY:
-            protocol.send(core.End())
+            protocol.send(commands.End())
             with contextlib.suppress(OSError):  # closed, reset or stalled: it ends anyway
                 self._stream.write(protocol.data_to_send(), deadline)
         self._stream.close()

@@ -17,7 +17,9 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from faktory_core import ConnectionLost, Event, JobError, ServerError, ServerErrorKind, ServerURL
+from faktory_core import Event, ServerURL
+from faktory_core.events import ServerError, ServerErrorKind
+from faktory_core.machine_io import ConnectionLost, JobError
 
 __all__ = [
     "AuthenticationError",

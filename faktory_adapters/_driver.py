@@ -15,18 +15,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
 
 import faktory_core as core
-from faktory_core import (
-    HEARTBEAT_END_TIMEOUT,
+from faktory_core import HEARTBEAT_END_TIMEOUT, Action, Job, MachineInput
+from faktory_core.machine_io import (
     AbortJob,
     AbortRequested,
-    Action,
     Close,
     Connect,
     Exit,
-    Job,
     JobError,
     JobFinished,
-    MachineInput,
     Notice,
     PhaseChanged,
     Start,
@@ -152,7 +149,7 @@ class Driver:
         self.heartbeat = HeartbeatThread(
             config,
             worker._url,
-            on_server_state=lambda state: self.post(core.ServerSignal(state=state)),
+            on_server_state=lambda state: self.post(core.machine_io.ServerSignal(state=state)),
             random=worker._random.random,
             ssl_context=worker._ssl_context,
             connect_timeout=worker._connect_timeout,

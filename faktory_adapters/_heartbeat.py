@@ -18,25 +18,21 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from faktory_core import (
+from faktory_core import Heartbeat, MachineInput, Phase, ServerURL, WorkerConfig
+from faktory_core.commands import WorkerState
+from faktory_core.machine_io import (
     Close,
     Connect,
     ConnectionLost,
     ConnectionMade,
     DataReceived,
     Finish,
-    Heartbeat,
-    MachineInput,
     MemoryUsage,
     Notice,
-    Phase,
     PhaseReported,
     ServerStateChanged,
-    ServerURL,
     Start,
     TimerFired,
-    WorkerConfig,
-    WorkerState,
     Write,
 )
 

@@ -162,19 +162,19 @@ class WorkerBase:
 
     def quiet(self) -> None:
         """Stop fetching; running jobs finish. Safe to call from any thread."""
-        self._post(core.QuietRequested(source="api"))
+        self._post(core.machine_io.QuietRequested(source="api"))
 
     def stop(self) -> None:
         """Stop: quiet, then abort what still runs after the shutdown timeout; a second call
         aborts at once. Safe to call from any thread."""
-        self._post(core.StopRequested(source="api"))
+        self._post(core.machine_io.StopRequested(source="api"))
 
     def _signal_actions(self) -> dict[signal.Signals, Callable[[], None]]:
         """What :meth:`run` does on each signal: TERM and INT stop, TSTP quiets, TTIN dumps."""
         return {
-            signal.SIGTERM: lambda: self._post(core.StopRequested(source="SIGTERM")),
-            signal.SIGINT: lambda: self._post(core.StopRequested(source="SIGINT")),
-            signal.SIGTSTP: lambda: self._post(core.QuietRequested(source="SIGTSTP")),
+            signal.SIGTERM: lambda: self._post(core.machine_io.StopRequested(source="SIGTERM")),
+            signal.SIGINT: lambda: self._post(core.machine_io.StopRequested(source="SIGINT")),
+            signal.SIGTSTP: lambda: self._post(core.machine_io.QuietRequested(source="SIGTSTP")),
             signal.SIGTTIN: self.dump_jobs,
         }
 

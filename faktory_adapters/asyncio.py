@@ -23,7 +23,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeAlias, TypeVar, cast
 
 import faktory_core as core
-from faktory_core import ConnectionLost, ConnectionMade, DataReceived, Job, JobError, TimerFired
+from faktory_core import Job
+from faktory_core.machine_io import (
+    ConnectionLost,
+    ConnectionMade,
+    DataReceived,
+    JobError,
+    TimerFired,
+)
 
 from . import _logging
 from ._client_async import Client

@@ -148,7 +148,7 @@ class _ThreadRuntime(SelectorRuntime):
         future = self._executor.submit(contextvars.copy_context().run, self._run, context, handler)
         future.add_done_callback(lambda done: driver.post(driver.job_finished(jid, done.result())))
 
-    def _run(self, context: JobContext, handler: Handler) -> core.JobError | None:
+    def _run(self, context: JobContext, handler: Handler) -> core.machine_io.JobError | None:
         try:  # an abort may land in this bookkeeping too, after the handler returned
             with context._lock:
                 context._thread = threading.get_ident()

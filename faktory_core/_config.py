@@ -7,11 +7,11 @@ from typing import Any, Final
 
 import attrs
 
-from ._commands import _word
 from ._connection import ClientInfo
 from ._errors import OptionError
 from ._job import check_queue_name
 from ._resp import DEFAULT_MAX_REPLY_SIZE
+from .commands import _word
 
 __all__ = [
     "MAX_ABORT_GRACE",

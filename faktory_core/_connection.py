@@ -15,9 +15,20 @@ from typing import Any, Final, NoReturn
 import attrs
 
 from ._auth import password_hash
-from ._commands import Command, End, Expect, Fetch, Hello, WorkerState, _word
 from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from ._events import (
+from ._job import JidScanner, Job, _check_jid, find_jid
+from ._resp import (
+    DEFAULT_MAX_REPLY_SIZE,
+    NEED_DATA,
+    ErrorReply,
+    NeedData,
+    OversizedBulk,
+    Reply,
+    ReplyParser,
+)
+from ._state import ConnectionState, Input, transition
+from .commands import Command, End, Expect, Fetch, Hello, WorkerState, _word
+from .events import (
     OK,
     BatchIdReply,
     BeatReply,
@@ -32,17 +43,6 @@ from ._events import (
     ServerError,
     StatusReply,
 )
-from ._job import JidScanner, Job, _check_jid, find_jid
-from ._resp import (
-    DEFAULT_MAX_REPLY_SIZE,
-    NEED_DATA,
-    ErrorReply,
-    NeedData,
-    OversizedBulk,
-    Reply,
-    ReplyParser,
-)
-from ._state import ConnectionState, Input, transition
 
 __all__ = ["PROTOCOL_VERSION", "ClientInfo", "Connection"]
 

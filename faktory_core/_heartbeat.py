@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._commands import Beat, Command, WorkerState
 from ._config import WorkerConfig
-from ._events import BeatReply, Event, Ready, ServerError, ServerErrorKind
-from ._io import (
+from ._lifecycle import PHASES
+from ._links import Link, LinkMachine, LinkStatus, Random
+from .commands import Beat, Command, WorkerState
+from .events import BeatReply, Event, Ready, ServerError, ServerErrorKind
+from .machine_io import (
     ConnectionLost,
     ConnectionMade,
     DataReceived,
@@ -30,8 +32,6 @@ from ._io import (
     Start,
     TimerFired,
 )
-from ._lifecycle import PHASES
-from ._links import Link, LinkMachine, LinkStatus, Random
 
 __all__ = ["HEARTBEAT_END_TIMEOUT", "HEARTBEAT_LINK", "Heartbeat"]
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._commands import WorkerState
 from ._errors import LocalProtocolError
+from .commands import WorkerState
 
 if TYPE_CHECKING:
     from ._config import WorkerConfig

@@ -17,12 +17,13 @@ from typing import Any, ClassVar, Final, Generic, TypeAlias, TypeVar
 
 import attrs
 
-from ._commands import Command, End
 from ._config import WorkerConfig
 from ._connection import Connection
 from ._errors import LocalProtocolError, ProtocolError
-from ._events import ConnectionClosed, Event, Ready, ServerError, ServerErrorKind
-from ._io import (
+from ._resp import NEED_DATA
+from .commands import Command, End
+from .events import ConnectionClosed, Event, Ready, ServerError, ServerErrorKind
+from .machine_io import (
     Action,
     Close,
     Connect,
@@ -35,7 +36,6 @@ from ._io import (
     Start,
     Write,
 )
-from ._resp import NEED_DATA
 
 __all__ = [
     "LINK_TRANSITIONS",

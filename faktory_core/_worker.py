@@ -17,11 +17,22 @@ from typing import Final
 
 import attrs
 
-from ._commands import Ack, Command, Fail, Fetch, Hello, WorkerState, cut_backtrace
 from ._config import WorkerConfig
 from ._errors import LocalProtocolError
-from ._events import OK, Event, Fetched, InvalidJobFetched, ServerError
-from ._io import (
+from ._job import Job
+from ._lifecycle import (
+    EXIT_ABORTED,
+    EXIT_CLEAN,
+    EXIT_REFUSED,
+    PHASES,
+    Phase,
+    Trigger,
+    next_phase,
+)
+from ._links import Link, LinkInput, LinkMachine, LinkStatus, Random
+from .commands import Ack, Command, Fail, Fetch, Hello, WorkerState, cut_backtrace
+from .events import OK, Event, Fetched, InvalidJobFetched, ServerError
+from .machine_io import (
     AbortJob,
     AbortReason,
     AbortRequested,
@@ -41,17 +52,6 @@ from ._io import (
     StopRequested,
     TimerFired,
 )
-from ._job import Job
-from ._lifecycle import (
-    EXIT_ABORTED,
-    EXIT_CLEAN,
-    EXIT_REFUSED,
-    PHASES,
-    Phase,
-    Trigger,
-    next_phase,
-)
-from ._links import Link, LinkInput, LinkMachine, LinkStatus, Random
 
 __all__ = [
     "ERRTYPE_DUPLICATE_JID",

@@ -23,12 +23,12 @@ except ImportError as error:
         name=__name__,
     ) from error
 
-from ._commands import Fetch, Push
 from ._connection import Connection
 from ._errors import LocalProtocolError
-from ._events import Fetched, InvalidJobFetched
 from ._job import MAX_RESERVE_FOR, Job
 from ._resp import ErrorReply, Reply, dump_json
+from .commands import Fetch, Push
+from .events import Fetched, InvalidJobFetched
 
 __all__ = [
     "as_fetched",

@@ -16,19 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from faktory_core import (
-    LIFECYCLE,
-    LINK_TRANSITIONS,
-    PHASES,
-    TRANSITIONS,
-    ConnectionState,
-    Input,
-    LinkInput,
-    LinkStatus,
-    Phase,
-    Trigger,
-    WorkerState,
-)
+from faktory_core import PHASES, ConnectionState, Phase, Trigger
+from faktory_core._lifecycle import LIFECYCLE
+from faktory_core._links import LINK_TRANSITIONS, LinkInput, LinkStatus
+from faktory_core._state import TRANSITIONS, Input
+from faktory_core.commands import WorkerState
 
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "state-machines.md"
 

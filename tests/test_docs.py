@@ -29,17 +29,9 @@ from pathlib import Path
 import attrs
 import pytest
 
-from faktory_core import (
-    OK,
-    Fetch,
-    Fetched,
-    Flush,
-    Info,
-    InfoReply,
-    Job,
-    Mutate,
-    Push,
-)
+from faktory_core import Job
+from faktory_core.commands import Fetch, Flush, Info, Mutate, Push
+from faktory_core.events import OK, Fetched, InfoReply
 from tests.support.blocking import BlockingClient
 from tests.support.server import FaktoryServer
 

@@ -23,6 +23,28 @@ from collections.abc import Callable
 from typing import Any
 
 import faktory_core as core
+from faktory_core.machine_io import (
+    Close,
+    Connect,
+    ConnectionLost,
+    ConnectionMade,
+    DataReceived,
+    Exit,
+    Finish,
+    Finished,
+    JobError,
+    JobFinished,
+    Notice,
+    PhaseChanged,
+    PhaseReported,
+    ServerSignal,
+    ServerStateChanged,
+    Start,
+    StartJob,
+    StopRequested,
+    TimerFired,
+    Write,
+)
 
 
 def add(a: int, b: int) -> None:
@@ -37,14 +59,14 @@ HANDLERS: dict[str, Callable[..., None]] = {"Add": add, "Explode": explode}
 Machine = core.Worker | core.Heartbeat
 
 
-def run_job(job: core.Job) -> core.JobFinished:
+def run_job(job: core.Job) -> JobFinished:
     try:
         HANDLERS[job.jobtype](*job.args)
     except Exception as error:
         lines = "".join(traceback.format_exception(error)).splitlines()
-        failure = core.JobError(errtype=type(error).__name__, message=str(error), backtrace=lines)
-        return core.JobFinished(jid=job.jid, error=failure)
-    return core.JobFinished(jid=job.jid)
+        failure = JobError(errtype=type(error).__name__, message=str(error), backtrace=lines)
+        return JobFinished(jid=job.jid, error=failure)
+    return JobFinished(jid=job.jid)
 
 
 def main() -> int:
@@ -63,8 +85,8 @@ def main() -> int:
     selector = selectors.DefaultSelector()
     sockets: dict[tuple[Machine, int], socket.socket] = {}
     inbox: list[tuple[Machine, core.MachineInput]] = [
-        (worker, core.Start()),
-        (heartbeat, core.Start()),
+        (worker, Start()),
+        (heartbeat, Start()),
     ]
     exit_code = 0
 
@@ -75,7 +97,7 @@ def main() -> int:
     signal.set_wakeup_fd(wake_write.fileno())
     selector.register(wake_read, selectors.EVENT_READ, None)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: inbox.append((worker, core.StopRequested())))
+        signal.signal(signum, lambda *_: inbox.append((worker, StopRequested())))
 
     def close(machine: Machine, link: int) -> None:
         sock = sockets.pop((machine, link), None)
@@ -85,39 +107,39 @@ def main() -> int:
 
     def lost(machine: Machine, link: int, error: OSError) -> None:
         close(machine, link)
-        inbox.append((machine, core.ConnectionLost(link=link, reason=str(error))))
+        inbox.append((machine, ConnectionLost(link=link, reason=str(error))))
 
     def perform(machine: Machine, action: Any) -> bool:
         """Carry out one action; True once the process is done."""
         nonlocal exit_code
-        if isinstance(action, core.Connect):
+        if isinstance(action, Connect):
             try:
                 sock = socket.create_connection((url.host, url.port), timeout=5)
             except OSError as error:
-                inbox.append((machine, core.ConnectionLost(link=action.link, reason=str(error))))
+                inbox.append((machine, ConnectionLost(link=action.link, reason=str(error))))
                 return False
             sockets[machine, action.link] = sock
             selector.register(sock, selectors.EVENT_READ, (machine, action.link))
-            inbox.append((machine, core.ConnectionMade(link=action.link)))
-        elif isinstance(action, core.Write):
+            inbox.append((machine, ConnectionMade(link=action.link)))
+        elif isinstance(action, Write):
             try:
                 sockets[machine, action.link].sendall(action.data)
             except OSError as error:
                 lost(machine, action.link, error)
-        elif isinstance(action, core.Close):
+        elif isinstance(action, Close):
             close(machine, action.link)
-        elif isinstance(action, core.StartJob):
+        elif isinstance(action, StartJob):
             inbox.append((worker, run_job(action.job)))
-        elif isinstance(action, core.PhaseChanged):  # reported as current_state in BEATs
-            inbox.append((heartbeat, core.PhaseReported(phase=action.phase)))
-        elif isinstance(action, core.ServerStateChanged):  # quiet or terminate, from the UI
-            inbox.append((worker, core.ServerSignal(state=action.state)))
-        elif isinstance(action, core.Exit):
+        elif isinstance(action, PhaseChanged):  # reported as current_state in BEATs
+            inbox.append((heartbeat, PhaseReported(phase=action.phase)))
+        elif isinstance(action, ServerStateChanged):  # quiet or terminate, from the UI
+            inbox.append((worker, ServerSignal(state=action.state)))
+        elif isinstance(action, Exit):
             exit_code = action.code
-            inbox.append((heartbeat, core.Finish()))
-        elif isinstance(action, core.Notice):
+            inbox.append((heartbeat, Finish()))
+        elif isinstance(action, Notice):
             print(f"notice: {action.message}", flush=True)
-        return isinstance(action, core.Finished)  # the heartbeat's END: the very last action
+        return isinstance(action, Finished)  # the heartbeat's END: the very last action
 
     while True:
         while inbox:
@@ -137,12 +159,12 @@ def main() -> int:
             except OSError as error:
                 lost(machine, link, error)
             else:
-                inbox.append((machine, core.DataReceived(link=link, data=data)))
+                inbox.append((machine, DataReceived(link=link, data=data)))
         now = time.monotonic()
         for machine in (worker, heartbeat):
             deadline = machine.next_deadline
             if deadline is not None and now >= deadline:
-                inbox.append((machine, core.TimerFired()))
+                inbox.append((machine, TimerFired()))
 
 
 if __name__ == "__main__":

@@ -20,14 +20,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-import faktory_core as core
 from faktory_adapters.asyncio import (
     AuthenticationError,
     Client,
     FaktoryError,
     ServerReplyError,
 )
-from faktory_core import Job, MutateOperation, MutateTarget
+from faktory_core import Job
+from faktory_core.commands import Fetch, Info, MutateOperation, MutateTarget, Push, TrackGet
+from faktory_core.events import OK, Fetched, InfoReply
 from tests.support.server import TEST_PASSWORD, FaktoryServer
 
 pytestmark = pytest.mark.server
@@ -300,17 +301,17 @@ def test_request_sends_a_core_command_and_returns_its_event(
 
     async def main() -> None:
         async with client_for(faktory_server) as client:
-            event = await client.request(core.Info())
-            assert isinstance(event, core.InfoReply)
+            event = await client.request(Info())
+            assert isinstance(event, InfoReply)
             job = client.job("Probe", queue=queue)
-            assert await client.request(core.Push(job=job)) == core.OK(command=core.Push(job=job))
-            fetched = await client.request(core.Fetch(queues=(queue,)))
-            assert isinstance(fetched, core.Fetched)
+            assert await client.request(Push(job=job)) == OK(command=Push(job=job))
+            fetched = await client.request(Fetch(queues=(queue,)))
+            assert isinstance(fetched, Fetched)
             assert fetched.job is not None
             assert fetched.job.jid == job.jid
             await client.ack(job.jid)
             with pytest.raises(ServerReplyError, match="Enterprise"):
-                await client.request(core.TrackGet(jid="jid-12345678"))
+                await client.request(TrackGet(jid="jid-12345678"))
 
     run(main())
 

@@ -15,6 +15,7 @@ import pytest
 import faktory_core as core
 from faktory_adapters import thread
 from faktory_adapters._driver import Driver, JobContextBase
+from faktory_core.machine_io import AbortRequested, ConnectionLost, StopRequested, TimerFired
 
 
 class RecordingRuntime:
@@ -88,7 +89,7 @@ def driver(worker: thread.Worker, runtime: RecordingRuntime) -> Iterator[Driver]
 def test_inputs_before_begin_wait_and_follow_start(
     driver: Driver, runtime: RecordingRuntime
 ) -> None:
-    driver.post(core.StopRequested(source="test"))
+    driver.post(StopRequested(source="test"))
     driver.feed()  # not started: nothing reaches the machine
     assert runtime.named("connect") == []
     assert driver.machine.phase is core.Phase.RUNNING
@@ -102,7 +103,7 @@ def test_an_input_fed_while_actions_run_waits_its_turn(
     driver: Driver, runtime: RecordingRuntime
 ) -> None:
     # A runtime that reports a failed connect at once, from inside the Connect action.
-    runtime.on_connect = lambda link: driver.feed(core.ConnectionLost(link=link, reason="refused"))
+    runtime.on_connect = lambda link: driver.feed(ConnectionLost(link=link, reason="refused"))
     driver.begin()
     connects = [index for index, (call, _) in enumerate(runtime.calls) if call == "connect"]
     timers = [index for index, (call, _) in enumerate(runtime.calls) if call == "arm_timer"]
@@ -116,16 +117,16 @@ def test_an_input_fed_while_actions_run_waits_its_turn(
 
 def test_nothing_is_fed_after_the_exit(driver: Driver, runtime: RecordingRuntime) -> None:
     driver.begin()
-    driver.feed(core.AbortRequested(reason="test"))
+    driver.feed(AbortRequested(reason="test"))
     for link in (0, 1):
-        driver.feed(core.ConnectionLost(link=link, reason="gone", permanent=True))
+        driver.feed(ConnectionLost(link=link, reason="gone", permanent=True))
     runtime.clock += 60.0
-    driver.feed(core.TimerFired())
+    driver.feed(TimerFired())
     assert runtime.named("exited") == [core.EXIT_CLEAN]
     assert driver.exit_code == core.EXIT_CLEAN
     before = list(runtime.calls)
-    driver.feed(core.StopRequested(source="late"))
-    driver.feed(core.TimerFired())
+    driver.feed(StopRequested(source="late"))
+    driver.feed(TimerFired())
     assert [call for call in runtime.calls[len(before) :] if call[0] != "arm_timer"] == []
 
 

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from faktory_adapters._heartbeat import HeartbeatThread
-from faktory_core import ServerURL, WorkerConfig, WorkerState
+from faktory_core import ServerURL, WorkerConfig
+from faktory_core.commands import WorkerState
 from tests.support.proxy import FaultProxy
 from tests.support.server import FaktoryServer
 

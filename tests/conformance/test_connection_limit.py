@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from faktory_core import NEED_DATA, ClientInfo, Connection, Ready
+from faktory_core import NEED_DATA, ClientInfo, Connection
+from faktory_core.events import Ready
 from tests.support.adapters import adapter_module, capture_logs, serve
 from tests.support.proxy import FaultProxy
 from tests.support.server import FaktoryServer

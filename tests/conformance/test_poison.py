@@ -20,23 +20,10 @@ import pytest
 from faktory_adapters import Jobs, thread
 from faktory_adapters import asyncio as aio
 from faktory_adapters import gevent as gevent_adapter
-from faktory_core import (
-    NEED_DATA,
-    OK,
-    ClientInfo,
-    Command,
-    Connection,
-    Event,
-    Fail,
-    Failure,
-    Fetch,
-    Info,
-    InfoReply,
-    InvalidJobFetched,
-    Job,
-    Ready,
-    ServerURL,
-)
+from faktory_core import NEED_DATA, ClientInfo, Command, Connection, Event, Job, ServerURL
+from faktory_core._job import Failure
+from faktory_core.commands import Fail, Fetch, Info
+from faktory_core.events import OK, InfoReply, InvalidJobFetched, Ready
 from tests.support.server import FaktoryServer
 
 pytestmark = pytest.mark.server

@@ -16,19 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from faktory_core import (
-    Ack,
-    Failure,
-    Fetch,
-    Fetched,
-    Info,
-    InfoReply,
-    Job,
-    Mutate,
-    Push,
-    PushBulk,
-    QueueRemove,
-)
+from faktory_core import Job
+from faktory_core._job import Failure
+from faktory_core.commands import Ack, Fetch, Info, Mutate, Push, PushBulk, QueueRemove
+from faktory_core.events import Fetched, InfoReply
 from tests.support.blocking import BlockingClient
 from tests.support.process import WorkerProcess
 from tests.support.server import FaktoryServer

@@ -13,19 +13,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from faktory_core import (
-    NEED_DATA,
-    Connection,
-    ConnectionClosed,
-    Event,
-    Failure,
-    Job,
-    NeedData,
-    Ready,
-    Reply,
-    ReplyParser,
-    testing,
-)
+from faktory_core import NEED_DATA, Connection, Event, Job, ReplyParser, testing
+from faktory_core._job import Failure
+from faktory_core._resp import NeedData, Reply
+from faktory_core.events import ConnectionClosed, Ready
 
 # -- RESP replies ----------------------------------------------------------------------------
 

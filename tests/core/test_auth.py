@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faktory_core import password_hash
+from faktory_core._auth import password_hash
 
 VECTORS = [
     # The server's own unit test (server/server_test.go TestPasswordHashing).

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from faktory_core import (
+from faktory_core import ClientInfo, Command, Job, LocalProtocolError
+from faktory_core._config import MIN_REPLY_TIMEOUT
+from faktory_core.commands import (
     ALL_QUEUES,
     FETCH_WAIT_FLOOR,
     MAX_BACKTRACE_LINES,
@@ -20,8 +22,6 @@ from faktory_core import (
     BatchOpen,
     BatchStatus,
     Beat,
-    ClientInfo,
-    Command,
     End,
     Expect,
     Fail,
@@ -29,8 +29,6 @@ from faktory_core import (
     Flush,
     Hello,
     Info,
-    Job,
-    LocalProtocolError,
     Mutate,
     MutateOperation,
     MutateTarget,
@@ -45,7 +43,6 @@ from faktory_core import (
     WorkerState,
     cut_backtrace,
 )
-from faktory_core._config import MIN_REPLY_TIMEOUT
 
 from .strategies import aware_datetimes, jids, jobs, queue_names, words
 

@@ -6,17 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faktory_core import (
-    Ack,
-    Beat,
-    ClientInfo,
-    Connection,
-    Fail,
-    Fetch,
-    Hello,
-    ServerError,
-    ServerErrorKind,
-)
+from faktory_core import ClientInfo, Connection
+from faktory_core.commands import Ack, Beat, Fail, Fetch, Hello
+from faktory_core.events import ServerError, ServerErrorKind
 
 HELLO = Hello(payload={"v": 2})
 BEAT = Beat(wid="w1")

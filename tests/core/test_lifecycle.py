@@ -12,17 +12,15 @@ from hypothesis import strategies as st
 from faktory_core import (
     EXIT_ABORTED,
     EXIT_CLEAN,
-    LIFECYCLE,
     PHASES,
     LocalProtocolError,
     Phase,
-    PhaseChanged,
-    PhaseRules,
     Trigger,
     WorkerConfig,
-    WorkerState,
-    next_phase,
 )
+from faktory_core._lifecycle import LIFECYCLE, PhaseRules, next_phase
+from faktory_core.commands import WorkerState
+from faktory_core.machine_io import PhaseChanged
 
 ALL_PAIRS = list(itertools.product(Phase, Trigger))
 #: The order phases are declared in is the order a worker lives them.

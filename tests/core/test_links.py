@@ -9,14 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faktory_core import (
-    LINK_TRANSITIONS,
-    LinkInput,
-    LinkStatus,
-    LocalProtocolError,
-    next_link_status,
-)
-from faktory_core._links import Link
+from faktory_core import LocalProtocolError
+from faktory_core._links import LINK_TRANSITIONS, Link, LinkInput, LinkStatus, next_link_status
 
 ALL_PAIRS = list(itertools.product(LinkStatus, LinkInput))
 

@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import json
 
-from faktory_core import (
+from faktory_core import Heartbeat, Worker, WorkerConfig
+from faktory_core.machine_io import (
     Close,
     Connect,
     ConnectionMade,
     DataReceived,
-    Heartbeat,
     JobFinished,
     Notice,
     Start,
     StartJob,
     TimerFired,
-    Worker,
-    WorkerConfig,
     Write,
 )
 

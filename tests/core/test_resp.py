@@ -10,17 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faktory_core import (
+from faktory_core import NEED_DATA, LocalProtocolError, RemoteProtocolError, ReplyParser
+from faktory_core._resp import (
     DEFAULT_MAX_REPLY_SIZE,
-    NEED_DATA,
     ErrorReply,
-    LocalProtocolError,
-    RemoteProtocolError,
-    ReplyParser,
+    OversizedBulk,
     command_line,
     dump_json,
 )
-from faktory_core._resp import OversizedBulk
 
 from .strategies import (
     byte_by_byte,

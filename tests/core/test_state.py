@@ -8,18 +8,15 @@ from collections.abc import Callable
 import pytest
 
 from faktory_core import (
-    TRANSITIONS,
     Connection,
-    ConnectionClosed,
     ConnectionState,
-    End,
-    Flush,
-    Input,
     LocalProtocolError,
     ProtocolError,
     RemoteProtocolError,
-    transition,
 )
+from faktory_core._state import TRANSITIONS, Input, transition
+from faktory_core.commands import End, Flush
+from faktory_core.events import ConnectionClosed
 
 from .strategies import GREETING, drain, ready_connection
 

@@ -15,20 +15,10 @@ import pytest
 from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
-from faktory_core import (
-    NEED_DATA,
-    OK,
-    Ack,
-    Connection,
-    Fetch,
-    Fetched,
-    Job,
-    LocalProtocolError,
-    Push,
-    Ready,
-    Reply,
-    ReplyParser,
-)
+from faktory_core import NEED_DATA, Connection, Job, LocalProtocolError, ReplyParser
+from faktory_core._resp import Reply
+from faktory_core.commands import Ack, Fetch, Push
+from faktory_core.events import OK, Fetched, Ready
 from faktory_core.testing import (
     as_fetched,
     chunkings,

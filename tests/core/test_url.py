@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faktory_core import DEFAULT_PORT, DEFAULT_URL, ConfigurationError, ServerURL
+from faktory_core import ConfigurationError, ServerURL
+from faktory_core._url import DEFAULT_PORT, DEFAULT_URL
 
 SECRET = "Zx9-very-secret-Qw"
 

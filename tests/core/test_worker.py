@@ -14,15 +14,26 @@ from typing import Any
 import pytest
 
 from faktory_core import (
-    ERRTYPE_CANCELLED,
-    ERRTYPE_INVALID_JOB,
-    ERRTYPE_UNKNOWN_JOBTYPE,
     EXIT_REFUSED,
     HEARTBEAT_END_TIMEOUT,
+    Action,
+    Heartbeat,
+    LocalProtocolError,
+    MachineInput,
+    Phase,
+    Trigger,
+    Worker,
+    WorkerConfig,
+)
+from faktory_core._auth import password_hash
+from faktory_core._links import reconnect_delay
+from faktory_core._worker import ERRTYPE_INVALID_JOB, ERRTYPE_UNKNOWN_JOBTYPE, weighted_order
+from faktory_core.commands import WorkerState
+from faktory_core.machine_io import (
+    ERRTYPE_CANCELLED,
     AbortJob,
     AbortReason,
     AbortRequested,
-    Action,
     Close,
     Connect,
     ConnectionLost,
@@ -31,14 +42,10 @@ from faktory_core import (
     Exit,
     Finish,
     Finished,
-    Heartbeat,
     JobError,
     JobFinished,
-    LocalProtocolError,
-    MachineInput,
     MemoryUsage,
     Notice,
-    Phase,
     PhaseChanged,
     PhaseReported,
     QuietRequested,
@@ -48,14 +55,7 @@ from faktory_core import (
     StartJob,
     StopRequested,
     TimerFired,
-    Trigger,
-    Worker,
-    WorkerConfig,
-    WorkerState,
     Write,
-    password_hash,
-    reconnect_delay,
-    weighted_order,
 )
 from tests.core.worker_peer import HB, Act, Driver, ServerPeer, of
 

@@ -17,7 +17,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from faktory_core import (
+from faktory_core import Phase, Trigger, WorkerConfig
+from faktory_core.machine_io import (
     AbortJob,
     AbortReason,
     Close,
@@ -28,14 +29,11 @@ from faktory_core import (
     JobError,
     JobFinished,
     Notice,
-    Phase,
     PhaseChanged,
     PhaseReported,
     StartJob,
     StopRequested,
     TimerFired,
-    Trigger,
-    WorkerConfig,
     Write,
 )
 from tests.core.worker_peer import HB, Call, Driver

@@ -31,10 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple, TypeVar
 
-from faktory_core import (
-    HEARTBEAT_LINK,
+from faktory_core import Action, Heartbeat, Job, MachineInput, Worker, WorkerConfig
+from faktory_core._auth import password_hash
+from faktory_core._heartbeat import HEARTBEAT_LINK
+from faktory_core.machine_io import (
     AbortJob,
-    Action,
     Close,
     Connect,
     ConnectionLost,
@@ -43,11 +44,8 @@ from faktory_core import (
     Exit,
     Finish,
     Finished,
-    Heartbeat,
-    Job,
     JobError,
     JobFinished,
-    MachineInput,
     MemoryUsage,
     PhaseChanged,
     PhaseReported,
@@ -58,10 +56,7 @@ from faktory_core import (
     StartJob,
     StopRequested,
     TimerFired,
-    Worker,
-    WorkerConfig,
     Write,
-    password_hash,
 )
 
 __all__ = [

@@ -11,31 +11,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from faktory_core import (
+from faktory_core import ClientInfo, Command, Event, Job
+from faktory_core.commands import (
     ALL_QUEUES,
     DEFAULT_RETRY,
-    OK,
     Ack,
     BatchCommit,
     BatchNew,
     BatchOpen,
     BatchStatus,
     Beat,
-    BeatReply,
-    BulkPushed,
-    ClientInfo,
-    Command,
-    ConnectionClosed,
-    Event,
     Fail,
     Fetch,
-    Fetched,
     Flush,
     Hello,
     Info,
-    InfoReply,
-    Job,
-    LatencyReply,
     Mutate,
     Push,
     PushBulk,
@@ -43,11 +33,20 @@ from faktory_core import (
     QueuePause,
     QueueRemove,
     QueueResume,
-    Ready,
-    ServerError,
     TrackGet,
     TrackSet,
     WorkerState,
+)
+from faktory_core.events import (
+    OK,
+    BeatReply,
+    BulkPushed,
+    ConnectionClosed,
+    Fetched,
+    InfoReply,
+    LatencyReply,
+    Ready,
+    ServerError,
 )
 from tests.support.blocking import BlockingClient
 from tests.support.server import FaktoryServer

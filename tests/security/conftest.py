@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from faktory_core import password_hash
+from faktory_core._auth import password_hash
 from tests.support.adapters import ADAPTERS
 from tests.support.server import TEST_PASSWORD, FaktoryServer
 from tests.support.tls import Certificates, make_certificates

@@ -13,7 +13,8 @@ from typing import Any, Final
 
 import pytest
 
-from faktory_core import DEFAULT_MAX_REPLY_SIZE, ConfigurationError, LocalProtocolError
+from faktory_core import ConfigurationError, LocalProtocolError
+from faktory_core._resp import DEFAULT_MAX_REPLY_SIZE
 from tests.cli.command import run
 from tests.support.adapters import SyncClient, adapter_module
 from tests.support.server import FaktoryServer

@@ -21,23 +21,16 @@ from hypothesis import strategies as st
 
 from faktory_core import (
     NEED_DATA,
-    OK,
-    Ack,
     Connection,
     ConnectionState,
     Event,
-    Fail,
-    Fetch,
-    Fetched,
-    Info,
-    InfoReply,
-    InvalidJobFetched,
-    JobError,
     LocalProtocolError,
-    Notice,
     RemoteProtocolError,
     WorkerConfig,
 )
+from faktory_core.commands import Ack, Fail, Fetch, Info
+from faktory_core.events import OK, Fetched, InfoReply, InvalidJobFetched
+from faktory_core.machine_io import JobError, Notice
 from tests.core.strategies import byte_by_byte, cuts, encode_bulk, ready_connection
 from tests.core.worker_peer import Driver
 

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from faktory_core import EXIT_REFUSED, ClientInfo, Connection, Hello, ServerURL, WorkerConfig
+from faktory_core import EXIT_REFUSED, ClientInfo, Connection, ServerURL, WorkerConfig
+from faktory_core.commands import Hello
 from tests.support.adapters import SyncClient, adapter_module, capture_logs, serve
 from tests.support.server import TEST_PASSWORD, FaktoryServer
 from tests.support.watchdog import serve_until_it_stops

@@ -14,12 +14,12 @@ from faktory_core import (
     ClientInfo,
     Command,
     Connection,
-    ConnectionClosed,
     ConnectionState,
-    End,
     Event,
     ServerURL,
 )
+from faktory_core.commands import End
+from faktory_core.events import ConnectionClosed
 
 
 class BlockingClient:

@@ -12,10 +12,10 @@ from typing import Any, Final
 
 import attrs
 
-from ._commands import WorkerState
 from ._errors import LocalProtocolError
 from ._job import Job
 from ._lifecycle import PHASES, Phase, Trigger
+from .commands import WorkerState
 
 __all__ = [
     "ERRTYPE_CANCELLED",

@@ -7,7 +7,8 @@ from typing import Any, Final
 
 import attrs
 
-from ._commands import (
+from ._job import Job
+from .commands import (
     BatchNew,
     BatchOpen,
     BatchStatus,
@@ -21,7 +22,6 @@ from ._commands import (
     TrackGet,
     WorkerState,
 )
-from ._job import Job
 
 __all__ = [
     "OK",

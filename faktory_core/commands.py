@@ -20,6 +20,7 @@ from ._resp import command_line, dump_json
 
 __all__ = [
     "ALL_QUEUES",
+    "DEFAULT_RETRY",
     "FETCH_WAIT_FLOOR",
     "MAX_BACKTRACE_LINES",
     "Ack",
