@@ -26,6 +26,7 @@ from faktory_core.machine_io import (
     JobFinished,
     Notice,
     PhaseChanged,
+    ServerSignal,
     Start,
     StartJob,
     Write,
@@ -149,7 +150,7 @@ class Driver:
         self.heartbeat = HeartbeatThread(
             config,
             worker._url,
-            on_server_state=lambda state: self.post(core.machine_io.ServerSignal(state=state)),
+            on_server_state=lambda state: self.post(ServerSignal(state=state)),
             random=worker._random.random,
             ssl_context=worker._ssl_context,
             connect_timeout=worker._connect_timeout,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import faktory_core as core
+from faktory_core.machine_io import QuietRequested, StopRequested
 
 from ._common import new_wid, resolve_url, tls_context
 from ._jobs import Jobs, JobType
@@ -162,19 +163,19 @@ class WorkerBase:
 
     def quiet(self) -> None:
         """Stop fetching; running jobs finish. Safe to call from any thread."""
-        self._post(core.machine_io.QuietRequested(source="api"))
+        self._post(QuietRequested(source="api"))
 
     def stop(self) -> None:
         """Stop: quiet, then abort what still runs after the shutdown timeout; a second call
         aborts at once. Safe to call from any thread."""
-        self._post(core.machine_io.StopRequested(source="api"))
+        self._post(StopRequested(source="api"))
 
     def _signal_actions(self) -> dict[signal.Signals, Callable[[], None]]:
         """What :meth:`run` does on each signal: TERM and INT stop, TSTP quiets, TTIN dumps."""
         return {
-            signal.SIGTERM: lambda: self._post(core.machine_io.StopRequested(source="SIGTERM")),
-            signal.SIGINT: lambda: self._post(core.machine_io.StopRequested(source="SIGINT")),
-            signal.SIGTSTP: lambda: self._post(core.machine_io.QuietRequested(source="SIGTSTP")),
+            signal.SIGTERM: lambda: self._post(StopRequested(source="SIGTERM")),
+            signal.SIGINT: lambda: self._post(StopRequested(source="SIGINT")),
+            signal.SIGTSTP: lambda: self._post(QuietRequested(source="SIGTSTP")),
             signal.SIGTTIN: self.dump_jobs,
         }
 

@@ -29,6 +29,7 @@ from typing import Any, Final, TypeAlias, cast
 
 import faktory_core as core
 from faktory_core import Job
+from faktory_core.machine_io import JobError
 
 from . import _logging
 from ._blocking import BlockingWorker, EventAbortSignal, SelectorRuntime, perform
@@ -148,7 +149,7 @@ class _ThreadRuntime(SelectorRuntime):
         future = self._executor.submit(contextvars.copy_context().run, self._run, context, handler)
         future.add_done_callback(lambda done: driver.post(driver.job_finished(jid, done.result())))
 
-    def _run(self, context: JobContext, handler: Handler) -> core.machine_io.JobError | None:
+    def _run(self, context: JobContext, handler: Handler) -> JobError | None:
         try:  # an abort may land in this bookkeeping too, after the handler returned
             with context._lock:
                 context._thread = threading.get_ident()
