@@ -8,7 +8,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 import faktory_core as core
 from faktory_core.machine_io import QuietRequested, StopRequested
@@ -17,14 +17,20 @@ from ._common import new_wid, resolve_url, tls_context
 from ._jobs import Jobs, JobType
 from ._options import check_flag, check_ssl_context
 
-if TYPE_CHECKING:
-    from ._driver import Driver
-
-__all__ = ["JobType", "Jobs", "WorkerBase"]
+__all__ = ["JobType", "Jobs", "Serving", "WorkerBase"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class Serving(Protocol):
+    """What a serving Worker talks to (the driver of ``_driver``, which imports this module:
+    a Protocol here keeps the import one way)."""
+
+    def post(self, event: core.MachineInput) -> None: ...
+
+    def dump_jobs(self) -> None: ...
 
 
 class WorkerBase:
@@ -111,7 +117,7 @@ class WorkerBase:
             "quiet": [],
             "shutdown": [],
         }
-        self._driver: Driver | None = None
+        self._driver: Serving | None = None
 
     @overload
     def register(
