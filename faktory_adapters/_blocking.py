@@ -14,7 +14,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 import faktory_core as core
 from faktory_core import Job
@@ -27,16 +27,12 @@ from faktory_core.machine_io import (
 )
 
 from . import _logging
-from ._common import JobAborted, connect_failed, receive
+from ._common import MAX_SELECT_WAIT, JobAborted, connect_failed, receive
 from ._driver import AbortSignalBase, Driver, Handler, JobContextBase, log
 from ._jobs import check_result
 from ._worker_base import WorkerBase
 
 __all__ = ["BlockingWorker", "EventAbortSignal", "SelectorRuntime", "perform"]
-
-#: The longest single wait of the loop: the machine's deadlines can be days away, and
-#: select() refuses very long timeouts.
-_MAX_WAIT: Final = 3600.0
 
 
 class EventAbortSignal(AbortSignalBase):
@@ -74,7 +70,7 @@ def perform(driver: Driver, context: Any, handler: Handler) -> JobError | None:
     except JobAborted:
         return None  # the job was FAILed when it was aborted
     except BaseException as error:  # a job's failure, whatever it raised
-        return driver.failed(context, error)
+        return driver.failed(error)
     finally:
         _logging.CURRENT.reset(token)
     return None
@@ -86,7 +82,6 @@ class SelectorRuntime(abc.ABC):
 
     def __init__(self, worker: BlockingWorker, config: core.WorkerConfig) -> None:
         self.worker = worker
-        self.config = config
         self._selector = self.new_selector()
         # Both ends non-blocking: a wake-up may be posted from the loop's own thread (a done
         # future's callback, a gevent link), where a full buffer would block the very loop
@@ -159,7 +154,7 @@ class SelectorRuntime(abc.ABC):
         deadline = driver.machine.next_deadline
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if timeout is not None:
-            timeout = min(timeout, _MAX_WAIT)
+            timeout = min(timeout, MAX_SELECT_WAIT)
         for key, _ in self._selector.select(timeout):
             if key.data is None:
                 with contextlib.suppress(OSError):

@@ -11,6 +11,7 @@ import queue
 import secrets
 import socket
 import ssl
+import sys
 import threading
 import time
 import traceback
@@ -22,6 +23,7 @@ from faktory_core.events import ServerError, ServerErrorKind
 from faktory_core.machine_io import ConnectionLost, JobError
 
 __all__ = [
+    "MAX_SELECT_WAIT",
     "AuthenticationError",
     "DaemonThreadPool",
     "FaktoryError",
@@ -41,8 +43,13 @@ __all__ = [
     "remaining",
     "resolve_url",
     "rss_kb",
+    "thread_stack",
     "tls_context",
 ]
+
+#: The longest single wait of a select() loop: a machine's deadline can be days away, and
+#: select() refuses very long timeouts.
+MAX_SELECT_WAIT: Final = 3600.0
 
 #: Every log line of the library goes through this logger (or its children); none is configured.
 logger: Final = logging.getLogger("faktory")
@@ -237,6 +244,12 @@ def receive(sock: socket.socket) -> bytes:
     while data and pending is not None and pending():
         data += sock.recv(pending())
     return data
+
+
+def thread_stack(ident: int | None) -> str:
+    """The current stack of the thread ``ident`` (a job's), formatted."""
+    frame = sys._current_frames().get(ident) if ident is not None else None
+    return "".join(traceback.format_stack(frame)) if frame else "(not running)\n"
 
 
 def remaining(deadline: float) -> float:

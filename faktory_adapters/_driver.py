@@ -131,7 +131,6 @@ class Driver:
         self.config = config
         self.runtime = runtime
         self.machine = core.Worker(config, random=worker._random.random)
-        self.exit_code: int | None = None
         self.jobs: dict[str, Any] = {}
         self._inbox: deque[MachineInput] = deque()  # appends and pops are thread-safe
         self._feeding = False
@@ -155,6 +154,11 @@ class Driver:
             ssl_context=worker._ssl_context,
             connect_timeout=worker._connect_timeout,
         )
+
+    @property
+    def exit_code(self) -> int | None:
+        """The machine's exit code once it has exited, else None."""
+        return self.machine.exit_code
 
     # -- the run ------------------------------------------------------------------------------
 
@@ -235,7 +239,7 @@ class Driver:
             call = functools.partial(middleware, context, call)
         return call
 
-    def failed(self, context: Any, error: BaseException) -> JobError:
+    def failed(self, error: BaseException) -> JobError:
         """The report of a job that raised ``error`` (kept for drain() to re-raise)."""
         self.worker._job_raised(error)
         return job_error(error)
@@ -287,5 +291,4 @@ class Driver:
         log.warning("%s", action.message)
 
     def _exited(self, action: Exit) -> None:
-        self.exit_code = action.code
         self.runtime.exited(action.code)

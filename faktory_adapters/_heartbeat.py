@@ -36,14 +36,11 @@ from faktory_core.machine_io import (
     Write,
 )
 
-from ._common import connect_socket, logger, receive, rss_kb
+from ._common import MAX_SELECT_WAIT, connect_socket, logger, receive, rss_kb
 
 __all__ = ["HeartbeatThread"]
 
 _log = logger.getChild("heartbeat")
-
-#: The longest single wait: select() refuses very long timeouts.
-_MAX_WAIT = 3600.0
 
 
 class HeartbeatThread:
@@ -112,7 +109,7 @@ class HeartbeatThread:
                     break
                 deadline = machine.next_deadline
                 timeout = None if deadline is None else max(0.0, deadline - self._clock())
-                self._wait(None if timeout is None else min(timeout, _MAX_WAIT))
+                self._wait(None if timeout is None else min(timeout, MAX_SELECT_WAIT))
                 if deadline is not None and self._clock() >= deadline:
                     rss = rss_kb()
                     if rss is not None:

@@ -16,7 +16,6 @@ import contextlib
 import contextvars
 import functools
 import inspect
-import sys
 import threading
 import traceback
 from collections.abc import Awaitable, Callable
@@ -42,9 +41,9 @@ from ._common import (
     JobAborted,
     ServerReplyError,
     connect_failed,
-    job_error,
+    thread_stack,
 )
-from ._driver import AbortSignalBase, Driver, JobContextBase, log
+from ._driver import AbortSignalBase, Driver, Handler, JobContextBase, log
 from ._jobs import Jobs, JobType, check_result
 from ._worker_base import WorkerBase
 
@@ -63,7 +62,6 @@ __all__ = [
     "current_job",
 ]
 
-Handler: TypeAlias = Callable[..., Any]
 Hook: TypeAlias = Callable[[], Any]
 Middleware: TypeAlias = Callable[["JobContext", Callable[[], Awaitable[None]]], Awaitable[None]]
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -235,7 +233,6 @@ class _Runtime:
         self.transports: dict[int, asyncio.Transport] = {}
         self._connecting: dict[int, asyncio.Task[None]] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
         self._exit: asyncio.Future[int] = loop.create_future()
         self._executor = DaemonThreadPool(config.concurrency, "faktory-job")
         self.driver = Driver(worker, config, self)
@@ -281,15 +278,15 @@ class _Runtime:
         # Most inputs push the next deadline later (each FETCH moves its reply timeout), so
         # the timer is only moved earlier; when it fires early, the machine does nothing and
         # the timer is armed again. That saves a timer per job.
-        if deadline is None or (self._timer_at is not None and deadline >= self._timer_at):
+        timer = self._timer
+        if deadline is None or (timer is not None and deadline >= timer.when()):
             return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
+        if timer is not None:
+            timer.cancel()
         self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
+        self._timer = None
         self.driver.feed(TimerFired())
 
     def exited(self, code: int) -> None:
@@ -351,8 +348,7 @@ class _Runtime:
     def stack(self, context: JobContext) -> str:
         if context._coroutine and context._task is not None:
             return "".join(traceback.format_list(_task_stack(context._task)))
-        frame = sys._current_frames().get(context._thread or -1)
-        return "".join(traceback.format_stack(frame)) if frame else "(not started)\n"
+        return thread_stack(context._thread)
 
     async def _perform(self, context: JobContext, handler: Handler) -> JobError | None:
         token = _logging.CURRENT.set(context)
@@ -375,7 +371,7 @@ class _Runtime:
                 return None  # ours: the job was FAILed when it was aborted
             raise  # not ours: never swallowed
         except BaseException as error:  # a job's failure, whatever it raised
-            return self.driver.failed(context, error)
+            return self.driver.failed(error)
         finally:
             _logging.CURRENT.reset(token)
         return None
@@ -385,7 +381,7 @@ class _Runtime:
             error: JobError | None = JobError.cancelled()
         else:
             failure = task.exception()
-            error = task.result() if failure is None else job_error(failure)
+            error = task.result() if failure is None else self.driver.failed(failure)
         self.driver.feed(self.driver.job_finished(jid, error))
 
 

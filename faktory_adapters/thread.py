@@ -21,9 +21,7 @@ import ctypes
 import selectors
 import signal
 import socket
-import sys
 import threading
-import traceback
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias, cast
 
@@ -42,8 +40,9 @@ from ._common import (
     JobAborted,
     ServerReplyError,
     connect_socket,
+    thread_stack,
 )
-from ._driver import JobContextBase
+from ._driver import Handler, JobContextBase
 from ._jobs import Jobs, JobType
 
 __all__ = [
@@ -61,7 +60,6 @@ __all__ = [
     "current_job",
 ]
 
-Handler: TypeAlias = Callable[..., Any]
 Hook: TypeAlias = Callable[[], Any]
 Middleware: TypeAlias = Callable[["JobContext", Callable[[], None]], None]
 
@@ -144,7 +142,7 @@ class _ThreadRuntime(SelectorRuntime):
 
     def start_job(self, context: JobContext, handler: Handler) -> None:
         if self._executor is None:
-            self._executor = DaemonThreadPool(self.config.concurrency, "faktory-job")
+            self._executor = DaemonThreadPool(self.driver.config.concurrency, "faktory-job")
         driver, jid = self.driver, context.job.jid
         future = self._executor.submit(contextvars.copy_context().run, self._run, context, handler)
         future.add_done_callback(lambda done: driver.post(driver.job_finished(jid, done.result())))
@@ -167,9 +165,7 @@ class _ThreadRuntime(SelectorRuntime):
                 _set_async_exc(ctypes.c_ulong(context._thread), ctypes.py_object(JobAborted))
 
     def stack(self, context: JobContext) -> str:
-        thread = context._thread
-        frame = sys._current_frames().get(thread) if thread is not None else None
-        return "".join(traceback.format_stack(frame)) if frame else "(not running)\n"
+        return thread_stack(context._thread)
 
     def shutdown_jobs(self) -> None:
         if self._executor is not None:
