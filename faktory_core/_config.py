@@ -11,7 +11,7 @@ from ._connection import ClientInfo
 from ._errors import OptionError
 from ._job import check_queue_name
 from ._resp import DEFAULT_MAX_REPLY_SIZE
-from .commands import _word
+from .commands import FETCH_WAIT_FLOOR, _word
 
 __all__ = [
     "MAX_ABORT_GRACE",
@@ -49,7 +49,7 @@ MAX_TIME_LIMIT: Final = 2_592_000
 #: A FETCH waits ~2 s on the server (up to its 5 s command context): a link whose reply is due
 #: sooner is dropped while its FETCH is pending, and the job it hands out stays reserved. The
 #: worker's links carry FETCHes, so their reply timeout is never below ``FETCH_WAIT_FLOOR``.
-MIN_REPLY_TIMEOUT: Final = 5
+MIN_REPLY_TIMEOUT: Final = int(FETCH_WAIT_FLOOR)
 MAX_REPLY_TIMEOUT: Final = 3_600
 #: The backoff doubles at most 32 times: a smaller first delay would retry in a tight loop.
 MIN_RECONNECT_BASE: Final = 0.01

@@ -126,7 +126,7 @@ def next_link_status(status: LinkStatus, link_input: LinkInput) -> LinkStatus:
 
 @attrs.define(eq=False)
 class Link:
-    """One connection slot of a machine; its status moves only by :meth:`move`."""
+    """One connection slot of a machine; once made, its status moves only by :meth:`move`."""
 
     id: int
     _status: LinkStatus = LinkStatus.DOWN

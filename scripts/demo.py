@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from demo_jobs import charge_card, export_report, resize_image
 
 from faktory_adapters.asyncio import Client
-from faktory_core import ClientInfo, Job
-from faktory_core._job import Failure
+from faktory_core import ClientInfo, Failure, Job
 from faktory_core.commands import Ack, Fail, Fetch, Info, Push
 from faktory_core.events import InfoReply
 from faktory_core.machine_io import AbortReason

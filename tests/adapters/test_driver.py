@@ -1,7 +1,8 @@
 """The runtime-neutral driver, over a runtime that only records what it is asked to do.
 
 What the three adapters share is tested here once, without a server: inputs that come before
-the machine starts, a feed never re-entered, nothing fed after the exit, and the middleware
+the machine starts, a feed never re-entered, late inputs after the exit carrying out nothing
+(the machine ignores them; the driver must not fail on them either), and the middleware
 chain's order. Their behaviour against a real server is the conformance suite's.
 """
 
@@ -115,7 +116,9 @@ def test_an_input_fed_while_actions_run_waits_its_turn(
     assert runtime.named("arm_timer")[-1] is not None
 
 
-def test_nothing_is_fed_after_the_exit(driver: Driver, runtime: RecordingRuntime) -> None:
+def test_late_inputs_after_the_exit_carry_out_nothing(
+    driver: Driver, runtime: RecordingRuntime
+) -> None:
     driver.begin()
     driver.feed(AbortRequested(reason="test"))
     for link in (0, 1):

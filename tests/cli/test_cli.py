@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from faktory_adapters.thread import Client
-from faktory_core._job import Failure
+from faktory_core import Failure
 from tests.cli.command import Command, run
 from tests.support.server import FaktoryServer
 from tests.support.tls import make_certificates

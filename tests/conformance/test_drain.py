@@ -14,7 +14,7 @@ import pytest
 from faktory_adapters import Jobs, JobType, thread
 from faktory_adapters import asyncio as aio
 from faktory_adapters import gevent as gevent_adapter
-from faktory_core._job import Failure
+from faktory_core import Failure
 from tests.support.server import FaktoryServer
 
 pytestmark = pytest.mark.server

@@ -20,8 +20,7 @@ import pytest
 from faktory_adapters import Jobs, thread
 from faktory_adapters import asyncio as aio
 from faktory_adapters import gevent as gevent_adapter
-from faktory_core import NEED_DATA, ClientInfo, Command, Connection, Event, Job, ServerURL
-from faktory_core._job import Failure
+from faktory_core import NEED_DATA, ClientInfo, Command, Connection, Event, Failure, Job, ServerURL
 from faktory_core.commands import Fail, Fetch, Info
 from faktory_core.events import OK, InfoReply, InvalidJobFetched, Ready
 from tests.support.server import FaktoryServer

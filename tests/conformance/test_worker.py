@@ -16,8 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from faktory_core import Job
-from faktory_core._job import Failure
+from faktory_core import Failure, Job
 from faktory_core.commands import Ack, Fetch, Info, Mutate, Push, PushBulk, QueueRemove
 from faktory_core.events import Fetched, InfoReply
 from tests.support.blocking import BlockingClient

@@ -13,8 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from faktory_core import NEED_DATA, Connection, Event, Job, ReplyParser, testing
-from faktory_core._job import Failure
+from faktory_core import NEED_DATA, Connection, Event, Failure, Job, ReplyParser, testing
 from faktory_core._resp import NeedData, Reply
 from faktory_core.events import ConnectionClosed, Ready
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faktory_core import Job, LocalProtocolError
-from faktory_core._job import MAX_RESERVE_FOR, Failure, JidScanner, check_queue_name, find_jid
+from faktory_core import Failure, Job, LocalProtocolError
+from faktory_core._job import MAX_RESERVE_FOR, JidScanner, check_queue_name, find_jid
 from faktory_core.commands import Push
 
 from .strategies import cuts, failures, jobs, json_roundtrip, json_values
