@@ -303,4 +303,6 @@ def test_a_phase_never_gives_back_what_an_earlier_one_stopped(triggers: list[Tri
         assert STATE_RANK[now.reported] >= STATE_RANK[before.reported]
         change = PhaseChanged(previous=phase, phase=after, trigger=trigger)
         assert change.stops_fetching is (before.fetches and not now.fetches)
+        # Spelled out, not derived from PHASES: only leaving RUNNING stops the fetching.
+        assert change.stops_fetching is (phase is Phase.RUNNING and after is not Phase.RUNNING)
         phase = after
