@@ -242,7 +242,7 @@ class SelectorRuntime(abc.ABC):
                 worker._url, timeout=worker._connect_timeout, ssl_context=worker._ssl_context
             )
         except Exception as error:  # whatever it is, the core decides what follows
-            result = connect_failed(link, worker._url, error)
+            result = connect_failed(link, worker._url, error, timeout=worker._connect_timeout)
         self._connected.append((link, attempt, result))
         self.wake()
 

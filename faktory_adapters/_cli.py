@@ -26,7 +26,6 @@ import importlib.metadata
 import logging
 import os
 import signal
-import ssl
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, NoReturn
@@ -34,7 +33,7 @@ from typing import Any, Final, NoReturn
 import faktory_core as core
 
 from . import _logging
-from ._common import AuthenticationError, FaktoryError, ServerReplyError, resolve_url
+from ._common import resolve_url, unusable_reason
 from ._exits import (
     EXIT_ABORTED,
     EXIT_CLEAN,
@@ -287,35 +286,10 @@ def check_server(url: str | None) -> str:
         ) as client:
             info = client.info()
     except Exception as error:
-        reason = _reason(error, address)
+        reason = unusable_reason(error, address, timeout=CHECK_TIMEOUT)
         raise UnreachableError(f"cannot use the server at {address}: {reason}") from None
     server = info.get("server")
     return str(server.get("faktory_version", "?")) if isinstance(server, Mapping) else "?"
-
-
-def _reason(error: Exception, address: core.ServerURL) -> str:
-    """Why the server could not be used, in a few words."""
-    if isinstance(error, AuthenticationError):
-        if address.password:
-            return "wrong password (the server refused the password in the URL)"
-        return "wrong password (the server needs one and the URL gives none)"
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return f"TLS error: the certificate is not trusted ({error.verify_message})"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS error: {error.reason or error}"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, TimeoutError):
-        return f"no answer within {CHECK_TIMEOUT:g} s (timeout)"
-    if isinstance(error, OSError):
-        return f"cannot connect: {error.strerror or error}"
-    if isinstance(error, ServerReplyError):
-        return f"the handshake was refused: {error}"
-    if isinstance(error, core.ProtocolError):
-        return f"it does not speak the Faktory protocol: {error}"
-    if isinstance(error, FaktoryError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
 
 
 def import_jobs(names: Sequence[str]) -> list[Jobs]:

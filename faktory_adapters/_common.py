@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from faktory_core import Event, ServerURL
+from faktory_core import Event, ProtocolError, ServerURL
 from faktory_core.events import ServerError, ServerErrorKind
 from faktory_core.machine_io import ConnectionLost, JobError
 
@@ -45,6 +45,7 @@ __all__ = [
     "rss_kb",
     "thread_stack",
     "tls_context",
+    "unusable_reason",
 ]
 
 #: The longest single wait of a select() loop: a machine's deadline can be days away, and
@@ -110,12 +111,40 @@ def handshake_closed(url: ServerURL) -> FaktoryError:
     return FaktoryError(f"{url} closed the connection during the handshake{hint}")
 
 
-def connect_failed(link: int, url: ServerURL, error: Exception) -> ConnectionLost:
+def unusable_reason(error: BaseException, url: ServerURL, *, timeout: float) -> str:
+    """Why the server at ``url`` could not be used, in a few words (``timeout``: the bound a
+    TimeoutError ran into). The CLI's check and a worker's connects word it alike."""
+    if isinstance(error, AuthenticationError):
+        if url.password:
+            return "wrong password (the server refused the password in the URL)"
+        return "wrong password (the server needs one and the URL gives none)"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS error: the certificate is not trusted ({error.verify_message})"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS error: {error.reason or error}"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, TimeoutError):
+        return f"no answer within {timeout:g} s (timeout)"
+    if isinstance(error, OSError):
+        return f"cannot connect: {error.strerror or error}"
+    if isinstance(error, ServerReplyError):
+        return f"the handshake was refused: {error}"
+    if isinstance(error, ProtocolError):
+        return f"it does not speak the Faktory protocol: {error}"
+    if isinstance(error, FaktoryError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def connect_failed(
+    link: int, url: ServerURL, error: Exception, *, timeout: float
+) -> ConnectionLost:
     """The machine input for a connect that raised ``error``: retried with backoff, unless
     retrying cannot help (a certificate that is not trusted, or names another host)."""
     return ConnectionLost(
         link=link,
-        reason=f"cannot connect to {url}: {error!r}",
+        reason=f"cannot use the server at {url}: {unusable_reason(error, url, timeout=timeout)}",
         permanent=isinstance(error, ssl.SSLCertVerificationError),
     )
 

@@ -319,7 +319,7 @@ class _Runtime:
             )
         except Exception as error:  # whatever it is, the core decides what follows
             self._connecting.pop(link, None)
-            self.driver.feed(connect_failed(link, url, error))
+            self.driver.feed(connect_failed(link, url, error, timeout=self.worker._connect_timeout))
         else:
             self._connecting.pop(link, None)
 

@@ -173,7 +173,7 @@ def test_a_worker_refuses_an_unverified_server_and_says_why(
         worker = adapter_module(adapter).Worker(url=tls_server.url, queues=[queue], concurrency=1)
         ran = threading.Event()
         worker.register("NeverRuns", ran.set)
-        with capture_logs("certificate verify failed") as logs:
+        with capture_logs("the certificate is not trusted") as logs:
             # It stops by itself with exit 3 rather than retry for ever.
             assert serve_until_it_stops(adapter, worker) == EXIT_REFUSED
         assert logs.seen.is_set(), logs.text
