@@ -3,8 +3,14 @@
 Importing this package imports no runtime; each adapter module imports its own. The job
 registry, :class:`Jobs` and :class:`JobType`, is runtime-free and lives here (each adapter
 module re-exports it).
+
+Importing it gives every log record of the process ``faktory_jid`` and ``faktory_jobtype``
+attributes (empty outside a job), so a format naming them is safe anywhere.
 """
 
+from . import _logging
 from ._jobs import Jobs, JobType
+
+_logging.install()
 
 __all__ = ["JobType", "Jobs"]

@@ -56,8 +56,7 @@ class EventAbortSignal(AbortSignalBase):
         """The same as :meth:`wait` (named as in the asyncio adapter)."""
         return self.wait(timeout)
 
-    def _set(self, reason: str) -> None:
-        self._reason = reason
+    def _wake(self) -> None:
         self._event.set()
 
 
@@ -68,12 +67,14 @@ def perform(driver: Driver, context: Any, handler: Handler) -> JobError | None:
     try:
         driver.chain(context, lambda: check_result(job.jobtype, handler(*job.args)))()
     except JobAborted:
-        return None  # the job was FAILed when it was aborted
+        return None  # the job was FAILed when it was aborted (and logged)
     except BaseException as error:  # a job's failure, whatever it raised
-        return driver.failed(error)
+        return driver.failed(context, error)
+    else:
+        driver.succeeded(context)
+        return None
     finally:
         _logging.CURRENT.reset(token)
-    return None
 
 
 class SelectorRuntime(abc.ABC):

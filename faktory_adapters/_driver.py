@@ -10,6 +10,7 @@ loop is woken and when its timer fires) it asks of a :class:`Runtime`.
 from __future__ import annotations
 
 import functools
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
@@ -48,16 +49,15 @@ log: Final = logger.getChild("worker")
 
 class AbortSignalBase:
     """What every adapter's ``AbortSignal`` has: set once, with the reason (the FAIL message);
-    each adapter adds its waits."""
+    each adapter adds its waits, named alike in every adapter (see docs/adapters.md)."""
 
     __slots__ = ("_reason",)
 
     def __init__(self) -> None:
         self._reason: str | None = None
 
-    @property
     def is_set(self) -> bool:
-        """True once the job has been aborted."""
+        """True once the job has been aborted (a method, as ``threading.Event.is_set``)."""
         return self._reason is not None
 
     @property
@@ -65,18 +65,31 @@ class AbortSignalBase:
         """Why the job was aborted (the FAIL message), or None."""
         return self._reason
 
+    def set(self, reason: str = "aborted") -> None:
+        """Set the signal with ``reason``, waking its waiters: the worker does when it aborts
+        the job; a test may, to see how a handler reacts. The first reason stays."""
+        if self._reason is None:
+            self._reason = reason
+            self._wake()
+
+    def _wake(self) -> None:
+        """Wake what waits for the signal (it is set now)."""
+        raise NotImplementedError
+
 
 class JobContextBase:
     """The running job, its abort signal, and the worker running it (each adapter's
     ``JobContext`` adds its abort signal's type and how its runtime tracks the job)."""
 
-    __slots__ = ("abort", "job", "worker")
+    __slots__ = ("abort", "job", "started", "worker")
 
     abort: Any
 
     def __init__(self, job: Job, worker: Any) -> None:
         self.job = job
         self.worker = worker
+        #: When the job started, on the runtime's clock (for the duration in its log lines).
+        self.started = 0.0
 
     def __repr__(self) -> str:
         return f"<JobContext {self.job.jobtype} {self.job.jid}>"
@@ -145,7 +158,6 @@ class Driver:
             Notice: self._notice,
             Exit: self._exited,
         }
-        _logging.install()
         self.heartbeat = HeartbeatThread(
             config,
             worker._url,
@@ -239,10 +251,31 @@ class Driver:
             call = functools.partial(middleware, context, call)
         return call
 
-    def failed(self, error: BaseException) -> JobError:
-        """The report of a job that raised ``error`` (kept for drain() to re-raise)."""
+    def failed(self, context: JobContextBase, error: BaseException) -> JobError:
+        """Log a job that raised ``error`` and return its report (``error`` is kept for
+        drain() to re-raise)."""
         self.worker._job_raised(error)
+        job = context.job
+        with _logging.about(context):
+            log.error(
+                "%s %s failed after %s: %s",
+                job.jobtype,
+                job.jid,
+                self._ran(context),
+                _describe(error),
+                exc_info=error,
+            )
         return job_error(error)
+
+    def succeeded(self, context: JobContextBase) -> None:
+        """Log a job that returned (at DEBUG: the default level pays one check)."""
+        if log.isEnabledFor(logging.DEBUG):
+            job = context.job
+            with _logging.about(context):
+                log.debug("%s %s done in %s", job.jobtype, job.jid, self._ran(context))
+
+    def _ran(self, context: JobContextBase) -> str:
+        return f"{self.runtime.now() - context.started:.3f} s"
 
     def job_finished(self, jid: str, error: JobError | None) -> JobFinished:
         """The job is done: forget it, and return the input to feed (or post) the machine."""
@@ -250,9 +283,16 @@ class Driver:
         return JobFinished(jid=jid, error=error)
 
     def dump_jobs(self) -> None:
-        for context in list(self.jobs.values()):
+        """Log each running job with its own stack (TTIN)."""
+        contexts = list(self.jobs.values())
+        log.warning("worker %s: %d job(s) running", self.worker.wid, len(contexts))
+        for context in contexts:
+            job = context.job
             stack = self.runtime.stack(context)
-            log.warning("running %s %s\n%s", context.job.jobtype, context.job.jid, stack)
+            with _logging.about(context):
+                log.warning(
+                    "%s %s running for %s:\n%s", job.jobtype, job.jid, self._ran(context), stack
+                )
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -268,6 +308,7 @@ class Driver:
     def _start_job(self, action: StartJob) -> None:
         job = action.job
         context = self.runtime.new_context(job)
+        context.started = self.runtime.now()
         self.jobs[job.jid] = context
         self.runtime.start_job(context, self.worker._handler(job.jobtype))
 
@@ -276,8 +317,15 @@ class Driver:
         if context is None:
             return
         job = context.job
-        log.warning("aborting %s %s: %s", job.jobtype, action.jid, action.message)
-        context.abort._set(action.message)
+        with _logging.about(context):
+            log.warning(
+                "%s %s aborted after %s: %s",
+                job.jobtype,
+                job.jid,
+                self._ran(context),
+                action.message,
+            )
+        context.abort.set(action.message)
         if self.worker._interrupts(job.jobtype):
             self.runtime.interrupt(context)
 
@@ -292,3 +340,9 @@ class Driver:
 
     def _exited(self, action: Exit) -> None:
         self.runtime.exited(action.code)
+
+
+def _describe(error: BaseException) -> str:
+    """An exception in a few words: its type, and its message if it has one."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -36,7 +36,7 @@ from faktory_core.machine_io import (
     Write,
 )
 
-from ._common import MAX_SELECT_WAIT, connect_socket, logger, receive, rss_kb
+from ._common import MAX_SELECT_WAIT, connect_failed, connect_socket, logger, receive, rss_kb
 
 __all__ = ["HeartbeatThread"]
 
@@ -161,7 +161,7 @@ class HeartbeatThread:
                 self._url, timeout=self._connect_timeout, ssl_context=self._ssl_context
             )
         except Exception as error:  # whatever it is, the machine retries with backoff
-            self._inbox.append(ConnectionLost(link=0, reason=f"cannot connect: {error!r}"))
+            self._inbox.append(connect_failed(0, self._url, error, timeout=self._connect_timeout))
             return
         self._sock = sock
         self._inbox.append(ConnectionMade(link=0))

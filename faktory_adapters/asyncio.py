@@ -18,7 +18,7 @@ import functools
 import inspect
 import threading
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Final, TypeAlias, TypeVar, cast
 
 import faktory_core as core
@@ -49,6 +49,7 @@ from ._worker_base import WorkerBase
 
 __all__ = [
     "AbortSignal",
+    "AbortWait",
     "AuthenticationError",
     "Client",
     "FaktoryError",
@@ -70,11 +71,47 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _EVENT_LOCK: Final = threading.Lock()
 
 
+_NOT_AWAITED: Final = (
+    "abort.wait() must be awaited in the asyncio adapter: write `await abort.wait(timeout)`, "
+    "or `abort.wait_blocking(timeout)` in a plain function running in a thread"
+)
+
+
+class AbortWait:
+    """What :meth:`AbortSignal.wait` returns: ``await`` it for the bool.
+
+    Used as a bool unawaited (``if abort.wait(1):``, the thread adapter's spelling), it raises
+    TypeError instead of being silently true.
+    """
+
+    __slots__ = ("_coroutine", "_used")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, bool]) -> None:
+        self._coroutine = coroutine
+        self._used = False
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        self._used = True
+        return self._coroutine.__await__()
+
+    def __bool__(self) -> bool:
+        self._used = True
+        self._coroutine.close()  # no "never awaited" warning on top of the error
+        raise TypeError(_NOT_AWAITED)
+
+    def __del__(self) -> None:
+        # `abort.wait(1)` as a statement waits for nothing: say so where it is seen, in the log
+        # (an exception here would only be printed), instead of a RuntimeWarning.
+        if not self._used:
+            self._coroutine.close()
+            log.error("%s (it was called and dropped, so it waited for nothing)", _NOT_AWAITED)
+
+
 class AbortSignal(AbortSignalBase):
     """Set when the worker aborts the job: a flag, a reason, and waits for both runtimes.
 
-    Coroutines ``await signal.wait()``; a plain function running in a thread polls
-    ``signal.is_set`` or calls ``signal.wait_blocking(timeout)``.
+    Coroutines ``await signal.wait(timeout)``; a plain function running in a thread calls
+    ``signal.wait_blocking(timeout)``; both can poll ``signal.is_set()``.
     """
 
     __slots__ = ("_event", "_thread_event")
@@ -85,8 +122,11 @@ class AbortSignal(AbortSignalBase):
         self._event: asyncio.Event | None = None
         self._thread_event: threading.Event | None = None
 
-    async def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to ``timeout`` s (None: for ever) for the abort; True if it came."""
+    def wait(self, timeout: float | None = None) -> AbortWait:
+        """Wait up to ``timeout`` s (None: for ever) for the abort; await it: True if it came."""
+        return AbortWait(self._wait(timeout))
+
+    async def _wait(self, timeout: float | None) -> bool:
         if self._reason is None:
             if self._event is None:
                 self._event = asyncio.Event()
@@ -105,9 +145,8 @@ class AbortSignal(AbortSignalBase):
             self._thread_event.wait(timeout)
         return self._reason is not None
 
-    def _set(self, reason: str) -> None:
+    def _wake(self) -> None:
         with _EVENT_LOCK:
-            self._reason = reason
             if self._thread_event is not None:
                 self._thread_event.set()
         if self._event is not None:
@@ -130,8 +169,8 @@ class JobContext(JobContextBase):
 
 
 def current_job() -> JobContext:
-    """The context of the job this code runs for; LookupError outside a job."""
-    return cast(JobContext, _logging.CURRENT.get())
+    """The context of the job this code runs for; LookupError, saying so, outside a job."""
+    return cast(JobContext, _logging.current())
 
 
 class Worker(WorkerBase):
@@ -338,7 +377,7 @@ class _Runtime:
         context._coroutine = inspect.iscoroutinefunction(handler)
         task = self.loop.create_task(self._perform(context, handler))
         context._task = task
-        task.add_done_callback(functools.partial(self._job_done, context.job.jid))
+        task.add_done_callback(functools.partial(self._job_done, context))
 
     def interrupt(self, context: JobContext) -> None:
         # A plain function in a thread cannot be interrupted: it has the signal only.
@@ -347,7 +386,7 @@ class _Runtime:
 
     def stack(self, context: JobContext) -> str:
         if context._coroutine and context._task is not None:
-            return "".join(traceback.format_list(_task_stack(context._task)))
+            return _coroutine_stack(context._task.get_coro())
         return thread_stack(context._thread)
 
     async def _perform(self, context: JobContext, handler: Handler) -> JobError | None:
@@ -367,22 +406,24 @@ class _Runtime:
         try:
             await self.driver.chain(context, call)()
         except asyncio.CancelledError:
-            if context.abort.is_set:
-                return None  # ours: the job was FAILed when it was aborted
+            if context.abort.is_set():
+                return None  # ours: the job was FAILed when it was aborted (and logged)
             raise  # not ours: never swallowed
         except BaseException as error:  # a job's failure, whatever it raised
-            return self.driver.failed(error)
+            return self.driver.failed(context, error)
+        else:
+            self.driver.succeeded(context)
+            return None
         finally:
             _logging.CURRENT.reset(token)
-        return None
 
-    def _job_done(self, jid: str, task: asyncio.Task[JobError | None]) -> None:
+    def _job_done(self, context: JobContext, task: asyncio.Task[JobError | None]) -> None:
         if task.cancelled():
             error: JobError | None = JobError.cancelled()
         else:
             failure = task.exception()
-            error = task.result() if failure is None else self.driver.failed(failure)
-        self.driver.feed(self.driver.job_finished(jid, error))
+            error = task.result() if failure is None else self.driver.failed(context, failure)
+        self.driver.feed(self.driver.job_finished(context.job.jid, error))
 
 
 def _in_thread(context: JobContext, handler: Handler) -> None:
@@ -390,5 +431,16 @@ def _in_thread(context: JobContext, handler: Handler) -> None:
     check_result(context.job.jobtype, handler(*context.job.args))
 
 
-def _task_stack(task: asyncio.Task[Any]) -> traceback.StackSummary:
-    return traceback.StackSummary.extract((frame, frame.f_lineno) for frame in task.get_stack())
+def _coroutine_stack(coroutine: Any) -> str:
+    """A coroutine's stack down to where it waits, formatted (a task's ``get_stack()`` shows
+    only its outermost coroutine: here, the adapter's)."""
+    frames = []
+    while coroutine is not None:
+        frame = getattr(coroutine, "cr_frame", None) or getattr(coroutine, "gi_frame", None)
+        if frame is None:  # finished, or a future or a C-level awaitable: the bottom
+            break
+        frames.append((frame, frame.f_lineno))
+        coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "gi_yieldfrom", None)
+    if not frames:
+        return "(not running)\n"
+    return "".join(traceback.format_list(traceback.StackSummary.extract(frames)))

@@ -88,8 +88,8 @@ class JobContext(JobContextBase):
 
 
 def current_job() -> JobContext:
-    """The context of the job this code runs for; LookupError outside a job."""
-    return cast(JobContext, _logging.CURRENT.get())
+    """The context of the job this code runs for; LookupError, saying so, outside a job."""
+    return cast(JobContext, _logging.current())
 
 
 class Worker(BlockingWorker):

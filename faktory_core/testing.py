@@ -250,6 +250,7 @@ def run_inline(handler: Callable[..., R], job: Job) -> R:
     """Call ``handler`` with the args of ``job`` as a worker receives them (:func:`as_fetched`).
 
     Returns what the handler returns: for an ``async def`` handler, a coroutine to await.
-    Exceptions propagate. Nothing else of a worker runs: no middleware, no ``current_job()``.
+    Exceptions propagate. Nothing else of a worker runs: no middleware, no ``current_job()``
+    (``faktory_adapters.testing.run_inline`` runs it inside a job context).
     """
     return handler(*as_fetched(job).args)
