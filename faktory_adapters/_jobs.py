@@ -5,17 +5,51 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from datetime import datetime
+from typing import Any, Final, Generic, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, overload
 
 from faktory_core import Job
 
 from ._common import new_jid
+from ._options import check_flag
 
-__all__ = ["JobType", "Jobs", "check_result"]
+__all__ = ["PUSH_OPTIONS", "JobType", "Jobs", "PushOptions", "Registrar", "check_result"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T_co = TypeVar("T_co", covariant=True)
+
+
+class PushOptions(TypedDict, total=False):
+    """The push options a job type can bind: the :class:`Job` fields that are not one job's own
+    (its jid, args, or what the server fills in)."""
+
+    queue: str
+    retry: int | None
+    at: datetime | str | None
+    reserve_for: int | None
+    backtrace: int | None
+    custom: Mapping[str, Any] | None
+
+
+#: The names :class:`PushOptions` takes, in the order the messages list them.
+PUSH_OPTIONS: Final = tuple(PushOptions.__annotations__)
+
+
+def _checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as a new dict, once each name is a push option and Job takes each value.
+
+    Checked when a job type is made, so a bad option raises where it is written, not at the
+    first push (the core's error names the option).
+    """
+    unknown = [name for name in options if name not in PUSH_OPTIONS]
+    if unknown:
+        raise TypeError(
+            f"unknown push option {unknown[0]!r}: a job type takes {', '.join(PUSH_OPTIONS)}"
+        )
+    if options:
+        Job.create("Check", (), jid_factory=new_jid, **options)
+    return dict(options)
 
 
 class Pusher(Protocol[T_co]):
@@ -43,16 +77,18 @@ class JobType(Generic[P, R]):
         options: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(jobtype, str) or not jobtype:
-            raise ValueError("a job type must be a non-empty string")
+            raise ValueError(f"a job type must be a non-empty string, got {jobtype!r}")
         if not callable(handler):
-            raise TypeError(f"the handler of {jobtype!r} is not callable")
+            raise TypeError(
+                f"the handler of {jobtype!r} is not callable (it is {type(handler).__name__})"
+            )
+        if raise_in_job is not None:
+            check_flag("raise_in_job", raise_in_job)
         self.jobtype = jobtype
         self.__wrapped__ = handler
         #: Whether an abort interrupts this job type (None: the worker's setting).
         self.raise_in_job = raise_in_job
-        self._options: dict[str, Any] = dict(options or {})
-        if self._options:  # check them now, not at the first push
-            Job.create(jobtype, (), jid_factory=new_jid, **self._options)
+        self._options = _checked_options(options or {})
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.__wrapped__(*args, **kwargs)
@@ -70,8 +106,9 @@ class JobType(Generic[P, R]):
         """Push a job of this type with these args; ``client.push``'s result (the jid)."""
         return client.push(self.job(*args, **kwargs))
 
-    def options(self, **options: Any) -> JobType[P, R]:
-        """This job type with push options bound (queue, retry, at, reserve_for, custom...)."""
+    def options(self, **options: Unpack[PushOptions]) -> JobType[P, R]:
+        """This job type with push options bound (queue, retry, at, reserve_for, backtrace,
+        custom) over those it has."""
         return JobType(
             self.jobtype,
             self.__wrapped__,
@@ -80,7 +117,103 @@ class JobType(Generic[P, R]):
         )
 
 
-class Jobs:
+def _name_of(handler: Callable[..., Any]) -> str:
+    """The job type a handler registered without a name is named after."""
+    if not callable(handler):
+        raise TypeError(f"a handler must be callable, got {type(handler).__name__}")
+    if isinstance(handler, JobType):
+        return handler.jobtype
+    name = getattr(handler, "__name__", None)
+    if name == "<lambda>":
+        raise ValueError(
+            "a lambda has no name to register it under: give one, register('Name', handler)"
+        )
+    if not isinstance(name, str) or not name:
+        raise ValueError(
+            f"{handler!r} has no __name__ to name its job type after: give one, "
+            "register('Name', handler)"
+        )
+    return name
+
+
+class Registrar:
+    """``register`` in every form, written once for :class:`Jobs` and for a Worker, which
+    registers into a ``Jobs`` of its own."""
+
+    def _registry(self) -> Jobs:
+        raise NotImplementedError
+
+    # Bare: @jobs.register, or jobs.register(handler). The job type is named after it.
+    @overload
+    def register(
+        self,
+        handler: Callable[P, R],
+        /,
+        *,
+        raise_in_job: bool | None = None,
+        **options: Unpack[PushOptions],
+    ) -> JobType[P, R]: ...
+
+    # A decorator: @jobs.register(), @jobs.register("Name", queue="mail").
+    @overload
+    def register(
+        self,
+        jobtype: str | None = None,
+        handler: None = None,
+        *,
+        raise_in_job: bool | None = None,
+        **options: Unpack[PushOptions],
+    ) -> Callable[[Callable[P, R]], JobType[P, R]]: ...
+
+    @overload
+    def register(
+        self,
+        jobtype: str | None,
+        handler: Callable[P, R],
+        *,
+        raise_in_job: bool | None = None,
+        **options: Unpack[PushOptions],
+    ) -> JobType[P, R]: ...
+
+    def register(
+        self,
+        jobtype: str | Callable[..., Any] | None = None,
+        handler: Callable[..., Any] | None = None,
+        *,
+        raise_in_job: bool | None = None,
+        **options: Unpack[PushOptions],
+    ) -> Any:
+        """Run ``handler(*args)`` for jobs of ``jobtype``; without a handler, a decorator.
+
+        Every form works: ``@jobs.register`` and ``jobs.register(handler)`` name the job type
+        after the function (``__name__``), ``@jobs.register()`` too, ``@jobs.register("Name")``
+        and ``jobs.register("Name", handler)`` name it. Returns a :class:`JobType`.
+        ``raise_in_job`` overrides the worker's setting for this job type; the push options
+        (``queue``, ``retry``, ``at``, ``reserve_for``, ``backtrace``, ``custom``) are bound to
+        it, checked here. On a Worker, a job type registered without ``queue`` pushes to
+        "default" if the worker fetches from it, else to the worker's first queue. A job type
+        can be registered once.
+        """
+        if handler is None and callable(jobtype):  # bare
+            jobtype, handler = None, jobtype
+        if jobtype is not None and not isinstance(jobtype, str):
+            raise TypeError(
+                "register() takes a job type name (a string) or a handler (a function), "
+                f"got {type(jobtype).__name__}"
+            )
+        registry = self._registry()
+        if handler is not None:
+            return registry._add(jobtype, handler, raise_in_job, options)
+        # A decorator: check what it was given now, where it is written.
+        if jobtype is not None:
+            registry._check_free(jobtype)
+        if raise_in_job is not None:
+            check_flag("raise_in_job", raise_in_job)
+        _checked_options(options)
+        return functools.partial(registry._add, jobtype, raise_in_job=raise_in_job, options=options)
+
+
+class Jobs(Registrar):
     """A registry of job types, independent of any worker or runtime.
 
     Register handlers in your modules and ``worker.include(jobs)`` them, or point
@@ -89,47 +222,48 @@ class Jobs:
 
     def __init__(self) -> None:
         self._types: dict[str, JobType[Any, Any]] = {}
+        # The queue of job types registered without one; None: Job's own default. A Worker's
+        # registry sets it, so its job types push where that worker fetches.
+        self._queue: str | None = None
 
-    @overload
-    def register(
-        self, jobtype: str, handler: None = None, *, raise_in_job: bool | None = None
-    ) -> Callable[[Callable[P, R]], JobType[P, R]]: ...
+    def _registry(self) -> Jobs:
+        return self
 
-    @overload
-    def register(
-        self, jobtype: str, handler: Callable[P, R], *, raise_in_job: bool | None = None
-    ) -> JobType[P, R]: ...
-
-    def register(
-        self,
-        jobtype: str,
-        handler: Callable[..., Any] | None = None,
-        *,
-        raise_in_job: bool | None = None,
-    ) -> Any:
-        """Run ``handler(*args)`` for jobs of ``jobtype``; without a handler, a decorator.
-
-        Returns a :class:`JobType`. ``raise_in_job`` overrides the worker's setting for this
-        job type. A job type can be registered once.
-        """
-        if handler is None:
-            return functools.partial(self.register, jobtype, raise_in_job=raise_in_job)
+    def _check_free(self, jobtype: str) -> None:
         if jobtype in self._types:
             raise ValueError(f"a handler is already registered for {jobtype!r}")
-        if isinstance(handler, JobType):  # the function inside, with its abort setting
+
+    def _add(
+        self,
+        jobtype: str | None,
+        handler: Callable[..., Any],
+        raise_in_job: bool | None,
+        options: Mapping[str, Any],
+    ) -> JobType[Any, Any]:
+        name = _name_of(handler) if jobtype is None else jobtype
+        if isinstance(handler, JobType):  # the function inside, with its settings
             if raise_in_job is None:
                 raise_in_job = handler.raise_in_job
+            options = {**handler._options, **options}
             handler = handler.__wrapped__
-        registered: JobType[Any, Any] = JobType(jobtype, handler, raise_in_job=raise_in_job)
-        self._types[jobtype] = registered
+        if self._queue is not None and "queue" not in options:
+            options = {**options, "queue": self._queue}
+        self._check_free(name)
+        registered: JobType[Any, Any] = JobType(
+            name, handler, raise_in_job=raise_in_job, options=options
+        )
+        self._types[name] = registered
         return registered
 
     def include(self, other: Jobs) -> None:
-        """Add every job type ``other`` has now (not those registered later); ValueError if
-        one is registered here already."""
-        clashes = sorted(self._types.keys() & other._types.keys())
+        """Add every job type ``other`` has now (not those registered later), as they are
+        (their push options with them). One already here is skipped; ValueError if a
+        different one is registered here under the same name."""
+        clashes = sorted(
+            name for name, kind in other._types.items() if self._types.get(name, kind) is not kind
+        )
         if clashes:
-            raise ValueError(f"handlers are already registered for {', '.join(clashes)}")
+            raise ValueError(f"other handlers are already registered for {', '.join(clashes)}")
         self._types.update(other._types)
 
     def __getitem__(self, jobtype: str) -> JobType[Any, Any]:

@@ -8,20 +8,18 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Protocol, TypeVar
 
 import faktory_core as core
 from faktory_core.machine_io import QuietRequested, StopRequested
 
 from ._common import new_wid, resolve_url, tls_context
-from ._jobs import Jobs, JobType
+from ._jobs import Jobs, JobType, Registrar
 from ._options import check_flag, check_ssl_context
 
-__all__ = ["JobType", "Jobs", "Serving", "WorkerBase"]
+__all__ = ["JobType", "Jobs", "Serving", "WorkerBase", "push_queue"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class Serving(Protocol):
@@ -33,7 +31,7 @@ class Serving(Protocol):
     def dump_jobs(self) -> None: ...
 
 
-class WorkerBase:
+class WorkerBase(Registrar):
     """Options, handlers, hooks and middleware; each adapter adds how it runs.
 
     ``queues`` is a list in strict priority order or a ``{name: weight}`` mapping; times are
@@ -69,12 +67,62 @@ class WorkerBase:
         raise_in_job: bool = True,
         burst: bool = False,
     ) -> None:
-        self._url = resolve_url(url)
-        check_ssl_context(self._url, ssl_context)
-        check_flag("raise_in_job", raise_in_job)
+        self._jobs = Jobs()
+        # While drain() runs: what jobs raised, the first to be re-raised.
+        self._raised: list[BaseException] | None = None
+        self._middleware: list[Callable[..., Any]] = []
+        self._hooks: dict[str, list[Callable[[], Any]]] = {
+            "startup": [],
+            "quiet": [],
+            "shutdown": [],
+        }
+        self._driver: Serving | None = None
+        self._configure(
+            {
+                "url": url,
+                "queues": queues,
+                "concurrency": concurrency,
+                "shutdown_timeout": shutdown_timeout,
+                "abort_grace": abort_grace,
+                "heartbeat_interval": heartbeat_interval,
+                "labels": labels,
+                "job_time_limit": job_time_limit,
+                "time_limits": time_limits,
+                "wid": wid,
+                "connect_timeout": connect_timeout,
+                "ssl_context": ssl_context,
+                "seed": seed,
+                "raise_in_job": raise_in_job,
+                "burst": burst,
+            }
+        )
+
+    def _reconfigure(self, **changes: Any) -> None:
+        """Change options given to ``__init__`` (``faktory-worker``'s command-line options over
+        a Worker named with ``-r``), with the checks ``__init__`` makes: the others keep their
+        values; a refused change raises as ``__init__`` would, and changes nothing."""
+        if self._driver is not None:
+            raise RuntimeError("a serving worker cannot be reconfigured")
+        unknown = sorted(changes.keys() - self._settings.keys())
+        if unknown:
+            raise TypeError(f"not a Worker option: {', '.join(unknown)}")
+        self._configure({**self._settings, **changes})
+
+    def _configure(self, settings: dict[str, Any]) -> None:
+        """Check every option of ``__init__`` in ``settings``, then take them all (none if one
+        is refused)."""
+        url = resolve_url(settings["url"])
+        ssl_context = settings["ssl_context"]
+        check_ssl_context(url, ssl_context)
+        check_flag("raise_in_job", settings["raise_in_job"])
         # Copies: the config is made again at each serve, so an iterator must be read once,
         # and a dict changed later must not skip the checks. Anything else (one string, a
         # number) goes to the core as given, to be taken or refused there.
+        queues, labels, time_limits = (
+            settings["queues"],
+            settings["labels"],
+            settings["time_limits"],
+        )
         if isinstance(queues, Mapping):
             queues = dict(queues)
         elif isinstance(queues, Iterable) and not isinstance(queues, str):
@@ -87,60 +135,38 @@ class WorkerBase:
             time_limits = {}
         elif isinstance(time_limits, Mapping):
             time_limits = dict(time_limits)
-        self._options: dict[str, Any] = {
+        options: dict[str, Any] = {
             "queues": queues,
-            "concurrency": concurrency,
-            "shutdown_timeout": shutdown_timeout,
-            "abort_grace": abort_grace,
-            "heartbeat_interval": heartbeat_interval,
+            "concurrency": settings["concurrency"],
+            "shutdown_timeout": settings["shutdown_timeout"],
+            "abort_grace": settings["abort_grace"],
+            "heartbeat_interval": settings["heartbeat_interval"],
             "labels": labels,
-            "job_time_limit": job_time_limit,
+            "job_time_limit": settings["job_time_limit"],
             "time_limits": time_limits,
-            "burst": burst,
-            "connect_timeout": connect_timeout,
+            "burst": settings["burst"],
+            "connect_timeout": settings["connect_timeout"],
         }
         # An empty wid is refused by the core, not silently replaced.
-        self.wid = new_wid() if wid is None else wid
-        self._jobs = Jobs()
-        # While drain() runs: what jobs raised, the first to be re-raised.
-        self._raised: list[BaseException] | None = None
-        config = self._make_config()  # check the options now, not when serving starts
+        wid = new_wid() if settings["wid"] is None else settings["wid"]
+        config = self._make_config(url=url, wid=wid, options=options)  # checks them all
+        generator = random.Random(settings["seed"])
+        if url.tls and ssl_context is None:
+            ssl_context = tls_context()
+        # Every check passed: take them. Kept as resolved (the URL read from the environment
+        # once, the wid drawn once), so a later change keeps the rest as they are.
+        self._settings = {**settings, "url": url, "wid": wid}
+        self._url = url
+        self.wid = wid
+        self._options = options
         self._connect_timeout = config.connect_timeout
         self._ssl_context = ssl_context
-        if self._url.tls and ssl_context is None:
-            self._ssl_context = tls_context()
-        self._random = random.Random(seed)
-        self._raise_in_job = raise_in_job
-        self._middleware: list[Callable[..., Any]] = []
-        self._hooks: dict[str, list[Callable[[], Any]]] = {
-            "startup": [],
-            "quiet": [],
-            "shutdown": [],
-        }
-        self._driver: Serving | None = None
+        self._random = generator
+        self._raise_in_job: bool = settings["raise_in_job"]
+        self._jobs._queue = push_queue(config.queues)
 
-    @overload
-    def register(
-        self, jobtype: str, handler: None = None, *, raise_in_job: bool | None = None
-    ) -> Callable[[Callable[P, R]], JobType[P, R]]: ...
-
-    @overload
-    def register(
-        self, jobtype: str, handler: Callable[P, R], *, raise_in_job: bool | None = None
-    ) -> JobType[P, R]: ...
-
-    def register(
-        self,
-        jobtype: str,
-        handler: Callable[..., Any] | None = None,
-        *,
-        raise_in_job: bool | None = None,
-    ) -> Any:
-        """Run ``handler(*args)`` for jobs of ``jobtype``; without a handler, a decorator.
-
-        Returns a :class:`~faktory_adapters.JobType`, which can also push jobs of its type.
-        """
-        return self._jobs.register(jobtype, handler, raise_in_job=raise_in_job)
+    def _registry(self) -> Jobs:
+        return self._jobs
 
     def include(self, jobs: Jobs) -> None:
         """Run the job types registered in ``jobs`` so far too (ValueError on a type seen
@@ -219,13 +245,30 @@ class WorkerBase:
             raise raised[0]
         return code
 
-    def _make_config(self, **overrides: Any) -> core.WorkerConfig:
+    def _make_config(
+        self,
+        *,
+        url: core.ServerURL | None = None,
+        wid: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> core.WorkerConfig:
+        """The core's config of this worker (checking every option), with ``overrides``;
+        ``_configure`` passes the URL, wid and options it has yet to take."""
+        url = self._url if url is None else url
         return core.WorkerConfig(
-            wid=self.wid,
+            wid=self.wid if wid is None else wid,
             hostname=socket.gethostname(),
             pid=os.getpid(),
-            username=self._url.username,
-            password=self._url.password,
+            username=url.username,
+            password=url.password,
             jobtypes=frozenset(self._jobs),  # others are FAILed as UnknownJobType
-            **{**self._options, **overrides},
+            **{**(self._options if options is None else options), **overrides},
         )
+
+
+def push_queue(queues: Sequence[str] | Mapping[str, int]) -> str:
+    """Where a job type registered on a worker fetching ``queues`` pushes by default:
+    "default" if the worker fetches it, else its first queue (the first in priority order,
+    or the first named of a weighted mapping)."""
+    return "default" if "default" in queues else next(iter(queues))
