@@ -23,7 +23,9 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import attrs
@@ -115,6 +117,31 @@ def test_every_marker_comment_is_attached_to_a_python_block() -> None:
 @pytest.mark.server
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_the_page_s_examples_run(page: Path, server: FaktoryServer, tmp_path: Path) -> None:
+    run_page(page, server, tmp_path)
+
+
+@pytest.mark.server
+def test_the_quickstart_runs_on_a_server_that_holds_other_jobs(
+    server: FaktoryServer, tmp_path: Path
+) -> None:
+    # A user's server is not empty: jobs of other types wait in "default", some of the
+    # quickstart's own type too, and others are scheduled there.
+    flush(server)
+    with BlockingClient(server.url) as client:
+        for index in range(30):
+            jobtype = "SendGreeting" if index % 10 == 0 else f"Other{index % 3}"
+            at = datetime.now(UTC) + timedelta(hours=1) if index % 4 == 0 else None
+            job = Job.create(
+                jobtype, [f"someone {index}"], jid_factory=lambda: uuid.uuid4().hex, at=at
+            )
+            assert isinstance(client.ask(Push(job=job)), OK)
+    run_page(DOCS / "quickstart.md", server, tmp_path, flush_first=False)
+
+
+def run_page(
+    page: Path, server: FaktoryServer, tmp_path: Path, *, flush_first: bool = True
+) -> None:
+    """Run a page's blocks in order in ``tmp_path``; each asserts what it shows."""
     env = {**os.environ, "FAKTORY_URL": server.url, "PYTHONUNBUFFERED": "1"}
     for block in blocks(page):
         if block.file == "":
@@ -131,7 +158,7 @@ def test_the_page_s_examples_run(page: Path, server: FaktoryServer, tmp_path: Pa
             script = tmp_path / f"{page.stem}_line_{block.line}.py"
             script.write_text("\n" * block.line + block.code, encoding="utf-8")
             command = [sys.executable, str(script)]
-        if not block.continues:
+        if flush_first and not block.continues:
             flush(server)
         result = subprocess.run(
             command,
