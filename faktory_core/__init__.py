@@ -14,6 +14,8 @@ from . import commands, events, machine_io
 from ._config import ClientConfig, WorkerConfig
 from ._connection import ClientInfo, Connection
 from ._errors import (
+    ArgumentError,
+    ArgumentTypeError,
     ConfigurationError,
     LocalProtocolError,
     OptionError,
@@ -39,6 +41,8 @@ __all__ = [
     "NEED_DATA",
     "PHASES",
     "Action",
+    "ArgumentError",
+    "ArgumentTypeError",
     "ClientConfig",
     "ClientInfo",
     "Command",

@@ -8,7 +8,7 @@ from typing import Any, Final
 import attrs
 
 from ._connection import ClientInfo
-from ._errors import OptionError
+from ._errors import ArgumentError, ArgumentTypeError, OptionError
 from ._job import check_queue_name
 from ._resp import DEFAULT_MAX_REPLY_SIZE
 from .commands import FETCH_WAIT_FLOOR, _word
@@ -117,20 +117,27 @@ def _utf8(what: str, value: str) -> str:
     return value
 
 
+def _queue_name(name: object) -> None:
+    try:
+        check_queue_name(name, "queues: each name")
+    except (ArgumentError, ArgumentTypeError) as error:
+        raise OptionError(str(error)) from None
+
+
 def _queues(value: Sequence[str] | Mapping[str, int]) -> tuple[str, ...] | dict[str, int]:
     if isinstance(value, str):
         value = (value,)
     if isinstance(value, Mapping):
         weights = dict(value)
         for name, weight in weights.items():
-            check_queue_name(name)
+            _queue_name(name)
             if type(weight) is not int or not 1 <= weight <= MAX_QUEUE_WEIGHT:
                 raise OptionError(
-                    f"queue weights must be integers from 1 to {MAX_QUEUE_WEIGHT}: "
-                    f"{name} has {weight!r}"
+                    f"queues: the weight of {name!r} must be an integer from 1 to "
+                    f"{MAX_QUEUE_WEIGHT}, got {weight!r}"
                 )
         if not weights:
-            raise OptionError("a worker needs at least one queue")
+            raise OptionError("queues: a worker needs at least one queue")
         return weights
     if not isinstance(value, Iterable):
         raise OptionError(
@@ -139,9 +146,9 @@ def _queues(value: Sequence[str] | Mapping[str, int]) -> tuple[str, ...] | dict[
         )
     names = tuple(dict.fromkeys(value))
     if not names:
-        raise OptionError("a worker needs at least one queue")
+        raise OptionError("queues: a worker needs at least one queue")
     for name in names:
-        check_queue_name(name)
+        _queue_name(name)
     return names
 
 
@@ -173,13 +180,20 @@ def _max_reply_size(_: object, __: object, value: Any) -> None:
 
 
 def _wid(value: object) -> str:
-    return _utf8("wid", _word(value, "wid"))
+    try:
+        word = _word(value, "wid")
+    except (ArgumentError, ArgumentTypeError) as error:
+        raise OptionError(str(error)) from None
+    return _utf8("wid", word)
 
 
 def _labels(value: Iterable[str]) -> tuple[str, ...]:
     if not isinstance(value, Iterable):
         raise OptionError(f"labels must be a sequence of strings, got {type(value).__name__}")
-    labels = ClientInfo(labels=value).labels  # a sequence of strings, not one string
+    try:
+        labels = ClientInfo(labels=value).labels  # a sequence of strings, not one string
+    except (ArgumentError, ArgumentTypeError) as error:
+        raise OptionError(str(error)) from None
     for label in labels:
         _utf8("label", label)
     return labels
@@ -188,6 +202,17 @@ def _labels(value: Iterable[str]) -> tuple[str, ...]:
 def _hostname(_: object, __: object, value: Any) -> None:
     if isinstance(value, str):
         _utf8("hostname", value)  # ClientInfo refuses anything but a string or None
+
+
+def _password(_: object, __: object, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise OptionError(f"password must be a string or None, got {type(value).__name__}")
+    try:  # os.environ keeps undecodable bytes as lone surrogates: those bytes are sent
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise OptionError("password is not valid UTF-8") from None
 
 
 def _boolean(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -205,8 +230,8 @@ class WorkerConfig:
     """Everything that shapes a worker's behaviour; times are in seconds.
 
     Every option is checked here, once, with the bounds documented in docs/configuration.md:
-    a bad one raises OptionError (a LocalProtocolError and a ValueError) naming it, never a
-    failure later in a running worker.
+    a bad one raises OptionError (an ArgumentError: a LocalProtocolError and a ValueError)
+    naming it, never a failure later in a running worker.
     """
 
     wid: str = attrs.field(converter=_wid)
@@ -214,7 +239,7 @@ class WorkerConfig:
     pid: int | None = None
     labels: tuple[str, ...] = attrs.field(default=(), converter=_labels)
     username: str | None = None
-    password: str | None = attrs.field(default=None, repr=False)
+    password: str | None = attrs.field(default=None, repr=False, validator=_password)
     #: Queue names in strict priority order, or a mapping of names to integer weights
     #: (1 to MAX_QUEUE_WEIGHT).
     queues: tuple[str, ...] | dict[str, int] = attrs.field(default=("default",), converter=_queues)
@@ -266,7 +291,10 @@ class WorkerConfig:
                 f"reconnect_base must be at most reconnect_cap ({self.reconnect_cap!r}), "
                 f"got {self.reconnect_base!r}"
             )
-        self.client_info()  # check the HELLO fields now, not at the first connection
+        try:
+            self.client_info()  # check the HELLO fields now, not at the first connection
+        except (ArgumentError, ArgumentTypeError) as error:
+            raise OptionError(str(error)) from None
 
     def client_info(self) -> ClientInfo:
         """What every connection of this worker says in HELLO."""

@@ -15,7 +15,13 @@ from typing import Any, Final, NoReturn
 import attrs
 
 from ._auth import password_hash
-from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
 from ._job import JidScanner, Job, _check_jid, find_jid
 from ._resp import (
     DEFAULT_MAX_REPLY_SIZE,
@@ -60,15 +66,19 @@ def _optional_word(value: object) -> str | None:
 
 def _check_pid(_: object, __: object, pid: Any) -> None:
     if pid is not None and type(pid) is not int:
-        raise LocalProtocolError(f"pid must be an integer, got {type(pid).__name__}")
+        raise ArgumentTypeError(f"pid must be an integer, got {type(pid).__name__}")
 
 
 def _labels(labels: Iterable[str]) -> tuple[str, ...]:
     if isinstance(labels, str):
-        raise LocalProtocolError("labels must be a sequence of strings, not one string")
+        raise ArgumentTypeError("labels must be a sequence of strings, not one string")
+    if not isinstance(labels, Iterable):
+        raise ArgumentTypeError(
+            f"labels must be a sequence of strings, got {type(labels).__name__}"
+        )
     kept = tuple(labels)
     if not all(isinstance(label, str) for label in kept):
-        raise LocalProtocolError("labels must be strings")
+        raise ArgumentTypeError("labels must be strings")
     return kept
 
 
@@ -76,11 +86,11 @@ def _check_text(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, str):
-        raise LocalProtocolError(f"{attribute.name} must be a string, got {type(value).__name__}")
+        raise ArgumentTypeError(f"{attribute.name} must be a string, got {type(value).__name__}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise LocalProtocolError(f"{attribute.name} is not encodable as UTF-8") from None
+        raise ArgumentError(f"{attribute.name} is not encodable as UTF-8") from None
 
 
 @attrs.frozen(kw_only=True)
@@ -140,10 +150,14 @@ class Connection:
         max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
     ) -> None:
         if password is not None:
+            if not isinstance(password, str):
+                raise ArgumentTypeError(
+                    f"password must be a string or None, got {type(password).__name__}"
+                )
             try:  # os.environ keeps undecodable bytes as lone surrogates: send those bytes
                 password.encode("utf-8", "surrogateescape")
-            except (AttributeError, UnicodeEncodeError):
-                raise LocalProtocolError("the password must be text encodable as UTF-8") from None
+            except UnicodeEncodeError:
+                raise ArgumentError("password must be text encodable as UTF-8") from None
         self._client = client if client is not None else ClientInfo()
         self._password = password
         self._max_reply_size = max_reply_size

@@ -1,8 +1,17 @@
-"""The two sides of a protocol failure, after h11: who broke the rules decides the class."""
+"""The two sides of a protocol failure, after h11: who broke the rules decides the class.
+
+Our side's mistakes come in two kinds. A value the caller gave that cannot be used raises
+:class:`ArgumentError` (also a ``ValueError``) or :class:`ArgumentTypeError` (also a
+``TypeError``), as the standard library would; :class:`LocalProtocolError` itself is left for
+misuse of state: a Connection method called in the wrong state, a machine fed an input it
+cannot take.
+"""
 
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "ConfigurationError",
     "LocalProtocolError",
     "OptionError",
@@ -23,10 +32,26 @@ class LocalProtocolError(ProtocolError):
     """
 
 
-class OptionError(LocalProtocolError, ValueError):
+class ArgumentError(LocalProtocolError, ValueError):
+    """A value the caller gave is out of bounds or malformed: a job field, a command
+    argument, an option. The message names the argument and, where it helps, the fix.
+
+    Also a ``ValueError``, as the standard library raises for a bad value.
+    """
+
+
+class ArgumentTypeError(LocalProtocolError, TypeError):
+    """A value the caller gave has the wrong type, or is a value JSON cannot encode (a
+    ``datetime`` in a job's args, say). The message names the argument and the fix.
+
+    Also a ``TypeError``, as the standard library raises for a value of the wrong type.
+    """
+
+
+class OptionError(ArgumentError):
     """A worker or client option outside its documented bounds, named in the message.
 
-    Also a ``ValueError``, as the standard library raises for a bad argument.
+    An :class:`ArgumentError`, so also a ``ValueError``.
     """
 
 

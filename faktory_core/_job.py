@@ -6,18 +6,30 @@ import json
 import re
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import attrs
 
-from ._errors import LocalProtocolError
+from ._errors import ArgumentError, ArgumentTypeError, LocalProtocolError
 
-__all__ = ["MAX_RESERVE_FOR", "Failure", "JidScanner", "Job", "check_queue_name", "find_jid"]
+__all__ = [
+    "MAX_RESERVE_FOR",
+    "MIN_RESERVE_FOR",
+    "Failure",
+    "JidScanner",
+    "Job",
+    "check_queue_name",
+    "find_jid",
+]
 
+#: The shortest reservation the server keeps, in seconds: it silently raises a shorter one to
+#: this, so a Job built here refuses it (a fetched job may carry less: another client pushed it).
+MIN_RESERVE_FOR: Final = 60
 #: The longest reservation the server accepts, in seconds (one day).
 MAX_RESERVE_FOR: Final = 86400
 _QUEUE_NAME: Final = re.compile(r"[a-zA-Z0-9._-]+")
+_MINUTE: Final = timedelta(minutes=1)
 
 # Values quoted in error messages come from the wire: a bounded repr keeps a 10 MB string or
 # a list nested 900 deep (repr would recurse) from making the message, and the FAIL, huge.
@@ -27,47 +39,72 @@ _repr.maxstring = _repr.maxother = 80
 _show = _repr.repr
 
 
-def check_queue_name(name: object) -> str:
-    """Return ``name`` if the server accepts it as a queue name, else raise."""
-    if not isinstance(name, str) or _QUEUE_NAME.fullmatch(name) is None:
-        raise LocalProtocolError(f"queue names must match [a-zA-Z0-9._-]+, got {_show(name)}")
+def check_queue_name(name: object, what: str = "queue") -> str:
+    """Return ``name`` if the server accepts it as a queue name, else raise
+    :class:`ArgumentTypeError` or :class:`ArgumentError` naming ``what``."""
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"{what} must be a queue name (a string), got {_show(name)}")
+    if _QUEUE_NAME.fullmatch(name) is None:
+        raise ArgumentError(
+            f"{what} must be a queue name of letters, digits, '.', '_' and '-' "
+            f"([a-zA-Z0-9._-]+), got {_show(name)}"
+        )
     return name
 
 
 def _check_jid(_: object, __: object, jid: Any) -> None:
     if not isinstance(jid, str):
-        raise LocalProtocolError(f"jid must be a string, got {type(jid).__name__}")
+        raise ArgumentTypeError(f"jid must be a string, got {type(jid).__name__}")
     if len(jid) < 8 and len(jid.encode("utf-8", "surrogatepass")) < 8:
-        raise LocalProtocolError(f"jid must be at least 8 bytes long, got {jid!r}")
+        raise ArgumentError(f"jid must be at least 8 bytes long, got {jid!r}")
 
 
 def _check_jobtype(_: object, __: object, jobtype: Any) -> None:
-    if not isinstance(jobtype, str) or not jobtype:
-        raise LocalProtocolError(f"jobtype must be a non-empty string, got {_show(jobtype)}")
+    if not isinstance(jobtype, str):
+        raise ArgumentTypeError(f"jobtype must be a non-empty string, got {_show(jobtype)}")
+    if not jobtype:
+        raise ArgumentError("jobtype must be a non-empty string, got ''")
 
 
 def _check_queue(_: object, __: object, queue: Any) -> None:
     check_queue_name(queue)
 
 
-def _to_args(args: object) -> list[Any]:
-    if type(args) is list:
+def _to_args(args: list[Any] | tuple[Any, ...]) -> list[Any]:
+    if type(args) is list:  # the common case: kept as is, no copy
         return args
     if isinstance(args, (list, tuple)):
         return list(args)
-    raise LocalProtocolError(f"args must be a list or tuple, got {type(args).__name__}")
+    raise ArgumentTypeError(_args_message(args))
 
 
-def _check_optional_int(low: int | None, high: int | None) -> Callable[[Any, Any, Any], None]:
+def _args_message(args: object) -> str:
+    """Why ``args`` is refused, and what the caller most likely meant."""
+    kind = type(args).__name__
+    shown = _show(args)
+    if isinstance(args, (str, bytes, bytearray, Mapping)):
+        # A str would go out as its characters, a dict as its keys: never what was meant.
+        fix = f"to pass one {kind}, write args=[{shown}]"
+    elif isinstance(args, Iterable):
+        fix = f"to pass its items as the arguments, write args=list({shown})"
+    else:
+        fix = f"to pass one value, write args=[{shown}]"
+    return f"args must be a list or tuple of the job's arguments, got {kind}: {fix}"
+
+
+def _check_optional_int(
+    low: int | None, high: int | None, hint: str = ""
+) -> Callable[[Any, Any, Any], None]:
     def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is None:
             return
         if type(value) is not int:
-            raise LocalProtocolError(
-                f"{attribute.name} must be an integer or None, got {type(value).__name__}"
+            raise ArgumentTypeError(
+                f"{attribute.name} must be an integer or None, got {type(value).__name__}: "
+                f"{_show(value)}"
             )
         if (low is not None and value < low) or (high is not None and value > high):
-            raise LocalProtocolError(f"{attribute.name} must be from {low} to {high}, got {value}")
+            raise ArgumentError(f"{attribute.name} must be from {low} to {high}, got {value}{hint}")
 
     return check
 
@@ -79,30 +116,56 @@ def _to_at(at: object) -> datetime | None:
         try:
             at = datetime.fromisoformat(at)
         except ValueError:
-            raise LocalProtocolError(f"at is not an RFC 3339 timestamp: {_show(at)}") from None
+            raise ArgumentError(f"at is not an RFC 3339 timestamp: {_show(at)}") from None
     if not isinstance(at, datetime):
-        raise LocalProtocolError(f"at must be a datetime, got {type(at).__name__}")
-    if at.utcoffset() is None:
-        raise LocalProtocolError("at must be timezone-aware: the server rejects naive times")
-    return at
+        raise ArgumentTypeError(
+            f"at must be a timezone-aware datetime, got {type(at).__name__}: {_show(at)}"
+        )
+    offset = at.utcoffset()
+    if offset is None:
+        raise ArgumentError(
+            "at must be timezone-aware: the server rejects naive times "
+            "(write datetime.now(UTC) + delay, or give the datetime a tzinfo)"
+        )
+    return _whole_minute_offset(at, offset)
+
+
+def _whole_minute_offset(moment: datetime, offset: timedelta) -> datetime:
+    """``moment``, as UTC if its offset has seconds: RFC 3339 offsets are whole minutes, and
+    the server refuses the ``+05:30:15`` that isoformat writes for such an offset."""
+    if offset % _MINUTE:
+        return moment.astimezone(UTC)
+    return moment
 
 
 def _to_custom(custom: object) -> dict[str, Any] | None:
     if custom is None:
         return None
-    if not isinstance(custom, Mapping) or not all(isinstance(key, str) for key in custom):
-        raise LocalProtocolError("custom must be a mapping with string keys")
+    if not isinstance(custom, Mapping):
+        raise ArgumentTypeError(
+            f"custom must be a mapping with string keys, got {type(custom).__name__}"
+        )
+    for key in custom:
+        if not isinstance(key, str):
+            raise ArgumentTypeError(
+                f"custom must be a mapping with string keys, got the key {_show(key)}"
+            )
     return dict(custom)
 
 
 def _check_optional_str(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not isinstance(value, str):
-        raise LocalProtocolError(f"{attribute.name} must be a string or None")
+        raise ArgumentTypeError(
+            f"{attribute.name} must be a string or None, got {type(value).__name__}"
+        )
 
 
 def _check_failure(_: object, __: object, value: Any) -> None:
     if value is not None and not isinstance(value, Failure):
-        raise LocalProtocolError(f"failure must be a Failure or None, got {type(value).__name__}")
+        raise ArgumentTypeError(
+            f"failure must be a Failure or None, got {type(value).__name__}"
+            + (": build it with Failure.from_wire(...)" if isinstance(value, Mapping) else "")
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -155,22 +218,34 @@ class Failure:
 class Job:
     """A unit of work: ``jobtype`` names the handler, ``args`` are its JSON arguments.
 
-    Every field is checked when the job is built, so an invalid job never reaches the wire
-    (:class:`LocalProtocolError`). Fields the server fills in (``created_at``,
-    ``enqueued_at``, ``failure``) are kept as the server wrote them.
+    Every field is checked when the job is built, so an invalid job never reaches the wire:
+    :class:`ArgumentTypeError` for a value of the wrong type, :class:`ArgumentError` for one
+    out of bounds. Fields the server fills in (``created_at``, ``enqueued_at``, ``failure``)
+    are kept as the server wrote them.
     """
 
     jid: str = attrs.field(validator=_check_jid)
     jobtype: str = attrs.field(validator=_check_jobtype)
+    #: The handler's arguments: a list (kept as is) or a tuple (copied to a list); anything
+    #: else, a str or a dict included, is refused rather than spread into arguments.
     args: list[Any] = attrs.field(factory=list, converter=_to_args)
     queue: str = attrs.field(default="default", validator=_check_queue)
     #: Retries before the job is dead; None means the server's default (25), -1 dead at once.
     retry: int | None = attrs.field(default=None, validator=_check_optional_int(None, None))
-    #: Seconds the server reserves a fetched job for (60 to 86400; None: 1800).
+    #: Seconds the server reserves a fetched job for (MIN_RESERVE_FOR to MAX_RESERVE_FOR, 60
+    #: to 86400; None: the server's 1800).
     reserve_for: int | None = attrs.field(
-        default=None, validator=_check_optional_int(None, MAX_RESERVE_FOR)
+        default=None,
+        validator=_check_optional_int(
+            MIN_RESERVE_FOR,
+            MAX_RESERVE_FOR,
+            f" (None: the server's 1800; it would raise less than {MIN_RESERVE_FOR} to "
+            f"{MIN_RESERVE_FOR})",
+        ),
     )
-    #: Run no earlier than this (timezone-aware); None runs now.
+    #: Run no earlier than this (timezone-aware; an RFC 3339 string is parsed); None runs now.
+    #: An offset that is not a whole number of minutes is converted to UTC when the job is
+    #: built (the same instant): RFC 3339, and the server, have no seconds in an offset.
     at: datetime | None = attrs.field(default=None, converter=_to_at)
     #: How many backtrace lines a worker should send when the job fails: None, as many as the
     #: server keeps (50); 0 none (see ``cut_backtrace``). The server only stores it.
@@ -184,13 +259,16 @@ class Job:
     def create(
         cls,
         jobtype: str,
-        args: Iterable[Any] = (),
+        args: list[Any] | tuple[Any, ...] = (),
         *,
         jid_factory: Callable[[], str],
         **fields: Any,
     ) -> Job:
-        """Build a new job whose jid comes from ``jid_factory`` (the core has no randomness)."""
-        return cls(jid=jid_factory(), jobtype=jobtype, args=list(args), **fields)
+        """Build a new job whose jid comes from ``jid_factory`` (the core has no randomness).
+
+        ``args`` is a list or a tuple of the handler's arguments, as for ``Job(...)``.
+        """
+        return cls(jid=jid_factory(), jobtype=jobtype, args=args, **fields)
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON object sent to the server, without the fields left at their defaults."""
@@ -221,7 +299,8 @@ class Job:
         """Build from a job JSON object as FETCH returns it; unknown keys are ignored.
 
         This is the worker's hot path, so it checks each field present once, by type, and
-        skips the per-field validators of ``__init__``; what it accepts ``__init__`` accepts.
+        skips the per-field validators of ``__init__``; what it accepts ``__init__`` accepts,
+        but for a ``reserve_for`` under MIN_RESERVE_FOR (another client may have pushed it).
         """
         if not isinstance(data, dict):
             raise LocalProtocolError("a job must be a JSON object")

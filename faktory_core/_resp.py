@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Callable
 from typing import Any, Final, Protocol, TypeAlias
 
 import attrs
 
-from ._errors import LocalProtocolError, RemoteProtocolError
+from ._errors import ArgumentError, ArgumentTypeError, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "DEFAULT_MAX_REPLY_SIZE",
@@ -28,6 +29,7 @@ __all__ = [
     "Skim",
     "command_line",
     "dump_json",
+    "encode_json",
 ]
 
 #: The largest incomplete reply a parser holds before it gives up (Faktory itself has no limit).
@@ -117,8 +119,12 @@ class ReplyParser:
         max_reply_size: int = DEFAULT_MAX_REPLY_SIZE,
         skim: Callable[[int], Skim | None] | None = None,
     ) -> None:
+        if type(max_reply_size) is not int:
+            raise ArgumentTypeError(
+                f"max_reply_size must be an integer, got {type(max_reply_size).__name__}"
+            )
         if max_reply_size < 16:
-            raise ValueError("max_reply_size must be at least 16 bytes")
+            raise ArgumentError(f"max_reply_size must be at least 16 bytes, got {max_reply_size}")
         self._buf = bytearray()
         self._pos = 0  # start of the first unconsumed reply
         self._scan = 0  # bytes before this index hold no line end of the current reply
@@ -266,15 +272,138 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 
 
 def dump_json(value: Any, what: str = "the value") -> str:
-    """Encode ``value`` as compact one-line JSON, or raise :class:`LocalProtocolError`.
+    """Encode ``value`` as compact one-line JSON.
 
-    JSON has no NaN or infinity, bytes, sets or cycles; the error says which ``what`` held
-    one (never the value itself, which may be secret).
+    JSON has no NaN or infinity, bytes, sets, datetimes or cycles. A value of a type JSON
+    cannot encode raises :class:`ArgumentTypeError`, any other (NaN, a cycle, nesting too
+    deep) :class:`ArgumentError`; the message names ``what`` and where in it the value sits
+    (``args[0]``), with its type and the usual fix, never the value itself (it may be secret).
     """
     try:
         return _encoder.encode(value)
     except (TypeError, ValueError, RecursionError) as error:
-        raise LocalProtocolError(f"{what} cannot be encoded as JSON: {error}") from None
+        raise _unencodable(value, what, error) from None
+
+
+def encode_json(value: Any, what: str = "the value") -> bytes:
+    """:func:`dump_json` as UTF-8 bytes; a string with a lone surrogate (which UTF-8 cannot
+    carry) raises :class:`ArgumentError` naming where it sits.
+
+    JSON text has no raw CR or LF, so the bytes can go on a command line as they are.
+    """
+    text = dump_json(value, what)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise _unencodable(value, what, error) from None
+
+
+# Only on failure, so a valid value costs nothing: find the first value JSON (or UTF-8)
+# cannot carry, with its path, and say how to send it instead. Types are matched by name, so
+# no module is imported for them (uuid, decimal...).
+_FIXES: Final = {
+    "datetime.datetime": "send datetime.isoformat() and parse it in the handler",
+    "datetime.date": "send date.isoformat() and parse it in the handler",
+    "datetime.time": "send time.isoformat() and parse it in the handler",
+    "datetime.timedelta": "send timedelta.total_seconds()",
+    "builtins.bytes": "send text (bytes.decode()), or base64 for binary data",
+    "builtins.bytearray": "send text (bytes.decode()), or base64 for binary data",
+    "builtins.memoryview": "send text, or base64 for binary data",
+    "builtins.set": "send a list (sorted(...))",
+    "builtins.frozenset": "send a list (sorted(...))",
+    "decimal.Decimal": "send str(value) and parse it in the handler",
+    "uuid.UUID": "send str(value)",
+    "pathlib.PurePath": "send str(path)",
+    "enum.Enum": "send its .value",
+}
+_MAX_SHOWN_KEY: Final = 40
+_SURROGATE: Final = (
+    "is a string with a lone surrogate (an undecodable byte), which UTF-8 cannot encode: "
+    "clean it with text.encode('utf-8', 'replace').decode()"
+)
+
+
+def _fix(value: object) -> str:
+    for cls in type(value).__mro__:
+        fix = _FIXES.get(f"{cls.__module__}.{cls.__qualname__}")
+        if fix is not None:
+            return fix
+    return "send plain JSON values (str, int, float, bool, None, lists, dicts with str keys)"
+
+
+def _step(path: str, key: object) -> str:
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{path}[{key}]"
+    if not path and isinstance(key, str) and key.isidentifier():
+        return key  # a top-level field: args, custom
+    shown = repr(key)
+    if len(shown) > _MAX_SHOWN_KEY:
+        shown = shown[: _MAX_SHOWN_KEY - 3] + "..."
+    return f"{path}[{shown}]"
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _culprit(value: Any, utf8: bool) -> tuple[str, str, bool] | None:
+    """(path, what is wrong there, whether it is a wrong type) of the first value that JSON
+    cannot carry (with ``utf8``, that UTF-8 cannot), in document order; None if there is none
+    to name (a cycle)."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if utf8 and _has_surrogate(item):
+                return path, _SURROGATE, False
+        elif item is None or isinstance(item, int):  # bool included
+            pass
+        elif isinstance(item, float):
+            if item != item or item in (math.inf, -math.inf):
+                return path, f"is {item!r}, which JSON cannot encode: send None or a string", False
+        elif isinstance(item, (list, tuple, dict)):
+            if id(item) in seen:
+                continue  # shared, or a cycle: each container is looked at once
+            seen.add(id(item))
+            children: list[tuple[Any, str]] = []
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if isinstance(key, str):
+                        if utf8 and _has_surrogate(key):
+                            return path, f"has a key that {_SURROGATE}", False
+                    elif not (key is None or isinstance(key, (int, float))):
+                        kind = type(key).__name__
+                        return path, f"has a key of type {kind}: JSON object keys are strings", True
+                    children.append((child, _step(path, key)))
+            else:
+                children = [(child, _step(path, index)) for index, child in enumerate(item)]
+            stack.extend(reversed(children))
+        else:
+            kind = type(item).__name__
+            if kind != "bytes":  # bytes reads as a plural
+                kind = ("an " if kind[:1] in "aeiouAEIO" else "a ") + kind  # a UUID
+            return path, f"is {kind}, which JSON cannot encode: {_fix(item)}", True
+    return None
+
+
+def _unencodable(value: Any, what: str, error: BaseException) -> LocalProtocolError:
+    """The error for ``value`` that ``_encoder`` or UTF-8 refused with ``error``."""
+    if isinstance(error, RecursionError):
+        return ArgumentError(f"{what} is nested too deeply to be encoded as JSON")
+    culprit = _culprit(value, utf8=isinstance(error, UnicodeEncodeError))
+    if culprit is None:
+        kind: type[LocalProtocolError] = (
+            ArgumentTypeError if isinstance(error, TypeError) else ArgumentError
+        )
+        return kind(f"{what} cannot be encoded as JSON: {error}")
+    path, problem, wrong_type = culprit
+    message = f"{what}: {path} {problem}" if path else f"{what} {problem}"
+    return (ArgumentTypeError if wrong_type else ArgumentError)(message)
 
 
 def command_line(verb: str, argument: str | None = None) -> bytes:
@@ -283,7 +412,7 @@ def command_line(verb: str, argument: str | None = None) -> bytes:
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise LocalProtocolError(f"{verb} argument is not valid Unicode: {error}") from None
+        raise ArgumentError(f"{verb} argument is not valid Unicode: {error}") from None
     if b"\n" in data or b"\r" in data:
-        raise LocalProtocolError(f"{verb} argument must not contain CR or LF")
+        raise ArgumentError(f"{verb} argument must not contain CR or LF")
     return data + b"\r\n"

@@ -1,7 +1,8 @@
 """Every command a client sends, as frozen data that knows its bytes and its kind of reply.
 
 A command encodes itself when it is built, so an argument that cannot go on the wire raises
-:class:`LocalProtocolError` before any connection sees it.
+before any connection sees it: :class:`ArgumentTypeError` for a value of the wrong type (or
+one JSON cannot encode), :class:`ArgumentError` for one out of bounds or malformed.
 """
 
 from __future__ import annotations
@@ -14,9 +15,16 @@ from typing import Any, ClassVar, Final, TypeVar
 
 import attrs
 
-from ._errors import LocalProtocolError
-from ._job import Job, _check_jid, _check_optional_int, check_queue_name
-from ._resp import command_line, dump_json
+from ._errors import ArgumentError, ArgumentTypeError
+from ._job import (
+    Job,
+    _check_jid,
+    _check_optional_int,
+    _show,
+    _whole_minute_offset,
+    check_queue_name,
+)
+from ._resp import command_line, dump_json, encode_json
 
 __all__ = [
     "ALL_QUEUES",
@@ -132,21 +140,32 @@ class Command:
 
 def _word(value: object, what: str) -> str:
     """A single protocol word: non-empty, no white space."""
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
-        raise LocalProtocolError(f"{what} must be a non-empty string without spaces: {value!r}")
+    if not isinstance(value, str):
+        raise ArgumentTypeError(
+            f"{what} must be a non-empty string without spaces, got {type(value).__name__}: "
+            f"{_show(value)}"
+        )
+    if not value or any(c.isspace() for c in value):
+        raise ArgumentError(f"{what} must be a non-empty string without spaces: {value!r}")
     return value
 
 
 def _queues(value: Iterable[str] | str) -> tuple[str, ...]:
-    names = (value,) if isinstance(value, str) else tuple(value)
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, Iterable):
+        raise ArgumentTypeError(
+            f"queues must be a queue name or a list of them, got {type(value).__name__}"
+        )
+    names = tuple(value)
     if not names:
-        raise LocalProtocolError("at least one queue name is needed")
+        raise ArgumentError("queues must name at least one queue")
     return names
 
 
 def _check_queue_names(_: object, __: object, names: Any) -> None:
-    for name in names:
-        check_queue_name(name)
+    for index, name in enumerate(names):
+        check_queue_name(name, f"queues[{index}]")
 
 
 def _check_queue_names_or_all(_: object, __: object, names: Any) -> None:
@@ -154,20 +173,22 @@ def _check_queue_names_or_all(_: object, __: object, names: Any) -> None:
         _check_queue_names(_, __, names)
 
 
-def _member(kind: type[_E], value: object) -> _E:
+def _member(kind: type[_E], value: object, what: str) -> _E:
     try:
         return kind(value)
     except ValueError:
         choices = ", ".join(repr(member.value) for member in kind)
-        raise LocalProtocolError(f"{value!r} is not one of {choices}") from None
+        raise ArgumentError(
+            f"{what} must be a {kind.__name__} or one of {choices}, got {_show(value)}"
+        ) from None
 
 
 def _operation(value: object) -> MutateOperation:
-    return _member(MutateOperation, value)
+    return _member(MutateOperation, value, "operation")
 
 
 def _target(value: object) -> MutateTarget:
-    return _member(MutateTarget, value)
+    return _member(MutateTarget, value, "target")
 
 
 def _errtype(text: object) -> str:
@@ -201,7 +222,7 @@ def _clean(text: str) -> str:
 
 def _truncate(text: object, limit: int, what: str) -> str:
     if not isinstance(text, str):
-        raise LocalProtocolError(f"{what} must be a string, got {type(text).__name__}")
+        raise ArgumentTypeError(f"{what} must be a string, got {type(text).__name__}")
     text = _clean(text)  # a job must be FAILable whatever its exception says
     if len(text) * 4 <= limit:
         return text
@@ -224,31 +245,52 @@ def cut_backtrace(lines: Iterable[str], setting: int | None) -> tuple[str, ...]:
 def _backtrace(lines: Iterable[str] | str) -> tuple[str, ...]:
     if isinstance(lines, str):  # a formatted traceback: one entry per line
         lines = lines.splitlines()
+    if not isinstance(lines, Iterable):
+        raise ArgumentTypeError(
+            f"backtrace must be a sequence of strings, got {type(lines).__name__}"
+        )
     kept = cut_backtrace(lines, None)
     if not all(isinstance(line, str) for line in kept):
-        raise LocalProtocolError("backtrace must be a sequence of strings")
+        raise ArgumentTypeError("backtrace must be a sequence of strings")
     return tuple(_clean(line) for line in kept)
 
 
 def _job(_: object, __: object, job: Any) -> None:
     if not isinstance(job, Job):
-        raise LocalProtocolError(f"expected a Job, got {type(job).__name__}")
+        raise ArgumentTypeError(f"job must be a Job, got {type(job).__name__}")
+
+
+def _check_optional_job(_: object, attribute: attrs.Attribute[Any], job: Any) -> None:
+    if job is not None and not isinstance(job, Job):
+        raise ArgumentTypeError(f"{attribute.name} must be a Job or None, got {type(job).__name__}")
 
 
 def _jobs(jobs: Iterable[Job]) -> tuple[Job, ...]:
     if isinstance(jobs, Job) or not isinstance(jobs, Iterable):
-        raise LocalProtocolError("PUSHB takes a sequence of Job instances")
+        raise ArgumentTypeError(
+            f"jobs must be a sequence of Job instances, got {type(jobs).__name__}"
+        )
     kept = tuple(jobs)
-    if not all(isinstance(job, Job) for job in kept):
-        raise LocalProtocolError("PUSHB takes Job instances")
+    for index, job in enumerate(kept):
+        if not isinstance(job, Job):
+            raise ArgumentTypeError(f"jobs[{index}] must be a Job, got {type(job).__name__}")
     return kept
 
 
 def _jids(jids: Iterable[str]) -> tuple[str, ...]:
+    if not isinstance(jids, Iterable):
+        raise ArgumentTypeError(f"jids must be strings, got {type(jids).__name__}")
     kept = (jids,) if isinstance(jids, str) else tuple(jids)
     if not all(isinstance(jid, str) for jid in kept):
-        raise LocalProtocolError("jids must be strings")
+        raise ArgumentTypeError("jids must be strings")
     return kept
+
+
+def _check_optional_text(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ArgumentTypeError(
+            f"{attribute.name} must be a string or None, got {type(value).__name__}"
+        )
 
 
 #: The server's retry count for a job that gives none.
@@ -263,15 +305,23 @@ def _pushed(job: Job) -> dict[str, Any]:
     return wire
 
 
-def _job_json(job: Job) -> str:
-    """The job's JSON; an error names the job, not the value that JSON cannot carry."""
-    return dump_json(_pushed(job), f"job {job.jid} ({job.jobtype})")
+def _job_json(job: Job) -> bytes:
+    """The job's JSON, as UTF-8; an error names the job and where in it the value JSON cannot
+    carry sits (``args[0]``), never the value itself."""
+    return encode_json(_pushed(job), f"job {job.jid} ({job.jobtype})")
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
-        raise LocalProtocolError("times sent to the server must be timezone-aware datetimes")
-    return value
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise ArgumentTypeError(
+            f"reserve_until must be a timezone-aware datetime, got {type(value).__name__}"
+        )
+    offset = value.utcoffset()
+    if offset is None:
+        raise ArgumentError("reserve_until must be timezone-aware: the server rejects naive times")
+    return _whole_minute_offset(value, offset)
 
 
 @attrs.frozen(kw_only=True)
@@ -293,7 +343,8 @@ class Push(Command):
     job: Job = attrs.field(validator=_job)
 
     def _encode(self) -> bytes:
-        return command_line(self.verb, _job_json(self.job))
+        # JSON text holds no raw CR or LF: no line check needed.
+        return b"PUSH " + _job_json(self.job) + b"\r\n"
 
 
 @attrs.frozen(kw_only=True)
@@ -306,8 +357,8 @@ class PushBulk(Command):
 
     def _encode(self) -> bytes:
         if not self.jobs:
-            raise LocalProtocolError("PUSHB needs at least one job")
-        return command_line(self.verb, f"[{','.join(_job_json(job) for job in self.jobs)}]")
+            raise ArgumentError("jobs must hold at least one job: PUSHB needs one")
+        return b"PUSHB [" + b",".join(_job_json(job) for job in self.jobs) + b"]\r\n"
 
 
 @attrs.frozen(kw_only=True)
@@ -365,7 +416,7 @@ class Fail(Command):
 def _reported_state(value: object) -> WorkerState | None:
     if value is None:
         return None
-    state = _member(WorkerState, value)
+    state = _member(WorkerState, value, "current_state")
     if state is WorkerState.RUNNING:
         return None  # the server ignores it; sending nothing says the same
     return state
@@ -421,8 +472,8 @@ class Mutate(Command):
     operation: MutateOperation = attrs.field(converter=_operation)
     target: MutateTarget = attrs.field(converter=_target)
     jids: tuple[str, ...] = attrs.field(default=(), converter=_jids)
-    pattern: str | None = None
-    jobtype: str | None = None
+    pattern: str | None = attrs.field(default=None, validator=_check_optional_text)
+    jobtype: str | None = attrs.field(default=None, validator=_check_optional_text)
 
     def _encode(self) -> bytes:
         payload: dict[str, Any] = {"cmd": self.operation.value, "target": self.target.value}
@@ -486,14 +537,14 @@ class BatchNew(Command):
 
     verb: ClassVar[str] = "BATCH"
     expect: ClassVar[Expect] = Expect.BID
-    success: Job | None = None
-    complete: Job | None = None
-    description: str | None = None
+    success: Job | None = attrs.field(default=None, validator=_check_optional_job)
+    complete: Job | None = attrs.field(default=None, validator=_check_optional_job)
+    description: str | None = attrs.field(default=None, validator=_check_optional_text)
     parent_bid: str | None = None
 
     def _encode(self) -> bytes:
         if self.success is None and self.complete is None:
-            raise LocalProtocolError("a batch needs a success or a complete callback job")
+            raise ArgumentError("a batch needs a success or a complete callback job (or both)")
         payload: dict[str, Any] = {}
         if self.description is not None:
             payload["description"] = self.description
@@ -558,7 +609,7 @@ class TrackSet(Command):
     verb: ClassVar[str] = "TRACK"
     jid: str = attrs.field(validator=_check_jid)
     percent: int | None = attrs.field(default=None, validator=_check_optional_int(0, 100))
-    description: str | None = None
+    description: str | None = attrs.field(default=None, validator=_check_optional_text)
     reserve_until: datetime | None = attrs.field(default=None, converter=_aware)
 
     def _encode(self) -> bytes:

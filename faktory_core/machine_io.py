@@ -12,7 +12,7 @@ from typing import Any, Final
 
 import attrs
 
-from ._errors import LocalProtocolError
+from ._errors import ArgumentError, ArgumentTypeError
 from ._job import Job
 from ._lifecycle import PHASES, Phase, Trigger
 from .commands import WorkerState
@@ -93,8 +93,10 @@ class TimerFired(MachineInput):
 
 
 def _check_rss(_: object, __: object, value: Any) -> None:
-    if type(value) is not int or value < 0:
-        raise LocalProtocolError(f"rss_kb must be a non-negative integer, got {value!r}")
+    if type(value) is not int:
+        raise ArgumentTypeError(f"rss_kb must be a non-negative integer, got {value!r}")
+    if value < 0:
+        raise ArgumentError(f"rss_kb must be a non-negative integer, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)

@@ -14,6 +14,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from faktory_core import NEED_DATA, Connection, Event, Failure, Job, ReplyParser, testing
+from faktory_core._job import MAX_RESERVE_FOR, MIN_RESERVE_FOR
 from faktory_core._resp import NeedData, Reply
 from faktory_core.events import ConnectionClosed, Ready
 
@@ -137,12 +138,21 @@ words = st.text(
     max_size=16,
 ).filter(lambda s: not any(c.isspace() for c in s))
 
-aware_datetimes = st.builds(
-    lambda moment, minutes: moment.replace(tzinfo=timezone(timedelta(minutes=minutes))),
-    st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2999, 12, 31)),
-    st.integers(min_value=-23 * 60, max_value=23 * 60),
-) | st.datetimes(
-    min_value=datetime(1971, 1, 1), max_value=datetime(2999, 12, 31), timezones=st.just(UTC)
+aware_datetimes = (
+    st.builds(
+        lambda moment, minutes: moment.replace(tzinfo=timezone(timedelta(minutes=minutes))),
+        st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2999, 12, 31)),
+        st.integers(min_value=-23 * 60, max_value=23 * 60),
+    )
+    | st.builds(
+        # An offset with seconds (a historical zone's LMT, say): Job normalises it to UTC.
+        lambda moment, seconds: moment.replace(tzinfo=timezone(timedelta(seconds=seconds))),
+        st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2999, 12, 31)),
+        st.integers(min_value=-23 * 3600, max_value=23 * 3600),
+    )
+    | st.datetimes(
+        min_value=datetime(1971, 1, 1), max_value=datetime(2999, 12, 31), timezones=st.just(UTC)
+    )
 )
 
 failures = st.builds(
@@ -163,7 +173,7 @@ jobs = st.builds(
     args=st.lists(json_values, max_size=4),
     queue=queue_names,
     retry=st.none() | st.integers(-1, 100),
-    reserve_for=st.none() | st.integers(0, 86400),
+    reserve_for=st.none() | st.integers(MIN_RESERVE_FOR, MAX_RESERVE_FOR),
     at=st.none() | aware_datetimes,
     backtrace=st.none() | st.integers(0, 100),
     custom=st.none() | st.dictionaries(st.text(max_size=8), json_values, max_size=3),

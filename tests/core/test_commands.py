@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from faktory_core import ClientInfo, Command, Job, LocalProtocolError
+from faktory_core import (
+    ArgumentError,
+    ArgumentTypeError,
+    ClientInfo,
+    Command,
+    Job,
+    LocalProtocolError,
+)
 from faktory_core._config import MIN_REPLY_TIMEOUT
 from faktory_core.commands import (
     ALL_QUEUES,
@@ -224,22 +232,61 @@ def test_hello_repr_hides_the_password_hash() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "cause"),
+    ("value", "error", "problem"),
     [
-        (object(), "not JSON serializable"),
-        ({1, 2}, "not JSON serializable"),
-        (b"bytes", "not JSON serializable"),
-        (float("nan"), "Out of range float"),
-        (float("-inf"), "Out of range float"),
+        (
+            object(),
+            ArgumentTypeError,
+            "is an object, which JSON cannot encode: send plain JSON values",
+        ),
+        ({1, 2}, ArgumentTypeError, "is a set, which JSON cannot encode: send a list"),
+        (b"bytes", ArgumentTypeError, "is bytes, which JSON cannot encode: send text"),
+        (float("nan"), ArgumentError, "is nan, which JSON cannot encode: send None or a string"),
+        (float("-inf"), ArgumentError, "is -inf, which JSON cannot encode"),
     ],
 )
-def test_a_job_json_cannot_carry_is_refused_naming_the_job(value: object, cause: str) -> None:
+def test_a_job_json_cannot_carry_is_refused_naming_the_job_and_where(
+    value: object, error: type[Exception], problem: str
+) -> None:
     bad = Job(jid="jid-of-the-bad-one", jobtype="Report", args=[1, {"data": value}])
-    expected = f"job jid-of-the-bad-one \\(Report\\) cannot be encoded as JSON: .*{cause}"
-    with pytest.raises(LocalProtocolError, match=expected):
-        Push(job=bad)
-    with pytest.raises(LocalProtocolError, match=expected):
-        PushBulk(jobs=[JOB, bad])
+    expected = f"job jid-of-the-bad-one (Report): args[1]['data'] {problem}"
+    for build in (lambda: Push(job=bad), lambda: PushBulk(jobs=[JOB, bad])):
+        with pytest.raises(error) as raised:
+            build()
+        assert str(raised.value).startswith(expected)
+        assert isinstance(raised.value, LocalProtocolError)
+        assert "bytes'" not in str(raised.value)  # the type is named, never the value
+
+
+def test_a_datetime_in_args_is_a_type_error_naming_the_arg_and_the_fix() -> None:
+    # The commonest mistake: json cannot encode a datetime, and the handler would get a str.
+    job = Job(jid=JID, jobtype="Remind", args=["ada", datetime.now(UTC)])
+    with pytest.raises(TypeError) as raised:
+        Push(job=job)
+    assert isinstance(raised.value, ArgumentTypeError)
+    assert str(raised.value) == (
+        f"job {JID} (Remind): args[1] is a datetime, which JSON cannot encode: "
+        "send datetime.isoformat() and parse it in the handler"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"args": [Decimal("1.5")]}, "args[0] is a Decimal"),
+        ({"args": [[1, [2, frozenset()]]]}, "args[0][1][1] is a frozenset"),
+        ({"custom": {"when": date(2026, 1, 1)}}, "custom['when'] is a date"),
+        ({"args": [{(1, 2): "x"}]}, "args[0] has a key of type tuple"),
+        ({"args": ["ok", "lone \udcff"]}, "args[1] is a string with a lone surrogate"),
+        ({"custom": {"\ud800": 1}}, "custom has a key that is a string with a lone surrogate"),
+    ],
+)
+def test_the_first_value_the_wire_cannot_carry_is_named_by_its_path(
+    fields: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(LocalProtocolError) as raised:
+        Push(job=Job(jid=JID, jobtype="T", **fields))
+    assert str(raised.value).startswith(f"job {JID} (T): {where}")
 
 
 def test_a_job_with_a_cycle_is_refused() -> None:
@@ -369,62 +416,92 @@ def test_fail_surrogates_do_not_depend_on_length(field: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "build",
+    ("build", "error", "argument"),
     [
-        lambda: Fetch(queues=[]),
-        lambda: Fetch(queues=""),
-        lambda: Fetch(queues=["ok", "not ok"]),
-        lambda: Fetch(queues=["a*"]),
-        lambda: Fetch(queues=[ALL_QUEUES]),
-        lambda: Push(job=JOB.to_wire()),
-        lambda: PushBulk(jobs=JOB),
-        lambda: PushBulk(jobs=[]),
-        lambda: PushBulk(jobs=[JOB, {"jid": JID}]),
-        lambda: Ack(jid="short"),
-        lambda: Ack(jid=None),
-        lambda: Beat(wid=""),
-        lambda: Beat(wid="two words"),
-        lambda: Beat(wid="tab\there"),
-        lambda: Beat(wid=5),
-        lambda: Beat(wid="w", rss_kb=-1),
-        lambda: Beat(wid="w", rss_kb=1.5),
-        lambda: Beat(wid="w", rss_kb=True),
-        lambda: Beat(wid="w", current_state="sleepy"),
-        lambda: Mutate(operation="explode", target="dead"),
-        lambda: Mutate(operation="kill", target="queues"),
-        lambda: Mutate(operation="kill", target="dead", jids=[JID, 5]),
-        lambda: QueuePause(queues=[]),
-        lambda: QueuePause(queues=["a b"]),
-        lambda: QueuePause(queues=["*", "a"]),
-        lambda: QueueResume(queues=["a", "*"]),
-        lambda: QueueRemove(queues=""),
-        lambda: QueueLatency(queues=ALL_QUEUES),
-        lambda: QueueLatency(queues=["a", "*"]),
-        lambda: QueueLatency(queues=[]),
-        lambda: BatchNew(),
-        lambda: BatchNew(description="no callbacks"),
-        lambda: BatchNew(success=JOB, parent_bid="two words"),
-        lambda: BatchNew(success=JOB, parent_bid=""),
-        lambda: BatchOpen(bid="two words"),
-        lambda: BatchOpen(bid=""),
-        lambda: BatchCommit(bid="a\nb"),
-        lambda: BatchStatus(bid=None),
-        lambda: TrackGet(jid="two words"),
-        lambda: TrackGet(jid=""),
-        lambda: TrackSet(jid="short"),
-        lambda: TrackSet(jid=JID, percent=101),
-        lambda: TrackSet(jid=JID, percent=-1),
-        lambda: TrackSet(jid=JID, reserve_until=datetime(2026, 7, 1, 12)),
-        lambda: TrackSet(jid=JID, reserve_until="2026-07-01T12:00:00Z"),
-        lambda: ClientInfo(wid="two words"),
-        lambda: ClientInfo(pid="4242"),
-        lambda: ClientInfo(labels="one string"),
-        lambda: ClientInfo(labels=["ok", 5]),
+        (lambda: Fetch(queues=[]), ArgumentError, "queues"),
+        (lambda: Fetch(queues=""), ArgumentError, "queues[0]"),
+        (lambda: Fetch(queues=["ok", "not ok"]), ArgumentError, "queues[1]"),
+        (lambda: Fetch(queues=["a*"]), ArgumentError, "queues[0]"),
+        (lambda: Fetch(queues=[ALL_QUEUES]), ArgumentError, "queues[0]"),
+        (lambda: Fetch(queues=5), ArgumentTypeError, "queues"),
+        (lambda: Fetch(queues=[5]), ArgumentTypeError, "queues[0]"),
+        (lambda: Push(job=JOB.to_wire()), ArgumentTypeError, "job"),
+        (lambda: PushBulk(jobs=JOB), ArgumentTypeError, "jobs"),
+        (lambda: PushBulk(jobs=[]), ArgumentError, "jobs"),
+        (lambda: PushBulk(jobs=[JOB, {"jid": JID}]), ArgumentTypeError, "jobs[1]"),
+        (lambda: Ack(jid="short"), ArgumentError, "jid"),
+        (lambda: Ack(jid=None), ArgumentTypeError, "jid"),
+        (lambda: Beat(wid=""), ArgumentError, "wid"),
+        (lambda: Beat(wid="two words"), ArgumentError, "wid"),
+        (lambda: Beat(wid="tab\there"), ArgumentError, "wid"),
+        (lambda: Beat(wid=5), ArgumentTypeError, "wid"),
+        (lambda: Beat(wid="w", rss_kb=-1), ArgumentError, "rss_kb"),
+        (lambda: Beat(wid="w", rss_kb=1.5), ArgumentTypeError, "rss_kb"),
+        (lambda: Beat(wid="w", rss_kb=True), ArgumentTypeError, "rss_kb"),
+        (lambda: Beat(wid="w", current_state="sleepy"), ArgumentError, "current_state"),
+        (lambda: Mutate(operation="explode", target="dead"), ArgumentError, "operation"),
+        (lambda: Mutate(operation="kill", target="queues"), ArgumentError, "target"),
+        (lambda: Mutate(operation="kill", target="dead", jids=[JID, 5]), ArgumentTypeError, "jids"),
+        (lambda: Mutate(operation="kill", target="dead", pattern=5), ArgumentTypeError, "pattern"),
+        (
+            lambda: Mutate(operation="kill", target="dead", jobtype=["T"]),
+            ArgumentTypeError,
+            "jobtype",
+        ),
+        (lambda: QueuePause(queues=[]), ArgumentError, "queues"),
+        (lambda: QueuePause(queues=["a b"]), ArgumentError, "queues[0]"),
+        (lambda: QueuePause(queues=["*", "a"]), ArgumentError, "queues[0]"),
+        (lambda: QueueResume(queues=["a", "*"]), ArgumentError, "queues[1]"),
+        (lambda: QueueRemove(queues=""), ArgumentError, "queues[0]"),
+        (lambda: QueueLatency(queues=ALL_QUEUES), ArgumentError, "queues[0]"),
+        (lambda: QueueLatency(queues=["a", "*"]), ArgumentError, "queues[1]"),
+        (lambda: QueueLatency(queues=[]), ArgumentError, "queues"),
+        (lambda: BatchNew(), ArgumentError, "callback"),
+        (lambda: BatchNew(description="no callbacks"), ArgumentError, "callback"),
+        (lambda: BatchNew(success=JOB.to_wire()), ArgumentTypeError, "success"),
+        (lambda: BatchNew(success=JOB, description=5), ArgumentTypeError, "description"),
+        (lambda: BatchNew(success=JOB, parent_bid="two words"), ArgumentError, "parent_bid"),
+        (lambda: BatchNew(success=JOB, parent_bid=""), ArgumentError, "parent_bid"),
+        (lambda: BatchOpen(bid="two words"), ArgumentError, "bid"),
+        (lambda: BatchOpen(bid=""), ArgumentError, "bid"),
+        (lambda: BatchCommit(bid="a\nb"), ArgumentError, "bid"),
+        (lambda: BatchStatus(bid=None), ArgumentTypeError, "bid"),
+        (lambda: TrackGet(jid="two words"), ArgumentError, "jid"),
+        (lambda: TrackGet(jid=""), ArgumentError, "jid"),
+        (lambda: TrackSet(jid="short"), ArgumentError, "jid"),
+        (lambda: TrackSet(jid=JID, percent=101), ArgumentError, "percent"),
+        (lambda: TrackSet(jid=JID, percent=-1), ArgumentError, "percent"),
+        (lambda: TrackSet(jid=JID, description=5), ArgumentTypeError, "description"),
+        (
+            lambda: TrackSet(jid=JID, reserve_until=datetime(2026, 7, 1, 12)),
+            ArgumentError,
+            "reserve_until",
+        ),
+        (
+            lambda: TrackSet(jid=JID, reserve_until="2026-07-01T12:00:00Z"),
+            ArgumentTypeError,
+            "reserve_until",
+        ),
+        (lambda: ClientInfo(wid="two words"), ArgumentError, "wid"),
+        (lambda: ClientInfo(pid="4242"), ArgumentTypeError, "pid"),
+        (lambda: ClientInfo(labels="one string"), ArgumentTypeError, "labels"),
+        (lambda: ClientInfo(labels=["ok", 5]), ArgumentTypeError, "labels"),
+        (lambda: ClientInfo(hostname="h\udcff"), ArgumentError, "hostname"),
+        (
+            lambda: Fail(jid=JID, errtype="E", message="m", backtrace=5),
+            ArgumentTypeError,
+            "backtrace",
+        ),
     ],
 )
-def test_invalid_command_arguments_raise_local_protocol_error(build: Any) -> None:
-    with pytest.raises(LocalProtocolError):
+def test_invalid_command_arguments_raise_an_argument_error_naming_them(
+    build: Any, error: type[LocalProtocolError], argument: str
+) -> None:
+    # ArgumentError is also a ValueError, ArgumentTypeError a TypeError: what Python raises.
+    with pytest.raises(error) as raised:
         build()
+    assert isinstance(raised.value, LocalProtocolError)
+    assert argument in str(raised.value)
 
 
 def test_mutate_accepts_enum_members_and_values() -> None:

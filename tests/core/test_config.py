@@ -20,7 +20,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faktory_core import LocalProtocolError, WorkerConfig
+from faktory_core import (
+    ArgumentError,
+    ArgumentTypeError,
+    LocalProtocolError,
+    OptionError,
+    WorkerConfig,
+)
 from faktory_core._config import (
     MAX_ABORT_GRACE,
     MAX_CLIENT_TIMEOUT,
@@ -228,10 +234,10 @@ def test_concurrency_above_the_server_default_limit_is_allowed() -> None:
     "weight", [0, -1, MAX_QUEUE_WEIGHT + 1, 10**9, 1.5, 1.0, True, "1", None, math.inf, math.nan]
 )
 def test_queue_weights_are_integers_from_1_to_a_million(weight: Any) -> None:
-    with pytest.raises(LocalProtocolError) as raised:
+    with pytest.raises(OptionError) as raised:
         worker(queues={"fine": 1, "critical": weight})
-    assert str(raised.value) == (
-        f"queue weights must be integers from 1 to 1000000: critical has {weight!r}"
+    assert str(raised.value) == (  # the option, the queue, the bounds and the value
+        f"queues: the weight of 'critical' must be an integer from 1 to 1000000, got {weight!r}"
     )
 
 
@@ -244,6 +250,68 @@ def test_queue_weights_within_bounds_are_kept() -> None:
 def test_queues_must_be_names_or_a_mapping(value: Any) -> None:
     with pytest.raises(LocalProtocolError, match=r"^queues must be a list of queue names"):
         worker(queues=value)
+
+
+def test_an_empty_or_invalid_queue_list_names_the_option() -> None:
+    for queues in ([], {}):
+        with pytest.raises(OptionError, match=r"^queues: a worker needs at least one queue$"):
+            worker(queues=queues)
+    with pytest.raises(OptionError) as raised:
+        worker(queues=["fine", "not fine"])
+    assert str(raised.value) == (
+        "queues: each name must be a queue name of letters, digits, '.', '_' and '-' "
+        "([a-zA-Z0-9._-]+), got 'not fine'"
+    )
+    with pytest.raises(OptionError, match=r"^queues: each name must be a queue name \(a string"):
+        worker(queues={1: 1})
+
+
+# -- the error classes -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"concurrency": 0},
+        {"concurrency": "2"},
+        {"queues": {"q": 0}},
+        {"queues": ["a b"]},
+        {"queues": [5]},
+        {"wid": "a b"},
+        {"wid": 5},
+        {"labels": "one"},
+        {"labels": [1]},
+        {"hostname": 5},
+        {"pid": "5"},
+        {"username": 5},
+        {"password": 5},
+        {"password": "\ud800x"},
+        {"burst": "yes"},
+        {"shutdown_timeout": -1},
+    ],
+    ids=repr,
+)
+def test_every_bad_option_is_an_option_error_and_so_a_value_error(
+    overrides: dict[str, Any],
+) -> None:
+    # One class for every option a caller gets wrong, whatever check found it: a caller who
+    # catches ValueError (or OptionError) around WorkerConfig catches them all.
+    settings = {"wid": WID, **overrides}
+    with pytest.raises(OptionError) as raised:
+        WorkerConfig(**settings)
+    assert isinstance(raised.value, ArgumentError)
+    assert isinstance(raised.value, ValueError)
+    name = next(iter(overrides))
+    assert name.rstrip("s") in str(raised.value)  # the message names the option
+
+
+def test_the_error_classes_are_one_family() -> None:
+    assert issubclass(OptionError, ArgumentError)
+    assert issubclass(ArgumentError, LocalProtocolError)
+    assert issubclass(ArgumentError, ValueError)
+    assert issubclass(ArgumentTypeError, LocalProtocolError)
+    assert issubclass(ArgumentTypeError, TypeError)
+    assert not issubclass(ArgumentError, TypeError)
 
 
 # -- text ------------------------------------------------------------------------------------
@@ -387,7 +455,7 @@ def test_any_worker_config_built_has_every_value_within_its_bounds(
         config = worker(**overrides)
     except LocalProtocolError as error:
         refusal = str(error)
-        assert re.match(r"[a-z_]+(\['T'\])? must |queue weights must ", refusal), refusal
+        assert re.match(r"[a-z_]+(\['T'\])? must |queues: the weight of 'q' must ", refusal)
         return
     for name, bounds in WORKER_SECONDS.items():
         value = getattr(config, name)

@@ -11,8 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faktory_core import Failure, Job, LocalProtocolError
-from faktory_core._job import MAX_RESERVE_FOR, JidScanner, check_queue_name, find_jid
+from faktory_core import ArgumentError, ArgumentTypeError, Failure, Job, LocalProtocolError
+from faktory_core._job import (
+    MAX_RESERVE_FOR,
+    MIN_RESERVE_FOR,
+    JidScanner,
+    check_queue_name,
+    find_jid,
+)
 from faktory_core.commands import Push
 
 from .strategies import cuts, failures, jobs, json_roundtrip, json_values
@@ -80,10 +86,58 @@ def test_args_list_is_kept_and_tuple_converted() -> None:
     assert type(job(args=(1,)).args) is list
 
 
-@pytest.mark.parametrize("args", ["abc", {"a": 1}, None, 5, {1, 2}, (x for x in [1]), b"ab"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        "abc",
+        {"a": 1},
+        None,
+        5,
+        {1, 2},
+        frozenset([1]),
+        (x for x in [1]),
+        b"ab",
+        bytearray(b"ab"),
+        range(3),
+        iter([1]),
+        {"a": 1}.keys(),
+    ],
+    ids=repr,
+)
 def test_args_must_be_a_list_or_tuple(args: object) -> None:
-    with pytest.raises(LocalProtocolError, match="args"):
-        job(args=args)
+    for build in (lambda: job(args=args), lambda: Job.create("T", args, jid_factory=lambda: JID)):  # type: ignore[arg-type]
+        with pytest.raises(ArgumentTypeError) as raised:
+            build()
+        message = str(raised.value)
+        assert message.startswith(
+            f"args must be a list or tuple of the job's arguments, got {type(args).__name__}: "
+        )
+        assert isinstance(raised.value, TypeError)
+        assert "write args=" in message  # the fix
+
+
+@pytest.mark.parametrize(
+    ("args", "fix"),
+    [
+        ("a@b", "to pass one str, write args=['a@b']"),
+        (b"ab", "to pass one bytes, write args=[b'ab']"),
+        ({"to": "ada"}, "to pass one dict, write args=[{'to': 'ada'}]"),
+        ({3, 1}, "to pass its items as the arguments, write args=list({1, 3})"),
+        (5, "to pass one value, write args=[5]"),
+        (None, "to pass one value, write args=[None]"),
+    ],
+)
+def test_a_str_or_a_dict_as_args_is_refused_naming_the_fix(args: object, fix: str) -> None:
+    # Job.create did list(args): "a@b" went out as ['a', '@', 'b'], a dict as its keys.
+    with pytest.raises(ArgumentTypeError) as raised:
+        Job.create("SendEmail", args, jid_factory=lambda: JID)  # type: ignore[arg-type]
+    assert str(raised.value).endswith(fix)
+
+
+def test_a_huge_args_value_is_quoted_short() -> None:
+    with pytest.raises(ArgumentTypeError) as raised:
+        Job.create("T", "x" * 100_000, jid_factory=lambda: JID)  # type: ignore[arg-type]
+    assert len(str(raised.value)) < 300
 
 
 # -- queue -----------------------------------------------------------------------------------
@@ -106,15 +160,45 @@ def test_invalid_queue_names(name: object) -> None:
 # -- integers --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("value", [0, 60, MAX_RESERVE_FOR, -5])
-def test_reserve_for_up_to_a_day(value: int) -> None:
+@pytest.mark.parametrize("value", [MIN_RESERVE_FOR, 61, 1800, MAX_RESERVE_FOR])
+def test_reserve_for_from_a_minute_up_to_a_day(value: int) -> None:
     assert job(reserve_for=value).reserve_for == value
 
 
-@pytest.mark.parametrize("value", [MAX_RESERVE_FOR + 1, 10**9, True, 60.0, "60"])
-def test_reserve_for_over_a_day_or_not_an_int(value: object) -> None:
-    with pytest.raises(LocalProtocolError, match="reserve_for"):
+@pytest.mark.parametrize("value", [MAX_RESERVE_FOR + 1, 10**9])
+def test_reserve_for_over_a_day_is_refused(value: object) -> None:
+    with pytest.raises(ArgumentError, match=r"^reserve_for must be from 60 to 86400"):
         job(reserve_for=value)
+
+
+@pytest.mark.parametrize("value", [True, 60.0, "60"])
+def test_reserve_for_not_an_int_is_a_type_error(value: object) -> None:
+    with pytest.raises(ArgumentTypeError, match=r"^reserve_for must be an integer or None"):
+        job(reserve_for=value)
+
+
+@pytest.mark.parametrize("value", [59, 10, 0, -5])
+def test_reserve_for_under_a_minute_is_refused_saying_what_the_server_would_do(
+    value: int,
+) -> None:
+    # The server silently raises it to 60: the job would stay reserved longer than asked.
+    for build in (
+        lambda: job(reserve_for=value),
+        lambda: Job.create("T", jid_factory=lambda: JID, reserve_for=value),
+    ):
+        with pytest.raises(ArgumentError) as raised:
+            build()
+        assert str(raised.value) == (
+            f"reserve_for must be from 60 to 86400, got {value} (None: the server's 1800; "
+            "it would raise less than 60 to 60)"
+        )
+    assert MIN_RESERVE_FOR == 60
+
+
+def test_a_fetched_job_may_carry_a_reserve_for_under_a_minute() -> None:
+    # Another client may have pushed it; refusing it would FAIL a valid job as InvalidJob.
+    assert Job.from_wire(wire(reserve_for=10)).reserve_for == 10
+    assert Job.from_wire(wire(reserve_for=0)).reserve_for == 0
 
 
 @pytest.mark.parametrize("value", [None, -1, 0, 25, 10**6])
@@ -166,10 +250,45 @@ def test_empty_at_means_now() -> None:
     assert job(at="").at is None
 
 
-@pytest.mark.parametrize("at", ["tomorrow", "2026-13-01T00:00:00Z", 1700000000, 1.5, ["x"]])
+@pytest.mark.parametrize("at", ["tomorrow", "2026-13-01T00:00:00Z"])
 def test_at_that_is_not_a_timestamp(at: object) -> None:
-    with pytest.raises(LocalProtocolError, match="at "):
+    with pytest.raises(ArgumentError, match=r"^at is not an RFC 3339 timestamp"):
         job(at=at)
+
+
+@pytest.mark.parametrize("at", [1700000000, 1.5, ["x"]])
+def test_at_of_another_type_is_a_type_error(at: object) -> None:
+    with pytest.raises(ArgumentTypeError, match=r"^at must be a timezone-aware datetime, got"):
+        job(at=at)
+
+
+@pytest.mark.parametrize(
+    ("offset", "wire_at"),
+    [
+        (timedelta(hours=5, minutes=30, seconds=15), "2026-07-01T04:29:45+00:00"),
+        (timedelta(seconds=-1), "2026-07-01T10:00:01+00:00"),
+        (timedelta(minutes=-75, microseconds=-5), "2026-07-01T11:15:00.000005+00:00"),
+    ],
+)
+def test_an_offset_with_seconds_is_sent_as_the_same_instant_in_utc(
+    offset: timedelta, wire_at: str
+) -> None:
+    # isoformat writes "+05:30:15", which is not RFC 3339 and which the server refuses.
+    at = datetime(2026, 7, 1, 10, 0, tzinfo=timezone(offset))
+    j = job(at=at)
+    assert j.at == at  # the same instant...
+    assert j.at is not None
+    assert j.at.utcoffset() == timedelta(0)  # ...in UTC, from when the job is built
+    assert j.to_wire()["at"] == wire_at
+    assert json.loads(Push(job=j).encode()[5:])["at"] == wire_at
+
+
+@pytest.mark.parametrize("minutes", [0, 120, -210, 23 * 60 + 59])
+def test_an_offset_of_whole_minutes_is_kept(minutes: int) -> None:
+    zone = timezone(timedelta(minutes=minutes))
+    j = job(at=datetime(2026, 7, 1, 10, 0, tzinfo=zone))
+    assert j.at is not None
+    assert j.at.tzinfo is zone
 
 
 # -- custom and server fields ----------------------------------------------------------------
@@ -244,8 +363,12 @@ def test_create_takes_the_jid_from_the_factory() -> None:
     assert (second.jid, second.args) == ("jid-000000000002", [])
 
 
-def test_create_accepts_any_iterable_of_args() -> None:
-    assert Job.create("A", (x * 2 for x in range(3)), jid_factory=lambda: JID).args == [0, 2, 4]
+def test_create_takes_a_list_as_is_and_a_tuple_as_a_list() -> None:
+    args = [1, "two"]
+    assert Job.create("A", args, jid_factory=lambda: JID).args is args  # no copy
+    made = Job.create("A", (1, "two"), jid_factory=lambda: JID)
+    assert made.args == args
+    assert type(made.args) is list
 
 
 def test_create_validates_the_factory_result() -> None:
@@ -557,7 +680,7 @@ def test_the_scanner_stops_reading_once_done() -> None:
     ("wire_fields", "needle"),
     [
         ({"jobtype": "x" * 100_000}, None),
-        ({"queue": ["q"] * 100_000}, "queue names must match"),
+        ({"queue": ["q"] * 100_000}, r"queue must be a queue name \(a string\), got \['q'"),
         ({"retry": "r" * 100_000}, "retry must be int"),
         ({"at": "t" * 100_000}, "RFC 3339"),
     ],

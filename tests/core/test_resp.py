@@ -10,13 +10,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faktory_core import NEED_DATA, LocalProtocolError, RemoteProtocolError, ReplyParser
+from faktory_core import (
+    NEED_DATA,
+    ArgumentError,
+    ArgumentTypeError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ReplyParser,
+    _resp,
+)
 from faktory_core._resp import (
     DEFAULT_MAX_REPLY_SIZE,
     ErrorReply,
     OversizedBulk,
     command_line,
     dump_json,
+    encode_json,
 )
 
 from .strategies import (
@@ -615,9 +624,35 @@ def test_size_errors_name_the_setting_to_change() -> None:
             parser.next_reply()
 
 
-def test_dump_json_names_what_it_could_not_encode() -> None:
-    with pytest.raises(LocalProtocolError, match="the payload cannot be encoded as JSON"):
+def test_dump_json_names_what_it_could_not_encode_where_and_the_fix() -> None:
+    with pytest.raises(ArgumentTypeError) as raised:
         dump_json({"k": {1}}, "the payload")
+    assert str(raised.value) == (
+        "the payload: k is a set, which JSON cannot encode: send a list (sorted(...))"
+    )
+    with pytest.raises(ArgumentError) as nan:
+        dump_json([1, math.nan], "the payload")
+    assert str(nan.value) == (
+        "the payload: [1] is nan, which JSON cannot encode: send None or a string"
+    )
+    with pytest.raises(ArgumentTypeError, match=r"^the value is an object, which JSON cannot"):
+        dump_json(object())
+
+
+def test_a_valid_value_is_never_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The path of the culprit is looked for only on failure: pushing valid jobs costs nothing.
+    def walked(*_: object, **__: object) -> None:
+        raise AssertionError("walked")
+
+    monkeypatch.setattr(_resp, "_culprit", walked)
+    assert dump_json({"args": [1, "é", [None]]}) == '{"args":[1,"é",[null]]}'
+    assert encode_json({"args": ["é"]}) == '{"args":["é"]}'.encode()
+
+
+def test_encode_json_names_a_lone_surrogate() -> None:
+    assert encode_json({"a": ["é"]}) == '{"a":["é"]}'.encode()
+    with pytest.raises(ArgumentError, match=r"^the job: args\[0\] is a string with a lone"):
+        encode_json({"args": ["\udcff"]}, "the job")
 
 
 @pytest.mark.parametrize("first", [b"\x16", b"H", b"*", b"\r", b" "])

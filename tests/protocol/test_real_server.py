@@ -5,13 +5,16 @@ Each test isolates itself with its own queue names; none depends on another's le
 
 from __future__ import annotations
 
+import json
+import socket
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
-from faktory_core import ClientInfo, Command, Event, Job
+from faktory_core import ArgumentError, ClientInfo, Command, Event, Job
 from faktory_core.commands import (
     ALL_QUEUES,
     DEFAULT_RETRY,
@@ -242,6 +245,78 @@ def test_scheduled_job_keeps_its_time(client: BlockingClient, worker: BlockingCl
     fetched = fetch_one(worker, queue)
     assert (fetched.jid, fetched.at) == (job.jid, at)
     worker.ask(Ack(jid=job.jid))
+
+
+def raw_reply(server: FaktoryServer, line: bytes) -> bytes:
+    """The server's reply line to ``line``, sent as is by a producer (no checks of ours)."""
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        replies = sock.makefile("rb")
+        assert replies.readline().startswith(b"+HI ")
+        sock.sendall(b'HELLO {"v":2}\r\n')
+        assert replies.readline() == b"+OK\r\n"
+        sock.sendall(line + b"\r\n")
+        return replies.readline()
+
+
+def test_an_at_whose_offset_has_seconds_is_scheduled_at_the_same_instant(
+    faktory_server: FaktoryServer, client: BlockingClient, worker: BlockingClient
+) -> None:
+    queue = unique("q")
+    zone = timezone(timedelta(hours=5, minutes=30, seconds=15))
+    at = (datetime.now(UTC) + timedelta(hours=1)).astimezone(zone)
+    # isoformat writes the offset as "+05:30:15", which the server refuses...
+    raw = {"jid": unique("jid"), "jobtype": "Probe", "args": [], "queue": queue}
+    refused = raw_reply(
+        faktory_server, b"PUSH " + json.dumps({**raw, "at": at.isoformat()}).encode()
+    )
+    assert refused.startswith(b"-ERR invalid timestamp for 'at'")
+    # ...so the job sends the same instant in UTC.
+    job = new_job(queue, at=at)
+    push = Push(job=job)
+    ok(client.ask(push), push)
+    assert queue not in queue_sizes(client)  # scheduled, not enqueued
+    requeue = Mutate(operation="requeue", target="scheduled", jids=[job.jid])
+    ok(client.ask(requeue), requeue)  # scheduled at the instant: requeued now to read it back
+    fetched = fetch_one(worker, queue)
+    assert fetched.jid == job.jid
+    assert fetched.at == at  # the instant asked for, to the microsecond
+    worker.ask(Ack(jid=job.jid))
+
+
+def working_set(server: FaktoryServer) -> list[dict[str, Any]]:
+    """The server's reservations, read from its Redis (Faktory 1.9.4 keeps them in the sorted
+    set "working"): what FETCH reserved, and until when."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(server.directory / "db" / "redis.sock"))
+        sock.sendall(b"*4\r\n$6\r\nZRANGE\r\n$7\r\nworking\r\n$1\r\n0\r\n$2\r\n-1\r\n")
+        replies = sock.makefile("rb")
+        count = int(replies.readline()[1:])
+        entries = []
+        for _ in range(count):
+            size = int(replies.readline()[1:])
+            entries.append(json.loads(replies.read(size + 2)))
+        return entries
+
+
+def test_the_server_raises_a_reserve_for_under_60_to_60(
+    faktory_server: FaktoryServer, client: BlockingClient, worker: BlockingClient
+) -> None:
+    # Why Job refuses reserve_for < 60 (MIN_RESERVE_FOR): the server would keep it 60 s.
+    with pytest.raises(ArgumentError, match="it would raise less than 60 to 60"):
+        new_job(unique("q"), reserve_for=10)
+    queue = unique("q")
+    # Another client may push one: a fetched job with reserve_for 10 is still a valid job.
+    pushed = Job.from_wire({"jid": unique("jid"), "jobtype": "Probe", "args": [], "queue": queue,
+                            "reserve_for": 10})  # fmt: skip
+    ok(client.ask(Push(job=pushed)), Push(job=pushed))
+    fetched = fetch_one(worker, queue)
+    assert (fetched.jid, fetched.reserve_for) == (pushed.jid, 10)
+    (reservation,) = [r for r in working_set(faktory_server) if r["job"]["jid"] == pushed.jid]
+    reserved = datetime.fromisoformat(reservation["reserved_at"])
+    expires = datetime.fromisoformat(reservation["expires_at"])
+    assert expires - reserved == timedelta(seconds=60)
+    worker.ask(Ack(jid=fetched.jid))
 
 
 def test_mutate_filters_with_spaces_kill_and_discard(
