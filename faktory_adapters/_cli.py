@@ -1,17 +1,18 @@
 """The ``faktory-worker`` command (also ``python -m faktory_adapters``).
 
-It imports the modules named with ``-r``, includes every :class:`~faktory_adapters.Jobs` they
-define in a Worker of the chosen adapter, checks that the server answers, and runs the worker
-with its signals: TERM/INT stop (a second one aborts at once), TSTP quiets, TTIN logs stacks.
-``--processes N`` runs N such workers under a supervisor; ``--watch`` restarts the worker when
-a ``.py`` file changes.
+It imports the modules named with ``-r``, takes the Worker one of them defines (with the
+options given on the command line over its own) or makes one of the chosen adapter, includes
+every :class:`~faktory_adapters.Jobs` they define, checks that the server answers, and runs
+the worker with its signals: TERM/INT stop (a second one aborts at once), TSTP quiets, TTIN
+logs stacks. ``--processes N`` runs N such workers under a supervisor; ``--watch`` restarts
+the worker when a ``.py`` file changes.
 
 Exit codes (names in ``faktory_adapters._exits``):
 
 - 0 (``EXIT_CLEAN``): the worker stopped cleanly.
 - 1 (``EXIT_ABORTED``): jobs still running at the shutdown timeout were aborted.
 - 2 (``EXIT_USAGE``): bad configuration: an invalid option, a handler module that fails to
-  import, no handlers found.
+  import, no handlers found, a conflict between the options and a Worker named with ``-r``.
 - 3 (``EXIT_UNREACHABLE``): the server cannot be reached or refuses the handshake.
 - 4 (``EXIT_CRASHED``): the worker crashed (its traceback is logged).
 - 128+N: (``--processes``, ``--watch``) a worker process was killed by signal N.
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 import signal
@@ -44,18 +47,24 @@ from ._exits import (
     UsageError,
 )
 from ._jobs import Jobs
+from ._worker_base import WorkerBase  # imports no runtime
 
 __all__ = [
+    "Handlers",
     "build_parser",
     "check_server",
-    "import_jobs",
+    "given_options",
+    "import_handlers",
     "main",
+    "make_worker",
     "parse_queues",
 ]
 
 PROG: Final = "faktory-worker"
 
 ADAPTERS: Final = ("asyncio", "thread", "gevent")
+#: The adapter of the Worker the command makes when no -r module defines one.
+DEFAULT_ADAPTER: Final = "asyncio"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: The reachability check's two bounds: on opening the connection (TCP, TLS and the Faktory
 #: handshake together), then on the whole INFO reply. So it ends within twice this.
@@ -66,12 +75,21 @@ _IMPORTLIB: Final = os.path.dirname(importlib.__file__)
 _log: Final = logging.getLogger("faktory.cli")
 
 _EPILOG: Final = f"""\
+a Worker in a -r module:
+  -r MODULE runs the Worker defined at the top level of MODULE, if there is one (name it with
+  -r MODULE:ATTRIBUTE), as it is configured: its middleware, hooks, time limits, TLS context
+  and heartbeat settings. The options given here (--url, -q, -c, --shutdown-timeout,
+  --abort-grace, -l, --burst) override its own; those not given keep its values. The Jobs of
+  the -r modules are included in it. It runs on its own adapter. A conflict exits {EXIT_USAGE}:
+  --adapter naming another adapter, two Workers, two handlers for one job type, or an option
+  the Worker's settings refuse (a tcp:// --url for a Worker with an ssl_context).
+
 exit codes:
   {EXIT_CLEAN}  the worker stopped cleanly (after TERM/INT, a terminate from the server, or
      --burst once the queues are empty)
   {EXIT_ABORTED}  jobs still running at the shutdown timeout were aborted (and FAILed: they retry)
   {EXIT_USAGE}  bad configuration: an invalid option, a handler module that fails to import,
-     no handlers found, weighted and unweighted queues mixed
+     no handlers found, weighted and unweighted queues mixed, a conflict with a Worker
   {EXIT_UNREACHABLE}  the server cannot be reached or refuses the handshake (connection refused or
      timed out, TLS error, wrong password)
   {EXIT_CRASHED}  the worker crashed (its traceback is logged)
@@ -80,6 +98,23 @@ exit codes:
 
 signals: TERM/INT stop (a second one aborts at once), TSTP quiets, TTIN logs running jobs
 """
+
+#: The Worker keywords the command line sets, by option (argparse's dest). Their default is
+#: None, "not given": a Worker named with -r keeps its own value, and a Worker the command
+#: makes takes the Worker's default, which --help shows.
+WORKER_KEYWORDS: Final = {
+    "url": "url",
+    "queue": "queues",
+    "concurrency": "concurrency",
+    "shutdown_timeout": "shutdown_timeout",
+    "abort_grace": "abort_grace",
+    "label": "labels",
+    "burst": "burst",
+}
+_DEFAULTS: Final = {
+    name: parameter.default
+    for name, parameter in inspect.signature(WorkerBase.__init__).parameters.items()
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,54 +165,53 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         action="append",
         default=[],
-        help="import MODULE (repeatable) and run every faktory_adapters.Jobs defined at its top "
-        "level; MODULE:ATTRIBUTE names one Jobs. The current directory is searched first",
+        help="import MODULE (repeatable) and run the Worker and every faktory_adapters.Jobs "
+        "defined at its top level; MODULE:ATTRIBUTE names one Worker or Jobs. The current "
+        "directory is searched first",
     )
     add(
         "--adapter",
         choices=ADAPTERS,
-        default="asyncio",
-        help="the runtime jobs run on (default: %(default)s)",
+        help=f"the runtime jobs run on (default: {DEFAULT_ADAPTER}; a Worker named with -r runs "
+        "on its own, and naming another is an error)",
     )
     add(
         "-q",
         "--queue",
         metavar="NAME[:WEIGHT]",
         action="append",
-        default=[],
-        help="a queue to fetch from (repeatable; default: default). Without weights, queues "
-        "are fetched in strict priority order; give weights to all queues or to none",
+        help="a queue to fetch from (repeatable; default: default, or the Worker's). Without "
+        "weights, queues are fetched in strict priority order; give weights to all queues or "
+        "to none",
     )
     add(
         "-c",
         "--concurrency",
         metavar="N",
         type=_positive_int,
-        default=10,
-        help="jobs run at the same time (default: %(default)s)",
+        help=f"jobs run at the same time (default: {_DEFAULTS['concurrency']}, or the Worker's)",
     )
     add(
         "--shutdown-timeout",
         metavar="SECONDS",
         type=_seconds,
-        default=25.0,
         help="after TERM/INT, how long running jobs may take to finish before they are "
-        "aborted (default: %(default)g)",
+        f"aborted (default: {_DEFAULTS['shutdown_timeout']:g}, or the Worker's)",
     )
     add(
         "--abort-grace",
         metavar="SECONDS",
         type=_seconds,
-        default=3.0,
-        help="how long aborted jobs get to clean up before the worker exits (default: %(default)g)",
+        help="how long aborted jobs get to clean up before the worker exits "
+        f"(default: {_DEFAULTS['abort_grace']:g}, or the Worker's)",
     )
     add(
         "-l",
         "--label",
         metavar="LABEL",
         action="append",
-        default=[],
-        help="a label shown in the Web UI (repeatable; default: python and the adapter)",
+        help="a label shown in the Web UI (repeatable; default: python and the adapter, or the "
+        "Worker's)",
     )
     add(
         "--log-level",
@@ -189,28 +223,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--url",
-        help="the server, tcp://[:PASSWORD@]HOST[:PORT] or tcp+tls://... (default: the env var "
-        "FAKTORY_URL, or the one FAKTORY_PROVIDER names, else tcp://localhost:7419). A "
-        "password given here shows in the process list: prefer the environment. TLS "
-        "certificates are verified against the system's CAs, or those in the file the env var "
-        "SSL_CERT_FILE names",
+        help="the server, tcp://[:PASSWORD@]HOST[:PORT] or tcp+tls://... (default: the "
+        "Worker's, else the env var FAKTORY_URL, or the one FAKTORY_PROVIDER names, else "
+        "tcp://localhost:7419). A password given here shows in the process list: prefer the "
+        "environment. TLS certificates are verified against the system's CAs, or those in the "
+        "file the env var SSL_CERT_FILE names (a Worker's ssl_context, if it has one)",
     )
     add(
         "--burst",
         action="store_true",
+        default=None,
         help="work until the queues are empty, then stop cleanly",
     )
     add(
         "--watch",
         action="store_true",
         help="for development: restart the worker when a .py file changes under the "
-        "directories of the -r modules",
+        "directories of the -r modules. The watcher imports nothing: each worker process "
+        f"imports the modules and checks the server (if the first cannot use it, exit "
+        f"{EXIT_UNREACHABLE}; after a failed import it waits for a change)",
     )
     add(
         "--check",
         action="store_true",
-        help="only check the options and that the server answers (no module is imported, no "
-        f"worker started); exit {EXIT_CLEAN}, or {EXIT_UNREACHABLE} with the reason",
+        help="only check the options and that the server answers, and start no worker: with "
+        "-r, import the modules, make the worker as it would run (a Worker they define, with "
+        "the options given here) and check its server; without, check the server --url or the "
+        f"environment names. Exit {EXIT_CLEAN}, {EXIT_USAGE} for bad options or modules, or "
+        f"{EXIT_UNREACHABLE} with the reason",
     )
     add(
         "--processes",
@@ -218,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=1,
         help="run N worker processes under a supervisor that forwards signals and restarts "
-        "crashed ones (default: %(default)s)",
+        "crashed ones (default: %(default)s). The supervisor imports the -r modules and "
+        "checks the server once first; each worker process imports them again",
     )
     add("--version", action="version", version=f"{PROG} {_version()}")
     return parser
@@ -252,28 +293,29 @@ def parse_queues(specs: Sequence[str]) -> list[str] | dict[str, int]:
     return weights
 
 
-def _worker_options(options: argparse.Namespace) -> dict[str, Any]:
-    """The Worker keywords the options give, checked by the options' own class."""
-    from ._worker_base import WorkerBase  # imports no runtime
-
-    worker_options: dict[str, Any] = {
-        "url": options.url,
-        "queues": parse_queues(options.queue),
-        "concurrency": options.concurrency,
-        "shutdown_timeout": options.shutdown_timeout,
-        "abort_grace": options.abort_grace,
-        "labels": options.label or None,
-        "burst": options.burst,
+def given_options(options: argparse.Namespace) -> dict[str, Any]:
+    """The Worker keywords given on the command line; the others are left to the Worker."""
+    given = {
+        keyword: getattr(options, dest)
+        for dest, keyword in WORKER_KEYWORDS.items()
+        if getattr(options, dest) is not None
     }
+    if "queues" in given:
+        given["queues"] = parse_queues(given["queues"])
+    return given
+
+
+def _check_options(given: Mapping[str, Any]) -> None:
+    """Check the options given, as a Worker would, before any module is imported."""
     try:
-        WorkerBase(**worker_options)
+        WorkerBase(**given)
     except (ValueError, TypeError, core.ProtocolError) as error:  # the core's checks too
         raise UsageError(str(error)) from None
-    return worker_options
 
 
-def check_server(url: str | None) -> str:
-    """Connect and handshake with the thread adapter's Client; the server's version.
+def check_server(url: str | core.ServerURL | None, ssl_context: Any = None) -> str:
+    """Connect and handshake with the thread adapter's Client (with ``ssl_context``, a
+    Worker's, if given); the server's version.
 
     Raises UnreachableError with the reason in one line.
     """
@@ -282,7 +324,11 @@ def check_server(url: str | None) -> str:
     address = resolve_url(url)
     try:
         with Client(
-            address, pool_size=1, timeout=CHECK_TIMEOUT, connect_timeout=CHECK_TIMEOUT
+            address,
+            pool_size=1,
+            timeout=CHECK_TIMEOUT,
+            connect_timeout=CHECK_TIMEOUT,
+            ssl_context=ssl_context,
         ) as client:
             info = client.info()
     except Exception as error:
@@ -292,13 +338,19 @@ def check_server(url: str | None) -> str:
     return str(server.get("faktory_version", "?")) if isinstance(server, Mapping) else "?"
 
 
-def import_jobs(names: Sequence[str]) -> list[Jobs]:
-    """Import the ``-r`` modules; the Jobs at their top level (or the named attributes)."""
-    from ._worker_base import WorkerBase
+@dataclasses.dataclass(frozen=True)
+class Handlers:
+    """What the ``-r`` modules define: Workers and Jobs, each by where it was found
+    (``module:attribute``), each object once."""
 
-    found: dict[int, Jobs] = {}  # by identity: one Jobs can be imported by several modules
-    workers: list[str] = []
-    for name in names:
+    workers: dict[str, WorkerBase]
+    jobs: dict[str, Jobs]
+
+
+def import_handlers(names: Sequence[str]) -> Handlers:
+    """Import the ``-r`` modules; the Workers and Jobs at their top level (or named)."""
+    found: dict[int, tuple[str, WorkerBase | Jobs]] = {}  # by identity: one can be imported
+    for name in names:  # by several modules
         module_name, _, attribute = name.partition(":")
         try:
             module = importlib.import_module(module_name)
@@ -308,29 +360,78 @@ def import_jobs(names: Sequence[str]) -> list[Jobs]:
             if not hasattr(module, attribute):
                 raise UsageError(f"module {module_name!r} has no attribute {attribute!r}")
             value = getattr(module, attribute)
-            if not isinstance(value, Jobs):
+            if not isinstance(value, (Jobs, WorkerBase)):
                 kind = type(value).__name__
-                raise UsageError(f"{name} is not a faktory_adapters.Jobs (its type is {kind})")
-            found[id(value)] = value
-            continue
-        for key, value in vars(module).items():
-            if isinstance(value, Jobs):
-                found[id(value)] = value
-            elif isinstance(value, WorkerBase):
-                workers.append(f"{module_name}.{key}")
-    jobs = [registry for registry in found.values() if len(registry)]
-    if not jobs:
-        hint = (
-            f" ({', '.join(workers)} is a Worker: this command makes its own, so register "
-            "the handlers on a Jobs and include it in yours with worker.include(jobs))"
-            if workers
-            else ""
-        )
+                raise UsageError(
+                    f"{name} is not a faktory_adapters.Jobs or a Worker (its type is {kind})"
+                )
+            candidates = {name: value}
+        else:
+            candidates = {f"{module_name}:{key}": value for key, value in vars(module).items()}
+        for where, value in candidates.items():
+            if isinstance(value, (Jobs, WorkerBase)):
+                found.setdefault(id(value), (where, value))
+    return Handlers(
+        workers={where: value for where, value in found.values() if isinstance(value, WorkerBase)},
+        jobs={where: value for where, value in found.values() if isinstance(value, Jobs)},
+    )
+
+
+def make_worker(options: argparse.Namespace, given: Mapping[str, Any]) -> WorkerBase:
+    """The worker the command runs: the Worker the ``-r`` modules define, with the options
+    given over its own, or one of the chosen adapter with them; every Jobs of the modules
+    included. Every conflict is a UsageError."""
+    handlers = import_handlers(options.require)
+    registries = {where: jobs for where, jobs in handlers.jobs.items() if len(jobs)}
+    if len(handlers.workers) > 1:
         raise UsageError(
-            f"no job handlers found in {', '.join(names)}: register them on a "
-            f"faktory_adapters.Jobs at the top level of a module{hint}"
+            f"{' and '.join(handlers.workers)} are Workers: the command runs one, so name it "
+            "with -r MODULE:ATTRIBUTE"
         )
-    return jobs
+    if handlers.workers:
+        ((target, worker),) = handlers.workers.items()
+        if options.adapter is not None and options.adapter != worker.runtime:
+            raise UsageError(
+                f"--adapter {options.adapter} conflicts with {target}, a Worker of the "
+                f"{worker.runtime} adapter, which it runs on: drop --adapter or change the Worker"
+            )
+        try:
+            worker._reconfigure(**given)
+        except (ValueError, TypeError, core.ProtocolError) as error:
+            raise UsageError(f"the options given cannot apply to {target}: {error}") from None
+    elif registries:
+        worker = _import_adapter(options.adapter or DEFAULT_ADAPTER).Worker(**given)
+        target = "the worker"
+    else:
+        raise _no_handlers(options.require)
+    for where, jobs in registries.items():
+        try:
+            worker.include(jobs)
+        except ValueError as error:
+            raise UsageError(f"cannot include {where} in {target}: {error}") from None
+    if not len(worker._jobs):
+        raise _no_handlers(options.require)
+    if handlers.workers:
+        overrides = f", with {', '.join(given)} from the command line" if given else ""
+        _log.info("using the Worker %s (%s adapter)%s", target, worker.runtime, overrides)
+    return worker
+
+
+def _no_handlers(names: Sequence[str]) -> UsageError:
+    return UsageError(
+        f"no job handlers found in {', '.join(names)}: register them on a "
+        "faktory_adapters.Jobs or a Worker at the top level of a module"
+    )
+
+
+def _import_adapter(name: str) -> Any:
+    try:
+        return importlib.import_module(f"faktory_adapters.{name}")
+    except ImportError as error:
+        raise UsageError(
+            f"the {name} adapter cannot be imported ({error}); "
+            f"install it with: pip install 'faktory-sansio[{name}]'"
+        ) from None
 
 
 def _describe(error: Exception) -> str:
@@ -362,50 +463,33 @@ def _without(argv: Sequence[str], option: str, *, takes_value: bool) -> list[str
     return kept
 
 
-def _run_worker(options: argparse.Namespace, worker_options: dict[str, Any]) -> int:
-    jobs = import_jobs(options.require)
-    check_server(options.url)
-    try:
-        adapter = importlib.import_module(f"faktory_adapters.{options.adapter}")
-    except ImportError as error:
-        raise UsageError(
-            f"the {options.adapter} adapter cannot be imported ({error}); "
-            f"install it with: pip install 'faktory-sansio[{options.adapter}]'"
-        ) from None
-    worker = adapter.Worker(**worker_options)
-    try:
-        for registry in jobs:
-            worker.include(registry)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
+    given = given_options(options)
+    _check_options(given)
+    if not (options.require or options.check):
+        raise UsageError("no job handlers: name the modules that register them with -r MODULE")
+    if options.watch and not options.check:
+        from ._watch import watch, watched_directories
+
+        # Nothing is imported here: a module being edited may not import yet.
+        directories = watched_directories(options.require)
+        return watch(_without(argv, "--watch", takes_value=False), directories)
+    worker = make_worker(options, given) if options.require else None
+    url = resolve_url(given.get("url")) if worker is None else worker._url
+    version = check_server(url, None if worker is None else worker._ssl_context)
+    if options.check or worker is None:  # without -r, only --check comes this far
+        print(f"{PROG}: ok: Faktory {version} at {url}")
+        return EXIT_CLEAN
+    if options.processes > 1:
+        from ._supervisor import supervise
+
+        return supervise(_without(argv, "--processes", takes_value=True), options.processes)
     try:
         code: int = worker.run()
     except Exception:
         _log.exception("the worker crashed")
         return EXIT_CRASHED
     return code
-
-
-def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
-    worker_options = _worker_options(options)
-    if options.check:
-        version = check_server(options.url)
-        print(f"{PROG}: ok: Faktory {version} at {resolve_url(options.url)}")
-        return EXIT_CLEAN
-    if not options.require:
-        raise UsageError("no job handlers: name the modules that register them with -r MODULE")
-    if options.watch:
-        from ._watch import watch, watched_directories
-
-        directories = watched_directories(options.require)
-        check_server(options.url)
-        return watch(_without(argv, "--watch", takes_value=False), directories)
-    if options.processes > 1:
-        from ._supervisor import supervise
-
-        check_server(options.url)
-        return supervise(_without(argv, "--processes", takes_value=True), options.processes)
-    return _run_worker(options, worker_options)
 
 
 @contextlib.contextmanager

@@ -3,8 +3,11 @@
 The worker runs in a child process. Every :data:`POLL_INTERVAL` the watcher compares the
 modification times of the ``.py`` files under the watched directories (no dependency, no
 inotify); on a change it sends the worker TERM, waits for it to stop, and starts a new one.
-A worker that exits by itself (a syntax error, say) is started again at the next change.
-TERM or INT stop the worker and the watcher, which exits with the worker's code.
+A worker that exits by itself (a syntax error, say) is started again at the next change. The
+watcher imports none of the modules (one being edited may not import yet), so the worker
+process checks the server: if the first one exits with 3, the server cannot be used, which no
+change of a file fixes, and the watcher exits with 3 too. TERM or INT stop the worker and the
+watcher, which exits with the worker's code.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from ._exits import UsageError
+from ._exits import EXIT_UNREACHABLE, UsageError
 from ._supervisor import FORWARDED, SignalInbox, exit_code, spawn
 
 __all__ = ["POLL_INTERVAL", "snapshot", "watch", "watched_directories"]
@@ -90,6 +93,7 @@ def watch(argv: Sequence[str], directories: Sequence[str]) -> int:
     files = snapshot(directories)
     code = 0
     stopping = restarting = False
+    first = True  # the first worker process has not exited yet
     with SignalInbox(FORWARDED) as inbox:
         worker: subprocess.Popen[bytes] | None = spawn(argv)
         while True:
@@ -102,6 +106,9 @@ def watch(argv: Sequence[str], directories: Sequence[str]) -> int:
             if worker is not None and worker.poll() is not None:
                 code = exit_code(worker.returncode)
                 worker = None
+                if first and code == EXIT_UNREACHABLE and not stopping:
+                    return code  # it said why: the server cannot be used
+                first = False
                 if not (stopping or restarting):
                     _log.info("the worker exited with %d; waiting for a change", code)
             if stopping:

@@ -193,6 +193,10 @@ class WorkerBase(Registrar):
         self._hooks["shutdown"].append(hook)
         return hook
 
+    def run(self) -> int:
+        """Serve until stopped, handling the signals; the exit code (each adapter's own)."""
+        raise NotImplementedError
+
     def quiet(self) -> None:
         """Stop fetching; running jobs finish. Safe to call from any thread."""
         self._post(QuietRequested(source="api"))

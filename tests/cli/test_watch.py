@@ -11,7 +11,7 @@ import pytest
 
 from faktory_adapters.thread import Client
 from tests.cli.command import Command
-from tests.cli.test_cli import token
+from tests.cli.test_cli import closed_port, token
 from tests.support.server import FaktoryServer
 
 pytestmark = pytest.mark.server
@@ -30,6 +30,25 @@ print("loaded", os.getpid(), flush=True)
 def record(token):
     print("ran", token, os.getpid(), flush=True)
 """
+# The same as a configured Worker, whose startup hook shows it runs as defined.
+WORKER_MODULE = """\
+import os
+
+from faktory_adapters.thread import Worker
+
+worker = Worker(queues=["never-fetched"])
+print("loaded", os.getpid(), flush=True)
+
+
+@worker.on_startup
+def started():
+    print("startup", os.getpid(), flush=True)
+
+
+@worker.register("WatchRecord")
+def record(token):
+    print("ran", token, os.getpid(), flush=True)
+"""
 
 
 def touch(path: Path) -> None:
@@ -38,9 +57,12 @@ def touch(path: Path) -> None:
     os.utime(path, ns=(mtime, mtime))
 
 
-def test_a_changed_file_restarts_the_worker(faktory_server: FaktoryServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("module", [MODULE, WORKER_MODULE], ids=["jobs", "worker"])
+def test_a_changed_file_restarts_the_worker(
+    faktory_server: FaktoryServer, tmp_path: Path, module: str
+) -> None:
     queue = f"cli-{uuid.uuid4().hex[:10]}"
-    (tmp_path / "watched_jobs.py").write_text(MODULE)
+    (tmp_path / "watched_jobs.py").write_text(module)
     (tmp_path / "helpers").mkdir()
     helper = tmp_path / "helpers" / "util.py"
     helper.write_text("")
@@ -56,6 +78,9 @@ def test_a_changed_file_restarts_the_worker(faktory_server: FaktoryServer, tmp_p
         assert int(command.expect(f"^ran {job} (\\d+)")[1]) == second_pid
         command.send(signal.SIGTERM)
         assert command.wait() == 0
+    if module == WORKER_MODULE:  # the Worker's hook ran in both worker processes
+        assert f"startup {first_pid}" in command.lines
+        assert f"startup {second_pid}" in command.lines
 
 
 def test_a_worker_that_fails_to_start_is_started_again_at_the_next_change(
@@ -82,3 +107,14 @@ def test_the_snapshot_skips_environments_caches_and_hidden_folders(tmp_path: Pat
         (tmp_path / folder / "module.py").write_text("")
     (tmp_path / "venv" / "pyvenv.cfg").write_text("")
     assert list(snapshot([str(tmp_path)])) == [str(tmp_path / "app" / "module.py")]
+
+
+def test_a_server_the_first_worker_process_cannot_use_ends_the_watcher_with_3(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "watched_jobs.py").write_text(MODULE)
+    url = f"tcp://127.0.0.1:{closed_port()}"
+    with Command("--watch", "-r", "watched_jobs", "--url", url, cwd=tmp_path) as command:
+        assert command.wait() == 3  # no change of a file can fix that: no waiting for one
+    assert "connection refused" in command.output
+    assert "waiting for a change" not in command.output
