@@ -11,6 +11,7 @@ from its own thread: a runtime kept busy by its jobs must not starve the heartbe
 
 from __future__ import annotations
 
+from logging import INFO  # a level number only: the core does no logging
 from typing import Final
 
 from ._config import WorkerConfig
@@ -26,7 +27,6 @@ from .machine_io import (
     Finished,
     MachineInput,
     MemoryUsage,
-    Notice,
     PhaseReported,
     ServerStateChanged,
     Start,
@@ -47,7 +47,13 @@ _RANK: Final = {None: 0, WorkerState.RUNNING: 0, WorkerState.QUIET: 1, WorkerSta
 
 
 class Heartbeat(LinkMachine[Link]):
-    """BEATs for one worker process; feed it inputs with :meth:`handle`."""
+    """BEATs for one worker process; feed it inputs with :meth:`handle`.
+
+    Its connection trouble starts with an INFO notice, not a WARNING: the job links of the
+    same process warn once for the same trouble.
+    """
+
+    _trouble_level = INFO
 
     def __init__(
         self,
@@ -116,10 +122,10 @@ class Heartbeat(LinkMachine[Link]):
             text = f"{event.code} {event.message}"
             if isinstance(event.command, Beat) and event.kind is ServerErrorKind.UNKNOWN_WORKER:
                 # Register again at once; if the server keeps forgetting us, back off.
-                self._emit(Notice(message=f"heartbeat refused ({text}); registering again"))
                 again = self._forgotten > 0
                 self._forgotten += 1
-                self._drop(link, now, "unknown worker", backoff=again)
+                message = f"heartbeat refused ({text}); registering again"
+                self._drop(link, now, "unknown worker", backoff=again, message=message)
             else:
                 self._drop(link, now, f"server error: {text}")
 

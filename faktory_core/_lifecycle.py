@@ -39,7 +39,8 @@ EXIT_CLEAN: Final = 0
 #: Exit code after a stop that had to abort at least one job.
 EXIT_ABORTED: Final = 1
 #: Exit code after the server refused this worker for a reason that will not change by itself
-#: (a wrong password, an untrusted certificate): retrying could only hold jobs hostage.
+#: (a wrong password, an untrusted certificate): retrying could only hold jobs hostage. Also
+#: a burst worker's whose links could not connect or handshake before the server accepted one.
 EXIT_REFUSED: Final = 3
 
 
@@ -65,7 +66,10 @@ class Trigger(enum.Enum):
     STOP = "stop requested (signal or API)"
     SERVER_TERMINATE = "the server said terminate (BEAT reply)"
     ABORT = "abort requested: the code serving the worker was interrupted"
-    REFUSED = "the server refused the worker (wrong password, untrusted certificate)"
+    REFUSED = (
+        "the server refused the worker for good (wrong password, untrusted certificate), "
+        "or a burst worker cannot use it before any link was accepted"
+    )
     DEADLINE = "the shutdown timeout ran out"
     DRAINED = "no job running and no FETCH awaiting its reply"
     GRACE_OVER = "the abort grace period ran out"

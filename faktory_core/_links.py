@@ -5,6 +5,12 @@ ConnectionMade / DataReceived / ConnectionLost into protocol events on a :class:
 drops a link whose awaited reply is late, reconnects after a jittered backoff, and collects the
 bytes to write as :class:`Write` actions. The subclasses decide what to send and when.
 
+Connection trouble is an episode, not a line per failure: the first failure while every link
+was fine gives one :class:`Notice` at the machine's ``_trouble_level`` (the worker's WARNING,
+the heartbeat's INFO), with the reason and the next retry; later failures of the same episode
+come at DEBUG; once every link that should be up is READY again, one INFO notice says the
+connection is back and how long it was out. A link closed on purpose is no trouble.
+
 A link's :class:`LinkStatus` moves only by :data:`LINK_TRANSITIONS`, through
 :meth:`Link.move`: a pair missing from the table is a bug, reported as ``LocalProtocolError``.
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
+from logging import DEBUG, INFO, WARNING  # level numbers only: the core does no logging
 from typing import Any, ClassVar, Final, Generic, TypeAlias, TypeVar
 
 import attrs
@@ -154,12 +161,25 @@ class Link:
 
 L = TypeVar("L", bound=Link)
 
+#: Statuses in which a link is no trouble: serving, or closed on purpose.
+_SETTLED: Final = frozenset({LinkStatus.READY, LinkStatus.CLOSED})
+
+
+def _retrying(delay: float) -> str:
+    if delay <= 0:
+        return "retrying at once"
+    return f"retrying in {f'{delay:.2f}'.rstrip('0').rstrip('.')} s"
+
 
 class LinkMachine(Generic[L]):
     """Base of the worker and heartbeat machines: inputs in, actions out, links kept alive."""
 
     #: Input type -> handler; each subclass extends it.
     _inputs: ClassVar[dict[type[MachineInput], Callable[[Any, Any, float], None]]]
+    #: The level of the notice that starts a connection trouble episode.
+    _trouble_level: ClassVar[int] = WARNING
+    #: What the notice that ends an episode says, before how long the trouble lasted.
+    _back: ClassVar[str] = "connected again"
 
     def __init__(
         self,
@@ -183,8 +203,15 @@ class LinkMachine(Generic[L]):
         self._reply_dues: dict[int, float] = {}
         self._retry_ats: dict[int, float] = {}
         #: Links the server refused for its connection limit and that have not served since;
-        #: one warning when the first is refused, none while any still is.
+        #: its own notice when the first is refused, none while any still is.
         self._over_limit: set[int] = set()
+        #: Links neither READY nor CLOSED, kept by _move: an episode ends when none is left.
+        self._unsettled = len(links)
+        #: When the current connection trouble began (None: no trouble), and its failures.
+        self._trouble_since: float | None = None
+        self._trouble_failures = 0
+        #: Whether the server ever accepted a HELLO of this machine.
+        self._accepted_once = False
 
     def handle(self, event: MachineInput, now: float) -> list[Action]:
         """Take one input at time ``now``; return the actions to carry out, in order.
@@ -252,8 +279,19 @@ class LinkMachine(Generic[L]):
         """Whether a link dropped while closing is re-opened (it has something to deliver)."""
         return False
 
-    def _refused(self, reason: str, now: float) -> None:
-        """The server refused us for a reason retrying cannot change (``reason`` says which)."""
+    def _refused(self, reason: str, now: float, note: str) -> None:
+        """The server refused us for a reason retrying cannot change (``reason`` says which,
+        ``note`` why it is final)."""
+
+    def _refusal_note(self, link: L, permanent: bool) -> str | None:
+        """Whether the failure of ``link`` (``permanent``: retrying cannot help) refuses the
+        machine for good: why it is final, else None (the link is re-opened)."""
+        return None
+
+    @property
+    def _refused_already(self) -> bool:
+        """True once the machine was refused for good: its links' failures are expected."""
+        return False
 
     # -- shared inputs ------------------------------------------------------------------------
 
@@ -270,7 +308,7 @@ class LinkMachine(Generic[L]):
             if link.status is LinkStatus.CLOSED:
                 self._emit(Close(link=link.id))  # the connect finished after we gave up on it
             return
-        link.move(LinkInput.CONNECTED)
+        self._move(link, LinkInput.CONNECTED)
         config = self.config
         link.connection = Connection(
             self._client, password=config.password, max_reply_size=config.max_reply_size
@@ -305,9 +343,11 @@ class LinkMachine(Generic[L]):
                     self._refuse_over_limit(link, reply, connection, now)
                 else:
                     if link.status is LinkStatus.READY and not isinstance(reply, ServerError):
-                        self._served(link)
+                        self._served(link, now)
                     elif isinstance(reply, Ready):
-                        link.move(LinkInput.ACCEPTED)
+                        self._move(link, LinkInput.ACCEPTED)
+                        self._accepted_once = True
+                        self._end_trouble(now)
                     self._on_event(link, reply, now)
         except ProtocolError as error:
             self._drop(link, now, f"protocol error: {error}")
@@ -323,43 +363,39 @@ class LinkMachine(Generic[L]):
             self._pump(link, now)
         self._settle(now)
 
-    def _served(self, link: Link) -> None:
+    def _served(self, link: Link, now: float) -> None:
         """The server answered a command on ``link``: it takes us, so backoff starts afresh.
 
         Not at the handshake: a server over its connection limit accepts HELLO, then refuses.
         """
         link.failures = 0
-        self._over_limit.discard(link.id)
+        if self._over_limit:
+            self._over_limit.discard(link.id)
+            self._end_trouble(now)
 
     def _refuse_over_limit(
         self, link: L, error: ServerError, connection: Connection, now: float
     ) -> None:
-        if not self._over_limit:
+        message = None
+        if not self._over_limit:  # the first: say what to do about it
             concurrency = self.config.concurrency
-            self._emit(
-                Notice(
-                    message=(
-                        f"the server refused a connection: {error.code} {error.message} "
-                        "(Faktory accepts 2,000 connections); this worker process opens "
-                        f"{concurrency + 1} ({concurrency} job links and its heartbeat): lower "
-                        "its concurrency or run fewer worker processes; refused links retry "
-                        f"every {self.config.reconnect_cap:g} s or so"
-                    ),
-                    link=link.id,
-                )
+            message = (
+                f"the server refused a connection: {error.code} {error.message} "
+                "(Faktory accepts 2,000 connections); this worker process opens "
+                f"{concurrency + 1} ({concurrency} job links and its heartbeat): lower "
+                "its concurrency or run fewer worker processes; refused links retry "
+                f"every {self.config.reconnect_cap:g} s or so"
             )
         self._over_limit.add(link.id)
         link.failures = max(link.failures, _LIMIT_FAILURES)
         lost = _unserved(error, connection)
-        self._drop(link, now, "over the server's connection limit", lost=lost, quiet=True)
+        self._drop(link, now, "over the server's connection limit", lost=lost, message=message)
 
     def _on_connection_lost(self, event: ConnectionLost, now: float) -> None:
         link = self._link(event.link)
         if link.status in (LinkStatus.CONNECTING, LinkStatus.HANDSHAKING, LinkStatus.READY):
             reason = event.reason or "connection lost"
-            self._drop(link, now, reason, close=False)
-            if event.permanent:
-                self._refused(reason, now)
+            self._drop(link, now, reason, close=False, permanent=event.permanent)
             self._settle(now)
 
     def _on_memory(self, event: MemoryUsage, now: float) -> None:
@@ -385,8 +421,14 @@ class LinkMachine(Generic[L]):
         self._actions.append(action)
 
     def _connect(self, link: Link) -> None:
-        link.move(LinkInput.CONNECT)
+        self._move(link, LinkInput.CONNECT)
         self._emit(Connect(link=link.id))
+
+    def _move(self, link: Link, link_input: LinkInput) -> None:
+        """Move ``link`` by ``link_input``, keeping count of the links not settled."""
+        before = link.status in _SETTLED
+        link.move(link_input)
+        self._unsettled += before - (link.status in _SETTLED)
 
     def _drop(
         self,
@@ -397,26 +439,34 @@ class LinkMachine(Generic[L]):
         close: bool = True,
         backoff: bool = True,
         lost: tuple[Command, ...] | None = None,
-        quiet: bool = False,
+        message: str | None = None,
+        permanent: bool = False,
     ) -> None:
-        """Give up on a link's connection; it reconnects later unless the machine is closing.
+        """Give up on a link's connection; it reconnects later unless the machine is closing,
+        or is refused for good by this failure (``permanent``: retrying cannot help).
 
-        ``lost``: the commands that got no reply, when the connection no longer knows them.
-        ``quiet``: no notice (the caller gave its own).
+        ``reason`` says why, for the notice. ``message``: the caller's own words for the
+        notice instead. ``lost``: the commands that got no reply, when the connection no
+        longer knows them.
         """
+        refusal = self._refusal_note(link, permanent)
         if close:
             self._emit(Close(link=link.id))
-        if not quiet:
-            self._emit(Notice(message=f"connection lost: {reason}", link=link.id))
+        # The notice is placed here, before what the drop sets off, once its delay is known.
+        notice_at = len(self._actions)
         if lost is None:
             lost = link.connection.pending if link.connection is not None else ()
         link.connection = None
         self._set_reply_due(link, None)
         self._on_drop(link, lost, now)
         if self._closing and not self._reconnect_when_closing():
-            link.move(LinkInput.GIVE_UP)
+            # Nothing left to deliver: the link is not re-opened, so this is no trouble.
+            self._move(link, LinkInput.GIVE_UP)
+            level = DEBUG if self._trouble_since is not None else INFO
+            closing = f"{message or reason}; not re-opened: closing"
+            self._actions.insert(notice_at, Notice(message=closing, link=link.id, level=level))
             return
-        link.move(LinkInput.LOST)
+        self._move(link, LinkInput.LOST)
         delay = 0.0
         if backoff:
             config = self.config
@@ -425,13 +475,48 @@ class LinkMachine(Generic[L]):
             )
             link.failures += 1
         self._set_retry_at(link, now + delay)
+        if refusal is not None:
+            self._refused(reason, now, refusal)  # which says so: no notice of a retry
+            return
+        if self._refused_already:  # stopping for good: no trouble to report
+            quiet = Notice(message=message or reason, link=link.id, level=DEBUG)
+            self._actions.insert(notice_at, quiet)
+            return
+        text = message or f"{reason}; {_retrying(delay)}"
+        self._actions.insert(notice_at, self._trouble(link, text, now))
+
+    def _trouble(self, link: Link, text: str, now: float) -> Notice:
+        """The notice of a failure of ``link``: the start of an episode, or one more in it."""
+        if self._trouble_since is None:
+            self._trouble_since = now
+            self._trouble_failures = 1
+            return Notice(message=text, link=link.id, level=self._trouble_level)
+        self._trouble_failures += 1
+        return Notice(message=text, link=link.id, level=DEBUG)
+
+    def _end_trouble(self, now: float) -> None:
+        """End the episode if every link that should be up is READY (and served, if the
+        server refused it for its connection limit)."""
+        since = self._trouble_since
+        if since is None or self._unsettled or self._over_limit:
+            return
+        failures = self._trouble_failures
+        self._trouble_since = None
+        self._trouble_failures = 0
+        attempts = "1 failure" if failures == 1 else f"{failures} failures"
+        self._emit(
+            Notice(
+                message=f"{self._back} after {now - since:.1f} s of trouble ({attempts})",
+                level=INFO,
+            )
+        )
 
     def _give_up(self, link: Link) -> None:
         """Close a link for good: the machine is closing."""
         if link.status is LinkStatus.CONNECTING:
             self._emit(Close(link=link.id))
         if link.status in (LinkStatus.DOWN, LinkStatus.CONNECTING):
-            link.move(LinkInput.GIVE_UP)
+            self._move(link, LinkInput.GIVE_UP)
             self._set_retry_at(link, None)
 
     def _send(self, link: Link, commands: list[Command], now: float) -> None:
@@ -448,7 +533,7 @@ class LinkMachine(Generic[L]):
         connection.send(End())
         self._flush(link)
         self._emit(Close(link=link.id))
-        link.move(LinkInput.END)
+        self._move(link, LinkInput.END)
         link.connection = None
         self._set_reply_due(link, None)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from logging import ERROR, WARNING  # level numbers only: the core does no logging
 from typing import Final
 
 import attrs
@@ -68,6 +69,9 @@ ERRTYPE_INVALID_JOB: Final = "InvalidJob"
 #: errtype of the FAIL sent for a fetched job whose jid is already running in this process.
 ERRTYPE_DUPLICATE_JID: Final = "DuplicateJid"
 
+#: Why a refusal stops the worker, unless a reason of its own says otherwise.
+_FINAL: Final = "retrying cannot change that"
+
 
 def weighted_order(weights: Mapping[str, int], random: Random) -> list[str]:
     """A weighted random order of the queues: each next queue is drawn from those left with
@@ -100,7 +104,14 @@ class Worker(LinkMachine[_Slot]):
     Links are numbered 0..concurrency-1. Randomness (weighted queue order, reconnect jitter)
     comes only from ``random``, so a run replays exactly from its inputs and a seeded
     generator; pass a list as ``journal`` to record every ``(now, input)`` pair.
+
+    The server refuses the worker for good (:attr:`refusal`, exit code ``EXIT_REFUSED``) on a
+    wrong password, an untrusted certificate, or, in burst mode, when a job link fails to
+    connect or handshake before the server ever accepted one: a burst run does not wait for a
+    server it cannot use. A long-running worker retries such failures for ever.
     """
+
+    _back = "connected again: every job link is ready"
 
     def __init__(
         self,
@@ -141,6 +152,12 @@ class Worker(LinkMachine[_Slot]):
     def exit_code(self) -> int | None:
         """The exit code once the worker has exited, else None."""
         return self._exit_code
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the server refused this worker for good (it stops, then exits with
+        ``EXIT_REFUSED``), else None: what an adapter raises from a drain."""
+        return self._refusal
 
     @property
     def _over(self) -> bool:
@@ -207,11 +224,26 @@ class Worker(LinkMachine[_Slot]):
         self._fire(Trigger.ABORT, now)
         self._settle(now)
 
-    def _refused(self, reason: str, now: float) -> None:
+    def _refused(self, reason: str, now: float, note: str = _FINAL) -> None:
         if self._refusal is None:
             self._refusal = reason
-            self._emit(Notice(message=f"stopping: {reason}; retrying cannot change that"))
+            self._emit(Notice(message=f"stopping: {reason}; {note}", level=ERROR))
         self._fire(Trigger.REFUSED, now)
+
+    @property
+    def _refused_already(self) -> bool:
+        return self._refusal is not None
+
+    def _refusal_note(self, link: _Slot, permanent: bool) -> str | None:
+        if permanent:
+            return _FINAL
+        if (
+            self.config.burst
+            and not self._accepted_once
+            and link.status in (LinkStatus.CONNECTING, LinkStatus.HANDSHAKING)
+        ):
+            return "burst mode does not wait for a server it has not reached yet"
+        return None
 
     def _on_server_signal(self, event: ServerSignal, now: float) -> None:
         trigger = _SERVER_STATES.get(event.state)
@@ -248,10 +280,18 @@ class Worker(LinkMachine[_Slot]):
                 self._fire(Trigger.QUEUES_EMPTY, now)
         elif isinstance(event, InvalidJobFetched):
             slot.fetching = False
-            self._emit(Notice(message=f"invalid job fetched: {event.reason}", link=slot.id))
-            if event.jid is not None:
+            if event.jid is None:
+                outcome = (
+                    "without a jid it cannot be FAILed: the server retries it when its "
+                    "reservation runs out"
+                )
+            else:
+                outcome = f"FAILed as {ERRTYPE_INVALID_JOB}, the server retries it"
                 fail = Fail(jid=event.jid, errtype=ERRTYPE_INVALID_JOB, message=event.reason)
                 self._owe(fail, slot, now)
+            jid = "no jid" if event.jid is None else f"jid {event.jid}"
+            message = f"invalid job fetched ({jid}): {event.reason}: {outcome}"
+            self._emit(Notice(message=message, link=slot.id, level=WARNING))
         elif isinstance(event, ServerError):
             self._on_server_error(slot, event, now)
 
@@ -273,8 +313,12 @@ class Worker(LinkMachine[_Slot]):
     def _on_job(self, slot: _Slot, job: Job, now: float) -> None:
         if not PHASES[self._phase].starts_fetched_jobs:
             self._aborted_any = True
-            fail = Fail(jid=job.jid, errtype=AbortReason.SHUTDOWN.value, message=_LATE_JOB)
-            self._owe(fail, slot, now)
+            errtype = AbortReason.SHUTDOWN.value
+            self._owe(Fail(jid=job.jid, errtype=errtype, message=_LATE_JOB), slot, now)
+            what = (
+                f"job {job.jobtype!r} (jid {job.jid}) was fetched after the worker began aborting"
+            )
+            self._job_notice(slot, job, what, errtype)
             return
         jobtypes = self.config.jobtypes
         if jobtypes is not None and job.jobtype not in jobtypes:
@@ -282,12 +326,26 @@ class Worker(LinkMachine[_Slot]):
             self._owe(
                 Fail(jid=job.jid, errtype=ERRTYPE_UNKNOWN_JOBTYPE, message=message), slot, now
             )
+            self._job_notice(
+                slot,
+                job,
+                f"no handler is registered for job type {job.jobtype!r} (jid {job.jid})",
+                ERRTYPE_UNKNOWN_JOBTYPE,
+                "register a handler or check the worker's queues",
+            )
             return
         if job.jid in self._by_jid:
             # Faktory does not enforce unique jids, but it keeps one reservation per jid: the
             # copy is retried later rather than run alongside.
             message = f"a job with jid {job.jid} is already running here"
             self._owe(Fail(jid=job.jid, errtype=ERRTYPE_DUPLICATE_JID, message=message), slot, now)
+            self._job_notice(
+                slot,
+                job,
+                f"job {job.jobtype!r} (jid {job.jid}) is already running here under that jid",
+                ERRTYPE_DUPLICATE_JID,
+                "give every job a jid of its own",
+            )
             return
         limit = self.config.time_limit(job.jobtype)
         slot.job = _Running(job=job)
@@ -295,6 +353,15 @@ class Worker(LinkMachine[_Slot]):
             self._limits[job.jid] = now + limit
         self._by_jid[job.jid] = slot
         self._emit(StartJob(job=job))
+
+    def _job_notice(
+        self, slot: _Slot, job: Job, what: str, failed_as: str, advice: str | None = None
+    ) -> None:
+        """A WARNING about a fetched job the worker FAILed itself, without running it."""
+        message = f"{what}: FAILed as {failed_as} without running it, the server retries it"
+        if advice is not None:
+            message = f"{message}; {advice}"
+        self._emit(Notice(message=message, link=slot.id, level=WARNING, job=job))
 
     # -- the lifecycle ------------------------------------------------------------------------
 
@@ -336,7 +403,7 @@ class Worker(LinkMachine[_Slot]):
         for slot in self._links:
             if slot.status is not LinkStatus.CLOSED:
                 self._emit(Close(link=slot.id))
-                slot.move(LinkInput.GIVE_UP)
+                self._move(slot, LinkInput.GIVE_UP)
             slot.connection = None
             self._set_reply_due(slot, None)
             self._set_retry_at(slot, None)

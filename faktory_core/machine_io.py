@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from logging import WARNING  # a level number only: the core does no logging
 from typing import Any, Final
 
 import attrs
@@ -223,10 +224,18 @@ class Close(Action):
 
 @attrs.frozen(kw_only=True)
 class Notice(Action):
-    """Something worth a log line; nothing to do."""
+    """Something worth a log line; nothing to do.
+
+    ``level`` is the :mod:`logging` level to log it at (``logging.WARNING`` by default; a
+    connection trouble's later failures come at ``DEBUG``, its end at ``INFO``, a refusal
+    that stops the worker at ``ERROR``). ``job`` is the job the notice is about, if any, so
+    that the log record can carry its jid and type; ``link``, the connection it is about.
+    """
 
     message: str
     link: int | None = None
+    level: int = WARNING
+    job: Job | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -13,6 +13,7 @@ What the chaos run found, and what the real server was seen to answer:
 from __future__ import annotations
 
 import json
+from logging import INFO
 
 from faktory_core import Heartbeat, Worker, WorkerConfig
 from faktory_core.machine_io import (
@@ -42,6 +43,11 @@ def config(**overrides: object) -> WorkerConfig:
     settings: dict[str, object] = {"wid": WID, "concurrency": 1, "heartbeat_interval": 15.0}
     settings.update(overrides)
     return WorkerConfig(**settings)  # type: ignore[arg-type]
+
+
+def back(message: str) -> Notice:
+    """The notice that ends a connection trouble episode."""
+    return Notice(message=message, level=INFO)
 
 
 def hello_line(machine_config: WorkerConfig) -> bytes:
@@ -80,12 +86,15 @@ def test_an_ack_refused_because_the_server_is_stopping_is_sent_again_after_recon
     ]
     assert worker.handle(DataReceived(link=0, data=SHUTTING_DOWN), 0.3) == [
         Close(link=0),
-        Notice(message="connection lost: the server is shutting down", link=0),
+        Notice(message="the server is shutting down; retrying in 0.25 s", link=0),
     ]
     assert worker.handle(DataReceived(link=0, data=b""), 0.3) == []  # then it closes
     assert worker.next_deadline == 0.3 + FIRST_DELAY
     assert worker.handle(TimerFired(), 0.3 + FIRST_DELAY) == [Connect(link=0)]
-    assert handshake(worker, 1.0) == [Write(link=0, data=ack + b"FETCH default\r\n")]
+    assert handshake(worker, 1.0) == [
+        back("connected again: every job link is ready after 0.7 s of trouble (1 failure)"),
+        Write(link=0, data=ack + b"FETCH default\r\n"),
+    ]
 
 
 def test_a_fetch_refused_because_the_server_is_stopping_is_sent_again_after_reconnect() -> None:
@@ -94,10 +103,13 @@ def test_a_fetch_refused_because_the_server_is_stopping_is_sent_again_after_reco
     handshake(worker, 0.0)
     assert worker.handle(DataReceived(link=0, data=SHUTTING_DOWN), 0.1) == [
         Close(link=0),
-        Notice(message="connection lost: the server is shutting down", link=0),
+        Notice(message="the server is shutting down; retrying in 0.25 s", link=0),
     ]
     worker.handle(TimerFired(), 0.1 + FIRST_DELAY)
-    assert handshake(worker, 1.0) == [Write(link=0, data=b"FETCH default\r\n")]
+    assert handshake(worker, 1.0) == [
+        back("connected again: every job link is ready after 0.9 s of trouble (1 failure)"),
+        Write(link=0, data=b"FETCH default\r\n"),
+    ]
 
 
 def test_a_beat_refused_because_the_server_is_stopping_reconnects_after_a_backoff() -> None:
@@ -106,7 +118,7 @@ def test_a_beat_refused_because_the_server_is_stopping_reconnects_after_a_backof
     assert handshake(heartbeat, 0.0) == [BEAT]  # the first BEAT goes out with the handshake
     assert heartbeat.handle(DataReceived(link=0, data=SHUTTING_DOWN), 0.1) == [
         Close(link=0),
-        Notice(message="connection lost: the server is shutting down", link=0),
+        Notice(message="the server is shutting down; retrying in 0.25 s", link=0, level=INFO),
     ]
     assert heartbeat.next_deadline == 0.1 + FIRST_DELAY
 
@@ -120,9 +132,12 @@ def test_unknown_worker_opens_a_new_connection_and_says_hello_with_the_wid_again
     # The server restarted (or reaped the worker) since: it no longer knows the wid.
     refused = b"-ERR unknown worker %s\r\n" % WID.encode()
     assert heartbeat.handle(DataReceived(link=0, data=refused), 15.0) == [
-        Notice(message=f"heartbeat refused (ERR unknown worker {WID}); registering again"),
         Close(link=0),
-        Notice(message="connection lost: unknown worker", link=0),
+        Notice(
+            message=f"heartbeat refused (ERR unknown worker {WID}); registering again",
+            link=0,
+            level=INFO,  # the heartbeat's trouble starts at INFO: the job links warn
+        ),
     ]
     assert heartbeat.next_deadline == 15.0  # no backoff the first time
     assert heartbeat.handle(TimerFired(), 15.0) == [Connect(link=0)]
@@ -131,7 +146,10 @@ def test_unknown_worker_opens_a_new_connection_and_says_hello_with_the_wid_again
     assert hello == Write(link=0, data=hello_line(config()))
     assert json.loads(hello.data[len(b"HELLO ") :])["wid"] == WID
     # Registered again, it beats again at once.
-    assert heartbeat.handle(DataReceived(link=0, data=b"+OK\r\n"), 15.0) == [BEAT]
+    assert heartbeat.handle(DataReceived(link=0, data=b"+OK\r\n"), 15.0) == [
+        back("connected again after 0.0 s of trouble (1 failure)"),
+        BEAT,
+    ]
 
 
 def test_a_reaped_worker_whose_heartbeat_link_is_closed_registers_again() -> None:
@@ -142,7 +160,7 @@ def test_a_reaped_worker_whose_heartbeat_link_is_closed_registers_again() -> Non
     # Reaping closes every connection of the worker, the heartbeat's too.
     assert heartbeat.handle(DataReceived(link=0, data=b""), 70.0) == [
         Close(link=0),
-        Notice(message="connection lost: the server closed the connection", link=0),
+        Notice(message="the server closed the connection; retrying in 0.25 s", link=0, level=INFO),
     ]
     assert heartbeat.handle(TimerFired(), 70.0 + FIRST_DELAY) == [Connect(link=0)]
     heartbeat.handle(ConnectionMade(link=0), 71.0)
@@ -157,5 +175,5 @@ def test_an_unasked_shutdown_error_drops_an_idle_link() -> None:
     heartbeat.handle(DataReceived(link=0, data=b"+OK\r\n"), 0.0)  # nothing awaits a reply
     assert heartbeat.handle(DataReceived(link=0, data=SHUTTING_DOWN), 1.0) == [
         Close(link=0),
-        Notice(message="connection lost: the server is shutting down", link=0),
+        Notice(message="the server is shutting down; retrying in 0.25 s", link=0, level=INFO),
     ]

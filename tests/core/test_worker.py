@@ -9,6 +9,7 @@ import itertools
 import json
 import random
 from collections import Counter
+from logging import DEBUG, ERROR, INFO, WARNING
 from typing import Any
 
 import pytest
@@ -112,6 +113,17 @@ def worker_delays(
     return [reconnect_delay(n, draw, base=base, cap=cap) for n in failures]
 
 
+def retrying(delay: float) -> str:
+    """How a failure's notice gives the delay before the next attempt."""
+    return f"retrying in {f'{delay:.2f}'.rstrip('0').rstrip('.')} s"
+
+
+def trouble(message: str, link: int = 0, level: int = WARNING) -> Notice:
+    """The notice of the failure that starts a connection trouble episode (WARNING for the
+    worker's links, INFO for the heartbeat's)."""
+    return Notice(message=message, link=link, level=level)
+
+
 def exits(driver: Driver) -> list[tuple[float, Exit]]:
     return driver.timed(Exit)
 
@@ -167,9 +179,11 @@ def test_a_refused_hello_stops_the_worker_with_exit_3() -> None:
     driver = Driver(make_config(password="wrong"), peer=peer)
     acts = driver.start()
     reason = "the server refused HELLO: ERR Invalid password"
-    assert Notice(message=f"stopping: {reason}; retrying cannot change that") in of(
-        acts, Notice, "worker"
-    )
+    assert of(acts, Notice, "worker") == [  # one line, at ERROR: no retry is announced
+        Notice(message=f"stopping: {reason}; retrying cannot change that", level=ERROR),
+        Notice(message="the server closed the connection", link=0, level=DEBUG),
+    ]
+    assert driver.worker.refusal == reason
     assert phases(acts) == [
         (Phase.RUNNING, Phase.STOPPING, Trigger.REFUSED),
         (Phase.STOPPING, Phase.ENDING, Trigger.DRAINED),
@@ -553,7 +567,16 @@ def test_an_invalid_job_with_a_jid_is_failed() -> None:
     driver.peer.push_payload(b'{"jid":"jid-00000009","args":[]}')
     acts = driver.start()
     notice = of(acts, Notice, "worker")
-    assert notice == [Notice(message="invalid job fetched: a job needs 'jobtype'", link=0)]
+    assert notice == [
+        Notice(
+            message=(
+                "invalid job fetched (jid jid-00000009): a job needs 'jobtype': "
+                "FAILed as InvalidJob, the server retries it"
+            ),
+            link=0,
+            level=WARNING,
+        )
+    ]
     line = fail_line("jid-00000009", ERRTYPE_INVALID_JOB, "a job needs 'jobtype'")
     assert (0, line + b"FETCH default\r\n") in writes(acts)
     assert of(acts, StartJob) == []
@@ -564,7 +587,14 @@ def test_an_invalid_job_without_a_jid_is_only_noticed() -> None:
     driver.peer.push_payload(b"not json")
     acts = driver.start()
     assert of(acts, Notice, "worker") == [
-        Notice(message="invalid job fetched: invalid JSON", link=0)
+        Notice(
+            message=(
+                "invalid job fetched (no jid): invalid JSON: without a jid it cannot be "
+                "FAILed: the server retries it when its reservation runs out"
+            ),
+            link=0,
+            level=WARNING,
+        )
     ]
     assert [data for _, data in writes(acts)][-1] == b"FETCH default\r\n"
     assert driver.peer.outcomes == {}
@@ -644,8 +674,8 @@ def test_an_ack_owed_while_the_link_is_down_is_sent_after_reconnect() -> None:
     driver = started(J1)
     driver.advance(1)
     acts = driver.lose("w0")
-    assert [a.action for a in acts] == [Notice(message="connection lost: reset by peer", link=0)]
     (delay,) = worker_delays(0, 0)
+    assert [a.action for a in acts] == [trouble(f"reset by peer; {retrying(delay)}")]
     assert driver.worker.next_deadline == 1 + delay
     driver.advance(0.1)
     assert driver.finish(J1) == []  # nothing can be written yet
@@ -726,11 +756,11 @@ def test_the_backoff_is_capped() -> None:
 def test_a_late_fetch_reply_drops_the_link() -> None:
     driver = started(fetch_wait=None)
     acts = driver.advance(10)
+    (delay,) = worker_delays(0, 0)
     assert [a.action for a in acts if a.machine == "worker"][:2] == [
         Close(link=0),
-        Notice(message="connection lost: no reply within 10 s", link=0),
+        trouble(f"no reply within 10 s; {retrying(delay)}"),
     ]
-    (delay,) = worker_delays(0, 0)
     assert driver.worker.next_deadline == 10 + delay
     driver.advance(delay)
     assert [now for now, *_ in driver.lines("w0", "FETCH")] == [0.0, 10 + delay]
@@ -739,18 +769,20 @@ def test_a_late_fetch_reply_drops_the_link() -> None:
 def test_the_server_closing_a_link_drops_it() -> None:
     driver = started(fetch_wait=None)
     acts = driver.eof("w0")
+    (delay,) = worker_delays(0, 0)
     assert [a.action for a in acts] == [
         Close(link=0),
-        Notice(message="connection lost: the server closed the connection", link=0),
+        trouble(f"the server closed the connection; {retrying(delay)}"),
     ]
 
 
 def test_a_refused_fetch_drops_the_link() -> None:
     driver = started(fetch_wait=None)
     acts = driver.data("w0", b"-ERR boom\r\n")
+    (delay,) = worker_delays(0, 0)
     assert [a.action for a in acts] == [
         Close(link=0),
-        Notice(message="connection lost: server error: ERR boom", link=0),
+        trouble(f"server error: ERR boom; {retrying(delay)}"),
     ]
 
 
@@ -760,7 +792,7 @@ def test_an_unasked_error_drops_the_link() -> None:
     driver.release("w0")
     acts = driver.data("w0", b"-ERR something unexpected\r\n")
     assert of(acts, Close) == [Close(link=0)]
-    assert of(acts, Notice)[0].message.endswith("something unexpected")
+    assert of(acts, Notice)[0].message.startswith("server error: ERR something unexpected; ")
 
 
 def test_links_over_the_server_connection_limit_back_off_with_one_warning() -> None:
@@ -776,7 +808,10 @@ def test_links_over_the_server_connection_limit_back_off_with_one_warning() -> N
                 assert Close(link=int(key[1:])) in of(acts, Close)
                 notices += of(acts, Notice, "worker")
         driver.advance(1.0)
-    (warning,) = notices
+    # One warning for the whole episode, saying what to do; the refusals after it at DEBUG.
+    (warning,) = [notice for notice in notices if notice.level >= WARNING]
+    assert {notice.level for notice in notices} == {WARNING, DEBUG}
+    assert notices[0] is warning
     assert "ERR too many connections: 2001" in warning.message
     assert "opens 4 (3 job links and its heartbeat)" in warning.message
     for link in (1, 2):
@@ -807,14 +842,15 @@ def test_bytes_that_complete_no_reply_do_not_move_the_reply_deadline() -> None:
         driver.data("w0", bytes([byte]))
         assert driver.worker.next_deadline == 10.0, second
     acts = driver.advance(10.0 - driver.now)
-    assert Notice(message="connection lost: no reply within 10 s", link=0) in of(acts, Notice)
+    (delay,) = worker_delays(0, 0)
+    assert trouble(f"no reply within 10 s; {retrying(delay)}") in of(acts, Notice)
 
 
 def test_a_garbled_reply_drops_the_link() -> None:
     driver = started(fetch_wait=None)
     acts = driver.data("w0", b"?what\r\n")
     assert of(acts, Close) == [Close(link=0)]
-    assert of(acts, Notice)[0].message.startswith("connection lost: protocol error:")
+    assert of(acts, Notice)[0].message.startswith("protocol error: unexpected reply type byte")
 
 
 def test_stale_input_is_ignored() -> None:
@@ -936,11 +972,14 @@ def test_unknown_worker_registers_again_at_once() -> None:
     driver.peer.forget_worker()
     acts = driver.advance(15)
     heartbeat = [a.action for a in acts if a.machine == "heartbeat"]
-    assert heartbeat[:5] == [
+    assert heartbeat[:4] == [
         Write(link=0, data=b'BEAT {"wid":"w-test-1"}\r\n'),
-        Notice(message="heartbeat refused (ERR unknown worker w-test-1); registering again"),
         Close(link=0),
-        Notice(message="connection lost: unknown worker", link=0),
+        Notice(
+            message="heartbeat refused (ERR unknown worker w-test-1); registering again",
+            link=0,
+            level=INFO,
+        ),
         Connect(link=0),
     ]
     assert [c.verb for c in driver.peer.commands(HB)] == ["HELLO", "BEAT", "BEAT", "HELLO", "BEAT"]
@@ -954,11 +993,11 @@ def test_another_beat_error_reconnects_after_a_backoff() -> None:
     driver.peer.mute(HB)
     driver.advance(15)
     acts = driver.data(HB, b"-ERR invalid BEAT\r\n")
+    delay = reconnect_delay(0, random.Random(1).random, base=0.5, cap=30.0)
     assert [a.action for a in acts] == [
         Close(link=0),
-        Notice(message="connection lost: server error: ERR invalid BEAT", link=0),
+        trouble(f"server error: ERR invalid BEAT; {retrying(delay)}", level=INFO),
     ]
-    delay = reconnect_delay(0, random.Random(1).random, base=0.5, cap=30.0)
     assert driver.heartbeat.next_deadline == 15 + delay
 
 
@@ -968,8 +1007,9 @@ def test_a_late_beat_reply_drops_the_heartbeat_link() -> None:
     driver.advance(15)
     assert driver.heartbeat.next_deadline == 25.0  # the reply; the next beat waits for it
     acts = driver.advance(10)
+    delay = reconnect_delay(0, random.Random(1).random, base=0.5, cap=30.0)
     assert of(acts, Notice, "heartbeat") == [
-        Notice(message="connection lost: no reply within 10 s", link=0)
+        trouble(f"no reply within 10 s; {retrying(delay)}", level=INFO)
     ]
 
 
@@ -1011,8 +1051,9 @@ def test_a_heartbeat_ends_once_even_if_its_connect_completes_later() -> None:
 def test_a_refused_hello_on_the_heartbeat_link_drops_it() -> None:
     driver = Driver(make_config(password="wrong"), peer=ServerPeer(password="right"))
     acts = driver.start()
+    delay = reconnect_delay(0, random.Random(1).random, base=0.5, cap=30.0)
     assert of(acts, Notice, "heartbeat") == [
-        Notice(message="connection lost: server error: ERR Invalid password", link=0)
+        trouble(f"server error: ERR Invalid password; {retrying(delay)}", level=INFO)
     ]
 
 

@@ -340,16 +340,17 @@ class WorkerMachine(RuleBasedStateMachine):
         peer = self.driver.peer
         link = actions[index].link
         after = actions[index + 1] if index + 1 < len(actions) else None
-        dropped = (
-            isinstance(after, Notice)
-            and after.link == link
-            and after.message.startswith("connection lost")
+        # A dropped link's Close is followed by the notice of its failure, or, when the
+        # failure refuses the worker for good, by the refusal's notice.
+        dropped = (isinstance(after, Notice) and after.link == link) or any(
+            isinstance(later, Notice) and later.message.startswith("stopping: ")
+            for later in actions[index + 1 :]
         )
         before = actions[index - 1] if index else None
         ended = isinstance(before, Write) and before.link == link and before.data == b"END\r\n"
         timed_out = now >= self.last_io.get(key, 0.0) + self.config.reply_timeout - EPSILON
         if dropped:
-            event(f"link dropped: {actions[index + 1].message[17:40]}")
+            event(f"link dropped: {getattr(after, 'message', '')[:23]}")
         if peer.holding(key):
             event("a link with a FETCH in flight closed")
             assert dropped or timed_out, f"{key} closed at {now} with its FETCH in flight"
