@@ -208,16 +208,26 @@ def test_check_uses_the_workers_url_and_tls_context_and_an_option_it_refuses_exi
 
 @pytest.fixture
 def worker() -> Worker:
-    return Worker(url="tcp://127.0.0.1:7419", queues={"a": 2, "b": 1}, concurrency=3, seed=1)
+    return Worker(
+        url="tcp://127.0.0.1:7419",
+        queues={"a": 2, "b": 1},
+        concurrency=3,
+        heartbeat_interval=5,
+        job_time_limit=60,
+        time_limits={"Long": 600},
+        raise_in_job=False,
+        seed=1,
+    )
 
 
 def test_reconfigure_changes_what_is_given_and_keeps_the_rest(worker: Worker) -> None:
-    wid, labels = worker.wid, worker._options["labels"]
+    kept = {key: value for key, value in worker._options.items() if key != "concurrency"}
+    wid = worker.wid
     worker._reconfigure(concurrency=5, url="tcp://other:7419")
-    assert worker._options["concurrency"] == 5
+    assert worker._options == {**kept, "concurrency": 5}
     assert str(worker._url) == "tcp://other:7419"
-    assert worker._options["queues"] == {"a": 2, "b": 1}
-    assert (worker.wid, worker._options["labels"]) == (wid, labels)
+    assert (worker.wid, worker._raise_in_job) == (wid, False)
+    assert worker._make_config().time_limits == {"Long": 600}
 
 
 @pytest.mark.parametrize(
