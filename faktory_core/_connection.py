@@ -214,15 +214,15 @@ class Connection:
         """Queue the bytes of one or more commands; their replies arrive as events, in order."""
         self._check_usable()
         if not commands:
-            self._fail(LocalProtocolError("send() needs at least one command"))
+            self._fail(ArgumentError("send() needs at least one command"))
         ends = False
         for command in commands:
             if not isinstance(command, Command) or isinstance(command, Hello):
-                self._fail(LocalProtocolError(f"not a command we can send: {command!r}"))
+                self._fail(ArgumentTypeError(f"not a command we can send: {command!r}"))
             ends = ends or isinstance(command, End)
         if ends:
             if len(commands) != 1:
-                self._fail(LocalProtocolError("END must be sent alone: it gets no reply"))
+                self._fail(ArgumentError("END must be sent alone: it gets no reply"))
             self._move(Input.SEND_END)
         else:
             self._move(Input.SEND)

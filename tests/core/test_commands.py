@@ -669,3 +669,12 @@ def test_a_fetch_reply_is_awaited_at_least_the_floor(timeout: float, waited: flo
 
 def test_the_worker_reply_timeout_is_never_below_the_fetch_floor() -> None:
     assert MIN_REPLY_TIMEOUT >= FETCH_WAIT_FLOOR
+
+
+def test_track_set_sends_a_reserve_until_whose_offset_has_seconds_in_utc() -> None:
+    # As for a job's at: RFC 3339 offsets are whole minutes; isoformat would write +01:00:30.
+    moment = datetime(2026, 7, 1, 12, 0, tzinfo=timezone(timedelta(hours=1, seconds=30)))
+    command = TrackSet(jid=JID, reserve_until=moment)
+    assert command.reserve_until == moment
+    payload = json.loads(command.encode()[len(b"TRACK SET ") :])
+    assert payload["reserve_until"] == "2026-07-01T10:59:30+00:00"

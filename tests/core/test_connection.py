@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from faktory_core import (
     NEED_DATA,
+    ArgumentError,
+    ArgumentTypeError,
     ClientInfo,
     Command,
     Connection,
@@ -315,8 +317,10 @@ def test_password_with_undecodable_bytes_from_the_environment_hashes_those_bytes
 
 
 def test_password_that_is_not_encodable_is_refused_at_once() -> None:
-    with pytest.raises(LocalProtocolError, match="password"):
+    with pytest.raises(ArgumentError, match="password"):
         Connection(password="bad \ud800")
+    with pytest.raises(ArgumentTypeError, match=r"^password must be a string or None, got bytes"):
+        Connection(password=b"secret")  # type: ignore[arg-type]
 
 
 def test_client_info_that_cannot_be_encoded_is_refused_when_built() -> None:
@@ -774,7 +778,7 @@ def test_end_alone_closes() -> None:
 )
 def test_end_with_another_command(commands: tuple[Command, ...]) -> None:
     conn = ready_connection()
-    with pytest.raises(LocalProtocolError, match="END"):
+    with pytest.raises(ArgumentError, match="END"):
         conn.send(*commands)
     assert conn.data_to_send() == b""
     _assert_unusable(conn)
@@ -795,7 +799,7 @@ def test_end_while_awaiting_replies() -> None:
 )
 def test_sending_what_is_not_a_command(thing: object) -> None:
     conn = ready_connection()
-    with pytest.raises(LocalProtocolError, match="not a command"):
+    with pytest.raises(ArgumentTypeError, match="not a command"):
         conn.send(Info(), thing)  # type: ignore[arg-type]
     assert conn.data_to_send() == b""
     _assert_unusable(conn)
@@ -803,7 +807,7 @@ def test_sending_what_is_not_a_command(thing: object) -> None:
 
 def test_send_nothing() -> None:
     conn = ready_connection()
-    with pytest.raises(LocalProtocolError, match="at least one"):
+    with pytest.raises(ArgumentError, match="at least one"):
         conn.send()
     _assert_unusable(conn)
 
@@ -814,8 +818,10 @@ def test_send_before_ready(when: str) -> None:
     if when == "hello":
         conn.receive_data(GREETING)
         conn.next_event()
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(LocalProtocolError) as raised:
         conn.send(Info())
+    # Misuse of state, not a bad argument: LocalProtocolError itself.
+    assert not isinstance(raised.value, (ArgumentError, ArgumentTypeError))
     assert conn.state is S.ERROR
 
 
