@@ -14,21 +14,25 @@ from types import TracebackType
 from typing import Any, Self
 
 import faktory_core as core
-from faktory_core import Job, commands, events
+from faktory_core import ArgumentTypeError, Job, commands, events
 
 from ._common import (
-    FaktoryError,
+    ClientClosedError,
+    FaktoryConnectionError,
+    FaktoryTimeoutError,
     InvalidJobError,
     ServerReplyError,
+    connection_lost,
     expect,
     handshake_closed,
     handshake_failure,
     new_jid,
     resolve_url,
     tls_context,
+    unusable,
 )
-from ._net_asyncio import Stream, clock, connect, semaphore
-from ._options import check_ssl_context
+from ._net_asyncio import LoopBinding, Stream, clock, connect, semaphore
+from ._options import check_callable, check_ssl_context
 
 __all__ = ["Client"]
 
@@ -40,10 +44,17 @@ class Client:
     ``connect_timeout`` bounds opening one: TCP connect, TLS handshake and Faktory's
     HI/HELLO/OK together. ``timeout`` bounds each command, from writing it to the last byte of
     its reply (:meth:`fetch` waits at least ``faktory_core.commands.FETCH_WAIT_FLOOR`` s).
-    Past either bound, TimeoutError is raised and that connection closed. Waiting for a free
-    connection when ``pool_size`` are busy is not bounded. A pooled connection that the server
-    closed, or wrote to unasked, is replaced before use. Server errors raise
-    :class:`ServerReplyError`.
+    Past either bound, FaktoryTimeoutError is raised and that connection closed. Waiting for a
+    free connection when ``pool_size`` are busy is not bounded. A pooled connection that the
+    server closed, or wrote to unasked, is replaced before use.
+
+    Whatever the server or the network does raises a :class:`FaktoryError`:
+    :class:`ServerReplyError` for an ``-ERR`` reply, :class:`FaktoryConnectionError` (a
+    ConnectionError) when the server cannot be reached or the connection breaks,
+    :class:`FaktoryTimeoutError` (a TimeoutError), :class:`FaktoryProtocolError`. A wrong
+    argument raises TypeError or ValueError, a closed Client :class:`ClientClosedError`.
+    It belongs to the event loop it is first used on, until that loop closes: elsewhere,
+    :class:`WrongEventLoopError`.
     Use it as ``async with Client() as client``.
     """
 
@@ -59,9 +70,11 @@ class Client:
     ) -> None:
         self._url = resolve_url(url)
         check_ssl_context(self._url, ssl_context)
+        check_callable("jid_factory", jid_factory, "a function returning a new jid")
         config = core.ClientConfig(
             pool_size=pool_size, timeout=timeout, connect_timeout=connect_timeout
         )
+        self._pool_size = config.pool_size
         self._timeout = config.timeout
         self._connect_timeout = config.connect_timeout
         self._ssl_context = ssl_context
@@ -70,6 +83,7 @@ class Client:
         self._jid_factory = jid_factory
         self._idle: list[_ClientConnection] = []
         self._slots = semaphore(config.pool_size)
+        self._loop_binding = LoopBinding()
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -84,7 +98,8 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        """Send END on every idle connection and close them."""
+        """Send END on every idle connection and close them; closing twice is harmless."""
+        self._claim_loop()
         self._closed = True
         idle, self._idle = self._idle, []
         deadline = clock() + self._timeout
@@ -93,22 +108,33 @@ class Client:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def job(self, jobtype: str, args: Iterable[Any] = (), **options: Any) -> Job:
-        """A new job with a fresh jid; ``options`` are Job fields (queue, retry, at, ...)."""
+    def job(self, jobtype: str, args: list[Any] | tuple[Any, ...] = (), **options: Any) -> Job:
+        """A new job with a fresh jid; ``args`` a list or tuple, ``options`` Job fields (queue,
+        retry, at, ...)."""
         return Job.create(jobtype, args, jid_factory=self._jid_factory, **options)
 
-    async def push(self, job: Job | str, args: Iterable[Any] = (), **options: Any) -> str:
+    async def push(
+        self,
+        job: Job | str,
+        args: list[Any] | tuple[Any, ...] = (),
+        **options: Any,
+    ) -> str:
         """Push a job (a :class:`Job`, or a job type with its args and options); return jid."""
         if isinstance(job, str):
             job = self.job(job, args, **options)
+        elif not isinstance(job, Job):
+            raise ArgumentTypeError(
+                f"push(job): job must be a faktory_core.Job or a job type (a str), got "
+                f"{type(job).__name__}"
+            )
         elif args or options:
-            raise TypeError("push(job) takes no args or options: they are the Job's fields")
+            raise ArgumentTypeError("push(job) takes no args or options: they are the Job's fields")
         await self._ok(commands.Push(job=job))
         return job.jid
 
     async def push_bulk(self, jobs: Iterable[Job]) -> dict[str, str]:
         """Push many jobs in one command (server 1.6+); return {jid: error} of those refused."""
-        event = expect(await self.request(commands.PushBulk(jobs=tuple(jobs))), events.BulkPushed)
+        event = expect(await self.request(commands.PushBulk(jobs=jobs)), events.BulkPushed)
         return event.errors
 
     async def fetch(self, *queues: str) -> Job | None:
@@ -132,12 +158,10 @@ class Client:
         jid: str,
         errtype: str,
         message: str,
-        backtrace: Iterable[str] = (),
+        backtrace: Iterable[str] | str = (),
     ) -> None:
-        """Report a fetched job as failed."""
-        command = commands.Fail(
-            jid=jid, errtype=errtype, message=message, backtrace=tuple(backtrace)
-        )
+        """Report a fetched job as failed; ``backtrace`` its lines (a str: split into lines)."""
+        command = commands.Fail(jid=jid, errtype=errtype, message=message, backtrace=backtrace)
         await self._ok(command)
 
     # -- administration -----------------------------------------------------------------------
@@ -160,12 +184,13 @@ class Client:
         pattern: str | None = None,
         jobtype: str | None = None,
     ) -> None:
-        """MUTATE the retries, scheduled or dead set (clear, kill, discard, requeue)."""
+        """MUTATE the retries, scheduled or dead set (clear, kill, discard, requeue); ``jids``
+        one jid or several."""
         await self._ok(
             commands.Mutate(
                 operation=operation,
                 target=target,
-                jids=tuple(jids),
+                jids=jids,
                 pattern=pattern,
                 jobtype=jobtype,
             )
@@ -244,19 +269,23 @@ class Client:
     async def request(self, command: core.Command, *, timeout: float | None = None) -> core.Event:
         """Send one command and return its reply event; ServerReplyError on ``-ERR``.
 
-        TimeoutError when the reply is not complete ``timeout`` s (the Client's by default)
-        after the command is sent.
+        FaktoryTimeoutError when the reply is not complete ``timeout`` s (the Client's by
+        default) after the command is sent.
         """
-        if self._closed:
-            raise FaktoryError("the client is closed")
+        if not isinstance(command, commands.Command):
+            raise ArgumentTypeError(
+                "request(command): command must be a faktory_core.commands command such as "
+                f"commands.Info(), got {type(command).__name__}"
+            )
+        limit = self._timeout if timeout is None else core.ClientConfig(timeout=timeout).timeout
+        self._check_open()
+        self._claim_loop()
         async with self._slots:
-            if self._closed:  # closed while this call waited for a connection
-                raise FaktoryError("the client is closed")
+            self._check_open()  # closed while this call waited for a connection
             connection = self._reusable()
             try:
                 if connection is None:
                     connection = await self._open()
-                limit = self._timeout if timeout is None else timeout
                 event = await connection.request(command, limit)
             except BaseException:
                 if connection is not None:
@@ -272,6 +301,23 @@ class Client:
 
     async def _ok(self, command: core.Command) -> None:
         expect(await self.request(command), events.OK)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError(
+                "the Client is closed (by close(), or at the end of its with block): "
+                "make a new Client"
+            )
+
+    def _claim_loop(self) -> None:
+        """Check the event loop this call runs on (none in the blocking runtimes): when the
+        pool belongs to a loop that has closed, its connections are dead, and a new pool starts
+        on this loop."""
+        if self._loop_binding.claim():
+            dead, self._idle = self._idle, []
+            for connection in dead:
+                connection.abandon()
+            self._slots = semaphore(self._pool_size)  # the old one may be bound to that loop
 
     def _reusable(self) -> _ClientConnection | None:
         """An idle connection fit to carry a command; those found unfit are closed."""
@@ -290,45 +336,58 @@ class Client:
         try:
             stream = await connect(url, self._ssl_context, deadline)
             connection = _ClientConnection(
+                url,
                 stream,
                 core.Connection(core.ClientInfo(username=url.username), password=url.password),
             )
             try:
                 event = await connection.next_event(deadline)
-            except FaktoryError:  # closed before the handshake ended
-                connection.abandon()
-                raise handshake_closed(url) from None
             except BaseException:  # a timeout or a cancellation: never leak the socket
                 connection.abandon()
                 raise
         except TimeoutError:
-            raise TimeoutError(
+            raise FaktoryTimeoutError(
                 f"connecting to {url} took more than {limit:g} s (connect_timeout)"
             ) from None
-        if not isinstance(event, events.Ready):
-            connection.abandon()
-            raise handshake_failure(event, url)
-        return connection
+        except (OSError, core.RemoteProtocolError) as error:
+            raise unusable(error, url, timeout=limit) from error
+        if isinstance(event, events.Ready):
+            return connection
+        connection.abandon()
+        if isinstance(event, events.ConnectionClosed):
+            raise handshake_closed(url)
+        raise handshake_failure(event, url)
 
 
 class _ClientConnection:
     """One pooled connection: a network stream and the core's protocol state."""
 
-    def __init__(self, stream: Stream, protocol: core.Connection) -> None:
+    def __init__(self, url: core.ServerURL, stream: Stream, protocol: core.Connection) -> None:
+        self._url = url
         self._stream = stream
         self._protocol = protocol
 
     async def request(self, command: core.Command, timeout: float) -> core.Event:
+        """The reply to ``command``; every failure of the server's or the network's is a
+        FaktoryError."""
         self._protocol.send(command)
         try:
-            return await self.next_event(clock() + timeout)
+            event = await self.next_event(clock() + timeout)
         except TimeoutError:
-            raise TimeoutError(
+            raise FaktoryTimeoutError(
                 f"{command.verb} got no complete reply within {timeout:g} s"
             ) from None
+        except (OSError, core.RemoteProtocolError) as error:
+            raise connection_lost(error, self._url, command.verb) from error
+        if isinstance(event, events.ConnectionClosed):
+            raise FaktoryConnectionError(
+                f"{self._url} closed the connection before the reply to {command.verb} was complete"
+            )
+        return event
 
     async def next_event(self, deadline: float) -> core.Event:
-        """The next event, every write and read it takes done by ``deadline``."""
+        """The next event (ConnectionClosed when the server closed the connection), every
+        write and read it takes done by ``deadline``."""
         protocol, stream = self._protocol, self._stream
         while True:
             event = protocol.next_event()
@@ -336,8 +395,6 @@ class _ClientConnection:
             if data:
                 stream.write(data, deadline)
             if event is not core.NEED_DATA:
-                if isinstance(event, events.ConnectionClosed):
-                    raise FaktoryError("the server closed the connection")
                 return event
             protocol.receive_data(await stream.read(deadline))
 

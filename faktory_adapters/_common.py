@@ -18,19 +18,31 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
-from faktory_core import Event, ProtocolError, ServerURL
+from faktory_core import (
+    ArgumentTypeError,
+    Event,
+    ProtocolError,
+    RemoteProtocolError,
+    ServerURL,
+)
 from faktory_core.events import ServerError, ServerErrorKind
 from faktory_core.machine_io import ConnectionLost, JobError
 
 __all__ = [
     "MAX_SELECT_WAIT",
     "AuthenticationError",
+    "ClientClosedError",
     "DaemonThreadPool",
+    "FaktoryConnectionError",
     "FaktoryError",
+    "FaktoryProtocolError",
+    "FaktoryTimeoutError",
     "InvalidJobError",
     "JobAborted",
     "ServerReplyError",
+    "WrongEventLoopError",
     "connect_failed",
+    "connection_lost",
     "expect",
     "explain_tls_error",
     "handshake_closed",
@@ -45,6 +57,7 @@ __all__ = [
     "rss_kb",
     "thread_stack",
     "tls_context",
+    "unusable",
     "unusable_reason",
 ]
 
@@ -57,7 +70,27 @@ logger: Final = logging.getLogger("faktory")
 
 
 class FaktoryError(Exception):
-    """Base class of the adapters' errors."""
+    """Base class of every failure that is the server's or the network's: ``except
+    FaktoryError`` catches them all. A mistake of the caller's is never one: it raises a
+    ValueError, TypeError or RuntimeError naming what to change."""
+
+
+class FaktoryConnectionError(FaktoryError, ConnectionError):
+    """The server cannot be reached or used (refused, unknown host, a TLS handshake that
+    failed, a certificate that is not trusted), or the connection broke or was closed.
+
+    Raised from the error the runtime saw (its ``__cause__``), whose ``errno`` it carries; a
+    ConnectionError, so ``except OSError`` catches it too.
+    """
+
+
+class FaktoryTimeoutError(FaktoryError, TimeoutError):
+    """A connect took longer than ``connect_timeout``, or a command than ``timeout``."""
+
+
+class FaktoryProtocolError(FaktoryError):
+    """The server broke the Faktory protocol (raised from the core's RemoteProtocolError), or
+    answered with a reply the command does not take."""
 
 
 class ServerReplyError(FaktoryError):
@@ -82,6 +115,15 @@ class InvalidJobError(FaktoryError):
         self.payload = payload
 
 
+class ClientClosedError(RuntimeError):
+    """A Client was used after ``close()`` (or after its ``with`` block): make a new one."""
+
+
+class WrongEventLoopError(RuntimeError):
+    """An asyncio Client was used on an event loop other than the one its connections belong
+    to, while that one is still open: make one Client per event loop."""
+
+
 _E = TypeVar("_E", bound=Event)
 
 
@@ -91,7 +133,7 @@ def expect(event: Event, kind: type[_E]) -> _E:
         return event
     if isinstance(event, ServerError):
         raise ServerReplyError(event.code, event.message)
-    raise FaktoryError(f"unexpected reply {event!r}")
+    raise FaktoryProtocolError(f"unexpected reply {event!r}")
 
 
 def handshake_failure(event: Event, url: ServerURL) -> FaktoryError:
@@ -101,39 +143,89 @@ def handshake_failure(event: Event, url: ServerURL) -> FaktoryError:
             given = "" if url.password else ": the URL gives none"
             return AuthenticationError(f"{url} refused the password ({event.message}){given}")
         return ServerReplyError(event.code, event.message)
-    return FaktoryError(f"the handshake with {url} failed: {event}")
+    return FaktoryProtocolError(f"the handshake with {url} failed: {event}")
 
 
-def handshake_closed(url: ServerURL) -> FaktoryError:
+def handshake_closed(url: ServerURL) -> FaktoryConnectionError:
     """The error for a server that closed the connection before the handshake ended."""
     # Faktory serving TLS waits 2 s for a TLS hello, then closes a plain client's connection.
     hint = "" if url.tls else ": if the server speaks TLS, use a tcp+tls:// URL"
-    return FaktoryError(f"{url} closed the connection during the handshake{hint}")
+    return FaktoryConnectionError(f"{url} closed the connection during the handshake{hint}")
+
+
+def _wrapped(error: BaseException) -> BaseException:
+    """What the runtime raised, for an error the Client wrapped (raised ``from`` it)."""
+    if isinstance(error, (FaktoryConnectionError, FaktoryProtocolError)) and error.__cause__:
+        return error.__cause__
+    return error
+
+
+def _wire(error: OSError | RemoteProtocolError, message: str) -> FaktoryError:
+    """``error`` (which the caller raises it from) as a FaktoryError saying ``message``; the
+    notes explaining a TLS failure move to it, where a traceback shows them last."""
+    wrapped: FaktoryError
+    if isinstance(error, RemoteProtocolError):
+        wrapped = FaktoryProtocolError(message)
+    else:
+        wrapped = FaktoryConnectionError(message)
+        wrapped.errno = error.errno
+    for note in getattr(error, "__notes__", ()):
+        wrapped.add_note(note)
+    if hasattr(error, "__notes__"):
+        del error.__notes__
+    return wrapped
+
+
+def unusable(
+    error: OSError | RemoteProtocolError, url: ServerURL, *, timeout: float
+) -> FaktoryError:
+    """The error for a connect or handshake that failed with ``error`` (``timeout``: the bound
+    it ran under); raise it ``from error``."""
+    reason = unusable_reason(error, url, timeout=timeout)
+    return _wire(error, f"cannot use the server at {url}: {reason}")
+
+
+def connection_lost(
+    error: OSError | RemoteProtocolError, url: ServerURL, verb: str
+) -> FaktoryError:
+    """The error for a command ``verb`` whose connection failed with ``error``; raise it
+    ``from error``."""
+    if isinstance(error, RemoteProtocolError):
+        return _wire(error, f"{url} broke the Faktory protocol during {verb}: {error}")
+    return _wire(error, f"the connection to {url} broke during {verb}: {_os_reason(error)}")
+
+
+def _os_reason(error: OSError) -> str:
+    if isinstance(error, ssl.SSLError):
+        return f"TLS error: {error.reason or error}"
+    return str(error.strerror or error)
 
 
 def unusable_reason(error: BaseException, url: ServerURL, *, timeout: float) -> str:
     """Why the server at ``url`` could not be used, in a few words (``timeout``: the bound a
-    TimeoutError ran into). The CLI's check and a worker's connects word it alike."""
+    TimeoutError ran into). The CLI's check and a worker's connects word it alike, and an
+    error the Client wrapped as the error it wrapped."""
+    error = _wrapped(error)
     if isinstance(error, AuthenticationError):
         if url.password:
             return "wrong password (the server refused the password in the URL)"
         return "wrong password (the server needs one and the URL gives none)"
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"TLS error: the certificate is not trusted ({error.verify_message})"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS error: {error.reason or error}"
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
     if isinstance(error, TimeoutError):
         return f"no answer within {timeout:g} s (timeout)"
-    if isinstance(error, OSError):
-        return f"cannot connect: {error.strerror or error}"
     if isinstance(error, ServerReplyError):
         return f"the handshake was refused: {error}"
+    if isinstance(error, FaktoryError):  # in its own words (an OSError, some of them)
+        return str(error)
+    if isinstance(error, ssl.SSLError):
+        return _os_reason(error)
+    if isinstance(error, OSError):
+        return f"cannot connect: {_os_reason(error)}"
     if isinstance(error, ProtocolError):
         return f"it does not speak the Faktory protocol: {error}"
-    if isinstance(error, FaktoryError):
-        return str(error)
     return f"{type(error).__name__}: {error}"
 
 
@@ -145,7 +237,7 @@ def connect_failed(
     return ConnectionLost(
         link=link,
         reason=f"cannot use the server at {url}: {unusable_reason(error, url, timeout=timeout)}",
-        permanent=isinstance(error, ssl.SSLCertVerificationError),
+        permanent=isinstance(_wrapped(error), ssl.SSLCertVerificationError),
     )
 
 
@@ -186,8 +278,13 @@ def resolve_url(url: str | ServerURL | None, env: Mapping[str, str] | None = Non
     """The server address: the argument, else FAKTORY_PROVIDER / FAKTORY_URL, else localhost."""
     if isinstance(url, ServerURL):
         return url
-    if url is not None:
+    if isinstance(url, str):
         return ServerURL.parse(url)
+    if url is not None:
+        raise ArgumentTypeError(
+            "url must be a string such as 'tcp://localhost:7419', a faktory_core.ServerURL or "
+            f"None (FAKTORY_URL), got {type(url).__name__}"
+        )
     return ServerURL.from_env(os.environ if env is None else env)
 
 

@@ -15,6 +15,10 @@ import line alone:
 - ``Stream.readable()``: whether anything arrived that nobody read (bytes, the end of the
   stream, a reset), without blocking: a pooled connection showing either is not reused.
 - ``Stream.close()`` (politely: what was written is sent first) and ``Stream.abort()``.
+- ``LoopBinding()``: the event loop a Client's connections belong to. ``claim()`` at each use
+  returns True when the connections made so far are dead (their loop has closed: the Client
+  drops them and starts afresh), and raises WrongEventLoopError when they belong to another
+  loop that is still open. The blocking runtimes have no loop: theirs always returns False.
 
 Here the stream is an :class:`asyncio.Protocol` rather than a StreamReader: it knows exactly
 whether anything arrived while nobody was waiting, and costs less per call (no task, one
@@ -24,15 +28,17 @@ future and one timer per read that must wait).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
 import time
 from typing import Final
 
 import faktory_core as core
 
-from ._common import explain_tls_error, remaining
+from ._common import WrongEventLoopError, explain_tls_error, remaining
 
-__all__ = ["Stream", "clock", "connect", "semaphore"]
+__all__ = ["LoopBinding", "Stream", "clock", "connect", "semaphore"]
 
 clock: Final = time.monotonic
 
@@ -59,6 +65,32 @@ async def connect(
     return stream
 
 
+class LoopBinding:
+    """The event loop a Client's connections (and its pool's semaphore) belong to: the one it
+    was first used on, until that loop closes."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def claim(self) -> bool:
+        """Bind to the running loop; True when the connections made so far belong to a loop
+        that has closed (they are dead: start afresh). WrongEventLoopError when they belong to
+        another loop that is still open."""
+        loop = asyncio.get_running_loop()
+        bound = self._loop
+        if loop is bound:
+            return False
+        if bound is not None and not bound.is_closed():
+            raise WrongEventLoopError(
+                "this asyncio Client is used on an event loop other than the one it was first "
+                "used on, which is still open: its connections belong to that loop. Make one "
+                "Client per event loop (in main(), or in the async fixture, with `async with "
+                "Client() as client`), or close that loop before using the Client on this one"
+            )
+        self._loop = loop
+        return bound is not None
+
+
 def _expire(waiter: asyncio.Future[bool]) -> None:
     if not waiter.done():
         waiter.set_result(False)
@@ -69,6 +101,7 @@ class Stream(asyncio.Protocol):
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the transport's
         self._received: list[bytes] = []  # arrived, not yet read
         self._closed = False  # the server closed the connection, or it broke
         self._waiter: asyncio.Future[bool] | None = None  # a reader: True woken, False expired
@@ -106,14 +139,25 @@ class Stream(asyncio.Protocol):
             self._transport.close()
 
     def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
+        transport = self._transport
+        if transport is None:
+            return
+        if self._loop is not None and self._loop.is_closed():
+            # A closed loop can no longer close its transports: shut the socket down, so that
+            # the server sees the connection end now (the socket is closed with the transport).
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            return
+        transport.abort()
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self._received.append(data)

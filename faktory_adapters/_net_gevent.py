@@ -28,8 +28,9 @@ import faktory_core as core
 from . import _net_thread
 from ._common import connect_socket as _connect_socket
 from ._common import remaining
+from ._net_thread import LoopBinding  # a gevent hub is no asyncio loop: nothing to bind
 
-__all__ = ["Stream", "clock", "connect", "connect_socket", "semaphore"]
+__all__ = ["LoopBinding", "Stream", "clock", "connect", "connect_socket", "semaphore"]
 
 clock: Final = time.monotonic
 

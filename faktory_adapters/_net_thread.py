@@ -13,13 +13,20 @@ import faktory_core as core
 
 from ._common import connect_socket, remaining
 
-__all__ = ["Stream", "clock", "connect", "semaphore"]
+__all__ = ["LoopBinding", "Stream", "clock", "connect", "semaphore"]
 
 clock: Final = time.monotonic
 
 
 def semaphore(size: int) -> threading.BoundedSemaphore:
     return threading.BoundedSemaphore(size)
+
+
+class LoopBinding:
+    """Threads have no event loop to belong to (the interface: ``_net_asyncio``)."""
+
+    def claim(self) -> bool:
+        return False
 
 
 def connect(url: core.ServerURL, ssl_context: ssl.SSLContext | None, deadline: float) -> Stream:

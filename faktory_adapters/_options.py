@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import ssl
 
-from faktory_core import ConfigurationError, ServerURL
+from faktory_core import ArgumentTypeError, ConfigurationError, ServerURL
 
-__all__ = ["check_flag", "check_ssl_context"]
+__all__ = ["check_callable", "check_flag", "check_ssl_context"]
 
 
 def check_ssl_context(url: ServerURL, ssl_context: object) -> None:
@@ -35,3 +35,9 @@ def check_flag(name: str, value: object) -> None:
     """Refuse anything but True or False (a string such as "false" would read as true)."""
     if not isinstance(value, bool):
         raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+
+
+def check_callable(name: str, value: object, what: str) -> None:
+    """Refuse a ``value`` that cannot be called; ``what`` says what it should be."""
+    if not callable(value):
+        raise ArgumentTypeError(f"{name} must be {what}, got {type(value).__name__}")

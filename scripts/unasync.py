@@ -49,6 +49,9 @@ COMMON: Final[Substitutions] = [
 ]
 
 _USE = r"Use it as ``async with Client\(\) as client``\."
+#: The asyncio Client's event loop, which the blocking ones have not: the docstring's lines go.
+_LOOP = r"^    It belongs to the event loop it is first used on, until that loop closes: .*\n"
+_LOOP_ERROR = r"^    :class:`WrongEventLoopError`\.\n"
 
 #: Each generated module, and what tells its runtime from asyncio (applied before COMMON).
 TARGETS: Final[dict[str, Substitutions]] = {
@@ -56,11 +59,15 @@ TARGETS: Final[dict[str, Substitutions]] = {
         (r"^\"\"\"The asyncio adapter's Client\.", '"""The thread adapter\'s Client.'),
         (r"^from \._net_asyncio import ", "from ._net_thread import "),
         (_USE, "Use it as ``with Client() as client``; it is safe to share between threads."),
+        (_LOOP, ""),
+        (_LOOP_ERROR, ""),
     ],
     "_client_gevent.py": [
         (r"^\"\"\"The asyncio adapter's Client\.", '"""The gevent adapter\'s Client.'),
         (r"^from \._net_asyncio import ", "from ._net_gevent import "),
         (_USE, "Use it as ``with Client() as client``; greenlets may share it."),
+        (_LOOP, ""),
+        (_LOOP_ERROR, ""),
     ],
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import threading
 import time
 import urllib.parse
 import uuid
@@ -20,6 +21,11 @@ from typing import Any, TypeVar
 
 import pytest
 
+from faktory_adapters._common import (
+    ClientClosedError,
+    FaktoryConnectionError,
+    WrongEventLoopError,
+)
 from faktory_adapters.asyncio import (
     AuthenticationError,
     Client,
@@ -497,9 +503,9 @@ def test_context_manager_closes_its_connections(faktory_server: FaktoryServer) -
                 assert await settled_connection_count(observer) == before + 3
             assert await wait_for_connection_count(observer, before) == before
 
-            with pytest.raises(FaktoryError, match="closed"):
+            with pytest.raises(ClientClosedError, match="closed"):
                 await client.info()
-            with pytest.raises(FaktoryError, match="closed"):
+            with pytest.raises(ClientClosedError, match="closed"):
                 await client.push("Probe", queue=queue)
             await client.close()  # closing twice is harmless
             assert (await queue_sizes(observer))[queue] == 3
@@ -581,6 +587,72 @@ def test_a_cancelled_command_does_not_poison_the_pool(faktory_server: FaktorySer
     run(main())
 
 
+# -- event loops ----------------------------------------------------------------------------------
+
+
+def test_a_client_whose_loop_closed_starts_afresh_on_the_next(
+    faktory_server: FaktoryServer,
+) -> None:
+    # A module-level Client, used by asyncio.run twice (or by tests that each get a new loop):
+    # the second loop once met the first one's connections ("Event loop is closed", a
+    # Future attached to a different loop, or a timeout).
+    queue = unique("q")
+    client = client_for(faktory_server, pool_size=2)  # made outside any loop
+
+    async def push_two() -> int:
+        await asyncio.gather(*(client.push("Probe", queue=queue) for _ in range(2)))
+        return await settled_connection_count(client)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the dead loop's transports
+        first = run(push_two())  # the loop closes with two connections in the pool
+        second = run(push_two())
+        gc.collect()
+    assert second == first  # the dead loop's connections were closed, not left to the server
+
+    async def finish() -> None:
+        assert (await queue_sizes(client))[queue] == 4
+        await client.remove_queues(queue)
+
+    run(finish())
+    run(client.close())  # a third loop: the Client closes there too
+
+
+def test_a_client_used_on_a_second_loop_while_the_first_is_open_says_so(
+    faktory_server: FaktoryServer,
+) -> None:
+    first = asyncio.new_event_loop()
+    runner = threading.Thread(target=first.run_forever, name="first-loop", daemon=True)
+    runner.start()
+
+    def on_first(coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, first).result(COMMAND_TIMEOUT)
+
+    try:
+        client = client_for(faktory_server)
+        assert on_first(client.info())["server"]["faktory_version"] == "1.9.4"
+        for use in (client.info, client.close):
+            with pytest.raises(WrongEventLoopError) as caught:
+                run(use())
+            error = caught.value
+            assert isinstance(error, RuntimeError)
+            assert not isinstance(error, FaktoryError)
+            assert str(error) == (
+                "this asyncio Client is used on an event loop other than the one it was first "
+                "used on, which is still open: its connections belong to that loop. Make one "
+                "Client per event loop (in main(), or in the async fixture, with `async with "
+                "Client() as client`), or close that loop before using the Client on this one"
+            )
+        assert on_first(client.info())["server"]["faktory_version"] == "1.9.4"  # unharmed
+        on_first(client.close())
+    finally:
+        first.call_soon_threadsafe(first.stop)
+        runner.join(COMMAND_TIMEOUT)
+        first.close()
+    with pytest.raises(ClientClosedError):
+        run(client.info())
+
+
 # -- where the server is --------------------------------------------------------------------------
 
 
@@ -617,10 +689,12 @@ def test_an_unreachable_port_is_refused_quickly() -> None:
     async def main() -> float:
         async with Client(f"tcp://127.0.0.1:{port}", timeout=COMMAND_TIMEOUT) as client:
             started = time.monotonic()
-            with pytest.raises(ConnectionRefusedError):
+            with pytest.raises(FaktoryConnectionError) as refused:
                 await client.info()
-            with pytest.raises(ConnectionRefusedError):  # and again: nothing is cached
+            assert isinstance(refused.value.__cause__, ConnectionRefusedError)
+            with pytest.raises(FaktoryConnectionError) as again:  # nothing is cached
                 await client.push("Probe", queue=unique("q"))
+            assert isinstance(again.value.__cause__, ConnectionRefusedError)
             return time.monotonic() - started
 
     assert run(main(), timeout=10.0) < 2.0
@@ -652,7 +726,7 @@ def test_the_right_password_is_accepted_and_never_shown(
                 await client.fail(jid, "E", "m")
             for text in (repr(client), str(client), str(caught.value), repr(caught.value)):
                 assert_hidden(text, TEST_PASSWORD)
-        with pytest.raises(FaktoryError) as closed:
+        with pytest.raises(ClientClosedError) as closed:
             await client.info()
         assert_hidden(str(closed.value), TEST_PASSWORD)
 

@@ -20,6 +20,7 @@ import pytest
 
 from faktory_adapters import _client_gevent
 from faktory_adapters._cli import CHECK_TIMEOUT
+from faktory_adapters._common import FaktoryTimeoutError
 from faktory_adapters._exits import EXIT_UNREACHABLE
 from tests.cli.command import run
 from tests.support.adapters import SyncClient
@@ -117,7 +118,7 @@ def test_timeout_bounds_a_whole_command(adapter: str, faktory_server: FaktorySer
                 return outcome
 
         elapsed, error = within(PATIENCE, scenario)
-        assert isinstance(error, TimeoutError)
+        assert isinstance(error, FaktoryTimeoutError)  # a TimeoutError too
         assert str(error) == "INFO got no complete reply within 1 s"
         assert BOUND - EARLY <= elapsed < BOUND + SLACK
         assert proxy.connections == 2  # the connection that timed out was not reused
@@ -141,7 +142,7 @@ def test_timeout_bounds_a_whole_command_over_tls(
                 return outcome
 
         elapsed, error = within(PATIENCE, scenario)
-        assert isinstance(error, TimeoutError)
+        assert isinstance(error, FaktoryTimeoutError)  # a TimeoutError too
         assert str(error) == "INFO got no complete reply within 1 s"
         assert BOUND - EARLY <= elapsed < BOUND + SLACK
 
@@ -171,7 +172,7 @@ def test_the_generated_gevent_client_bounds_each_greenlet_s_command(
 
         elapsed, errors = within(PATIENCE, scenario)
         for error in errors:
-            assert isinstance(error, TimeoutError)
+            assert isinstance(error, FaktoryTimeoutError)  # a TimeoutError too
             assert str(error) == "INFO got no complete reply within 1 s"
         assert BOUND - EARLY <= elapsed < BOUND + SLACK
         assert proxy.connections == 2
@@ -187,7 +188,7 @@ def test_connect_timeout_bounds_a_trickled_handshake(
                 return timed_error(client.info)
 
         elapsed, error = within(PATIENCE, scenario)
-        assert isinstance(error, TimeoutError)
+        assert isinstance(error, FaktoryTimeoutError)  # a TimeoutError too
         assert str(error) == f"connecting to {proxy.url} took more than 1 s (connect_timeout)"
         assert BOUND - EARLY <= elapsed < BOUND + SLACK
 
@@ -204,7 +205,7 @@ def test_connect_timeout_bounds_a_trickled_tls_handshake(
                 return timed_error(client.info)
 
         elapsed, error = within(PATIENCE, scenario)
-        assert isinstance(error, TimeoutError)
+        assert isinstance(error, FaktoryTimeoutError)  # a TimeoutError too
         assert "took more than 1 s (connect_timeout)" in str(error)
         assert BOUND - EARLY <= elapsed < BOUND + SLACK
 

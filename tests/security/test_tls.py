@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import pytest
 
-from faktory_adapters._common import handshake_closed
+from faktory_adapters._common import FaktoryConnectionError, handshake_closed
 from faktory_core import EXIT_REFUSED, ServerURL
 from tests.support.adapters import SyncClient, adapter_module, capture_logs, serve
 from tests.support.server import TEST_PASSWORD, FaktoryServer
@@ -49,14 +49,23 @@ def misnamed_ca(misnamed_server: FaktoryServer) -> Path:
     return misnamed_server.tls[1].parent / "ca.cert.pem"
 
 
-def refused(adapter: str, url: str, **options: Any) -> ssl.SSLCertVerificationError:
+def refused(adapter: str, url: str, **options: Any) -> FaktoryConnectionError:
+    """The error of a Client whose TLS handshake fails verification: a FaktoryConnectionError
+    raised from the SSLCertVerificationError, saying that the certificate is not trusted."""
     with (
         SyncClient(adapter, url, **options) as client,
-        pytest.raises(ssl.SSLCertVerificationError) as raised,
+        pytest.raises(FaktoryConnectionError) as raised,
     ):
         client.info()
-    assert "certificate verify failed" in str(raised.value)
-    assert TEST_PASSWORD not in str(raised.value)
+    cause = raised.value.__cause__
+    assert isinstance(cause, ssl.SSLCertVerificationError)
+    assert "certificate verify failed" in str(cause)
+    assert str(raised.value) == (
+        f"cannot use the server at {ServerURL.parse(url)}: TLS error: the certificate is not "
+        f"trusted ({cause.verify_message})"
+    )
+    for shown in (str(raised.value), "".join(traceback.format_exception(raised.value))):
+        assert TEST_PASSWORD not in shown
     return raised.value
 
 
@@ -85,7 +94,8 @@ def test_a_restarted_server_serves_tls_again(certificates: Certificates) -> None
 
 def test_verification_is_on_by_default(adapter: str, tls_server: FaktoryServer) -> None:
     error = refused(adapter, tls_server.url)
-    assert error.verify_message == "unable to get local issuer certificate"
+    assert isinstance(error.__cause__, ssl.SSLCertVerificationError)
+    assert error.__cause__.verify_message == "unable to get local issuer certificate"
 
 
 def test_the_ca_given_as_an_ssl_context(
@@ -192,11 +202,15 @@ def test_a_tls_url_for_a_plain_server_hints_at_tcp(
     adapter: str, faktory_server: FaktoryServer
 ) -> None:
     url = f"tcp+tls://localhost:{faktory_server.port}"
-    with SyncClient(adapter, url) as client, pytest.raises(ssl.SSLError) as raised:
+    with SyncClient(adapter, url) as client, pytest.raises(FaktoryConnectionError) as raised:
         client.info()
-    assert raised.value.reason == "WRONG_VERSION_NUMBER"
+    assert isinstance(raised.value.__cause__, ssl.SSLError)
+    assert raised.value.__cause__.reason == "WRONG_VERSION_NUMBER"
+    assert str(raised.value) == f"cannot use the server at {url}: TLS error: WRONG_VERSION_NUMBER"
     shown = "".join(traceback.format_exception(raised.value))
-    assert f"{url} does not speak TLS: if the server is plain TCP, use a tcp:// URL" in shown
+    hint = f"{url} does not speak TLS: if the server is plain TCP, use a tcp:// URL"
+    assert shown.count(hint) == 1  # once, under the error the caller sees
+    assert raised.value.__notes__ == [hint]
 
 
 @pytest.mark.parametrize("adapter", HINTED)
@@ -207,9 +221,10 @@ def test_a_plain_url_for_a_tls_server_hints_at_tcp_tls(
     url = tls_server.url.replace("tcp+tls://", "tcp://", 1)
     with (
         SyncClient(adapter, url) as client,
-        pytest.raises(adapter_module(adapter).FaktoryError) as raised,
+        pytest.raises(FaktoryConnectionError) as raised,
     ):
         client.info()
+    assert isinstance(raised.value, adapter_module(adapter).FaktoryError)
     assert str(raised.value) == (
         f"tcp://:***@localhost:{tls_server.port} closed the connection during the handshake: "
         "if the server speaks TLS, use a tcp+tls:// URL"
@@ -222,6 +237,8 @@ def test_an_untrusted_certificate_hints_at_the_remedy(
 ) -> None:
     error = refused(adapter, tls_server.url)
     assert any("ssl_context= or the SSL_CERT_FILE variable" in note for note in error.__notes__)
+    shown = "".join(traceback.format_exception(error))
+    assert shown.count("ssl_context= or the SSL_CERT_FILE variable") == 1
 
 
 def test_the_closed_handshake_error_hints_at_tls_for_plain_urls_only() -> None:

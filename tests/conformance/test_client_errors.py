@@ -1,0 +1,374 @@
+"""One error family, for every adapter's Client: whatever the server or the network does is a
+FaktoryError (a FaktoryConnectionError, FaktoryTimeoutError or FaktoryProtocolError, raised
+from what the runtime saw), and what the caller does wrong is a TypeError, ValueError or
+RuntimeError naming it. Against a real server, the fault proxy, or a socket the test controls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from typing import Any, Final
+
+import pytest
+
+from faktory_adapters._common import (
+    ClientClosedError,
+    FaktoryConnectionError,
+    FaktoryError,
+    FaktoryProtocolError,
+    FaktoryTimeoutError,
+    unusable_reason,
+)
+from faktory_core import RemoteProtocolError, ServerURL
+from faktory_core.commands import Info
+from tests.support.adapters import SyncClient
+from tests.support.proxy import FaultProxy
+from tests.support.server import FaktoryServer
+
+pytestmark = pytest.mark.server
+
+#: How long a test waits for anything (every wait is bounded).
+WAIT: Final = 10.0
+GREETING: Final = b'+HI {"v":2}\r\n'
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ScriptedServer:
+    """A loopback listener that plays a script to every connection: ``replies[0]`` at once,
+    then the next reply for each line received; None closes the connection right after the
+    reply before it (a FIN, never a reset)."""
+
+    def __init__(self, replies: list[bytes | None]) -> None:
+        self._replies = replies
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(WAIT)
+        self.url = f"tcp://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.received: list[bytes] = []
+        self._thread = threading.Thread(target=self._serve, name="scripted", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:  # closed, or nobody came within WAIT
+                return
+            with connection:
+                connection.settimeout(WAIT)
+                self._play(connection)
+
+    def _play(self, connection: socket.socket) -> None:
+        buffered = b""
+        for reply, following in zip(self._replies, [*self._replies[1:], b""], strict=True):
+            if reply is None:
+                return
+            connection.sendall(reply)
+            if following is None:  # a FIN, then whatever the client still sends is read
+                connection.shutdown(socket.SHUT_WR)
+                with contextlib.suppress(OSError):
+                    while connection.recv(4096):
+                        pass
+                return
+            while b"\r\n" not in buffered:
+                try:
+                    data = connection.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffered += data
+            line, buffered = buffered.split(b"\r\n", 1)
+            self.received.append(line)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        self._listener.close()
+        self._thread.join(WAIT)
+
+
+@pytest.fixture
+def scripted() -> Iterator[list[ScriptedServer]]:
+    """Scripted servers a test makes, closed at its end."""
+    made: list[ScriptedServer] = []
+    try:
+        yield made
+    finally:
+        for server in made:
+            server.close()
+
+
+def failure(client: SyncClient, method: str = "info", *args: Any) -> BaseException:
+    """The exception a call of ``method`` raises (the test checks which)."""
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - checked by the caller
+        getattr(client, method)(*args)
+    return raised.value
+
+
+# -- the server cannot be reached, or used ------------------------------------------------------
+
+
+def test_a_refused_connect_is_a_faktory_connection_error(adapter: str) -> None:
+    url = f"tcp://127.0.0.1:{free_port()}"
+    with SyncClient(adapter, url) as client:
+        for _ in range(2):  # nothing is cached
+            error = failure(client)
+            assert isinstance(error, FaktoryConnectionError)
+            assert isinstance(error, FaktoryError)
+            assert isinstance(error, ConnectionError)  # an OSError, as Python habits expect
+            assert isinstance(error.__cause__, ConnectionRefusedError)
+            assert error.errno == errno.ECONNREFUSED
+            assert str(error) == f"cannot use the server at {url}: connection refused"
+            # The CLI's check and a worker's log word a wrapped error as the error itself.
+            reason = unusable_reason(error, ServerURL.parse(url), timeout=1)
+            assert reason == "connection refused"
+
+
+def test_an_unknown_host_is_a_faktory_connection_error(adapter: str) -> None:
+    url = "tcp://faktory.invalid:7419"
+    with SyncClient(adapter, url, connect_timeout=2) as client:
+        error = failure(client)
+    assert isinstance(error, FaktoryConnectionError)
+    assert isinstance(error.__cause__, socket.gaierror)
+    assert str(error).startswith(f"cannot use the server at {url}: cannot connect: ")
+
+
+def test_a_connect_past_its_bound_is_a_faktory_timeout_error(adapter: str) -> None:
+    # A listener that accepts (in the kernel) but never greets.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        with SyncClient(adapter, url, connect_timeout=0.3) as client:
+            started = time.monotonic()
+            error = failure(client)
+            assert time.monotonic() - started < WAIT / 2
+    assert isinstance(error, FaktoryTimeoutError)
+    assert isinstance(error, TimeoutError)
+    assert isinstance(error, FaktoryError)
+    assert str(error) == f"connecting to {url} took more than 0.3 s (connect_timeout)"
+
+
+def test_a_command_past_its_bound_is_a_faktory_timeout_error(
+    adapter: str, faktory_server: FaktoryServer
+) -> None:
+    with (
+        FaultProxy(faktory_server.host, faktory_server.port) as proxy,
+        SyncClient(adapter, proxy.url, timeout=0.5) as client,
+    ):
+        client.info()
+        proxy.set_trickle(0.2)  # a reply of hundreds of bytes: minutes
+        error = failure(client)
+        proxy.set_trickle(None)
+        assert isinstance(error, FaktoryTimeoutError)
+        assert isinstance(error, TimeoutError)
+        assert str(error) == "INFO got no complete reply within 0.5 s"
+        assert client.info()["server"]["faktory_version"] == "1.9.4"
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
+def test_a_server_that_closes_mid_reply_is_a_faktory_connection_error(
+    adapter: str, faktory_server: FaktoryServer, reset: bool
+) -> None:
+    with (
+        FaultProxy(faktory_server.host, faktory_server.port) as proxy,
+        SyncClient(adapter, proxy.url, timeout=WAIT) as client,
+    ):
+        client.info()
+        proxy.set_trickle(0.01)  # the reply arrives a byte at a time: cut in its middle
+        cutter = threading.Timer(0.5, proxy.cut_all, kwargs={"reset": reset})
+        cutter.start()
+        try:
+            error = failure(client)
+        finally:
+            cutter.join(WAIT)
+        proxy.set_trickle(None)
+        assert isinstance(error, FaktoryConnectionError)
+        assert isinstance(error, ConnectionError)
+        # FIN: "URL closed the connection before the reply to INFO was complete"; RST: that,
+        # or (where the runtime reports the reset) "the connection to URL broke during INFO:
+        # Connection reset by peer".
+        text = str(error)
+        assert proxy.url in text
+        assert "INFO" in text
+        assert client.info()["server"]["faktory_version"] == "1.9.4"  # a new connection
+
+
+def test_a_server_that_closes_mid_reply_says_so(adapter: str, scripted: list[Any]) -> None:
+    server = ScriptedServer([GREETING, b"+OK\r\n", b'$100\r\n{"partial', None])
+    scripted.append(server)
+    with SyncClient(adapter, server.url) as client:
+        error = failure(client)
+    assert isinstance(error, FaktoryConnectionError)
+    assert str(error) == (
+        f"{server.url} closed the connection before the reply to INFO was complete"
+    )
+
+
+def test_a_server_that_closes_during_the_handshake_is_a_faktory_connection_error(
+    adapter: str, scripted: list[Any]
+) -> None:
+    server = ScriptedServer([GREETING, None])
+    scripted.append(server)
+    with SyncClient(adapter, server.url) as client:
+        error = failure(client)
+    assert isinstance(error, FaktoryConnectionError)
+    assert str(error).startswith(f"{server.url} closed the connection during the handshake")
+
+
+# -- the server breaks the protocol -------------------------------------------------------------
+
+
+def test_garbage_for_a_greeting_is_a_faktory_protocol_error(
+    adapter: str, scripted: list[Any]
+) -> None:
+    server = ScriptedServer([b"SSH-2.0-OpenSSH_9.2\r\n"])
+    scripted.append(server)
+    with SyncClient(adapter, server.url) as client:
+        error = failure(client)
+    assert isinstance(error, FaktoryProtocolError)
+    assert not isinstance(error, OSError)
+    assert isinstance(error.__cause__, RemoteProtocolError)
+    assert str(error) == (
+        f"cannot use the server at {server.url}: it does not speak the Faktory protocol: "
+        f"{error.__cause__}"
+    )
+
+
+def test_garbage_for_a_reply_is_a_faktory_protocol_error(adapter: str, scripted: list[Any]) -> None:
+    server = ScriptedServer([GREETING, b"+OK\r\n", b"%not a RESP reply\r\n"])
+    scripted.append(server)
+    with SyncClient(adapter, server.url) as client:
+        error = failure(client)
+        assert isinstance(error, FaktoryProtocolError)
+        assert isinstance(error.__cause__, RemoteProtocolError)
+        assert str(error).startswith(f"{server.url} broke the Faktory protocol during INFO: ")
+    assert server.received[-1] == b"INFO"
+
+
+def test_an_unexpected_reply_is_a_faktory_protocol_error(adapter: str, scripted: list[Any]) -> None:
+    # A well-formed reply of the wrong kind: +OK where INFO's JSON should be.
+    server = ScriptedServer([GREETING, b"+OK\r\n", b"+OK\r\n"])
+    scripted.append(server)
+    with SyncClient(adapter, server.url) as client:
+        error = failure(client)
+    assert isinstance(error, FaktoryProtocolError), repr(error)
+
+
+# -- misuse is not a FaktoryError ---------------------------------------------------------------
+
+
+def test_a_closed_client_raises_client_closed_error(
+    adapter: str, faktory_server: FaktoryServer
+) -> None:
+    with SyncClient(adapter, faktory_server.url) as client:
+        client.info()
+        client.close()
+        for call, args in (("info", ()), ("push", ("Probe", [1])), ("fetch", ("q",))):
+            error = failure(client, call, *args)
+            assert isinstance(error, ClientClosedError), repr(error)
+            assert isinstance(error, RuntimeError)
+            assert not isinstance(error, FaktoryError)
+            assert str(error) == (
+                "the Client is closed (by close(), or at the end of its with block): "
+                "make a new Client"
+            )
+        client.close()  # closing twice is harmless
+
+
+def test_the_cause_and_the_tls_note_stay_in_the_traceback(adapter: str) -> None:
+    url = f"tcp://127.0.0.1:{free_port()}"
+    with SyncClient(adapter, url) as client:
+        error = failure(client)
+    shown = "".join(traceback.format_exception(error))
+    assert "ConnectionRefusedError" in shown
+    assert "The above exception was the direct cause" in shown
+
+
+def test_request_refuses_what_is_not_a_command(adapter: str, faktory_server: FaktoryServer) -> None:
+    with SyncClient(adapter, faktory_server.url) as client:
+        with pytest.raises(TypeError, match=r"^request\(command\): command must be a"):
+            client.request("INFO")
+        with pytest.raises(ValueError, match=r"^timeout must be a finite number of seconds"):
+            client.request(Info(), timeout=-1)
+        assert client.request(Info(), timeout=5).info["server"]["faktory_version"] == "1.9.4"
+
+
+# -- arguments: a wrong type or value is a TypeError or ValueError naming it ----------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    ["a@b", {"to": "a@b"}, {"a@b"}, (n for n in range(2))],
+    ids=["str", "dict", "set", "gen"],
+)
+def test_args_that_are_not_a_list_or_tuple_are_refused_and_nothing_is_pushed(
+    adapter: str, faktory_server: FaktoryServer, args: Any
+) -> None:
+    # A str once went out as its characters (["a", "@", "b"]), a dict as its keys.
+    queue = unique("q")
+    with SyncClient(adapter, faktory_server.url) as client:
+        with pytest.raises(TypeError, match="args must be a list or tuple"):
+            client.push("SendEmail", args, queue=queue)
+        with pytest.raises(TypeError, match="args must be a list or tuple"):
+            client.job("SendEmail", args, queue=queue)
+        assert client.info()["faktory"]["queues"].get(queue, 0) == 0
+
+
+def test_push_refuses_what_is_not_a_job_naming_it(
+    adapter: str, faktory_server: FaktoryServer
+) -> None:
+    with SyncClient(adapter, faktory_server.url) as client:
+        for wrong in (None, 42, {"jobtype": "SendEmail"}):
+            with pytest.raises(TypeError, match=r"^push\(job\): job must be a faktory_core\.Job"):
+                client.push(wrong)
+        job = client.job("SendEmail", ["a@b"])
+        with pytest.raises(TypeError, match=r"^push\(job\) takes no args or options"):
+            client.push(job, queue="other")
+
+
+def test_push_bulk_refuses_a_lone_job(adapter: str, faktory_server: FaktoryServer) -> None:
+    with SyncClient(adapter, faktory_server.url) as client:
+        job = client.job("SendEmail", ["a@b"], queue=unique("q"))
+        with pytest.raises(TypeError, match=r"^jobs must be a sequence of Job instances"):
+            client.push_bulk(job)
+        assert client.info()["faktory"]["queues"].get(job.queue, 0) == 0
+
+
+def test_a_backtrace_given_as_one_string_is_its_lines(
+    adapter: str, faktory_server: FaktoryServer
+) -> None:
+    # tuple("a.py:1...") once sent every character as a line of its own.
+    queue = unique("q")
+    with SyncClient(adapter, faktory_server.url) as client:
+        jid = client.push("Probe", queue=queue)
+        client.fetch(queue)
+        client.fail(jid, "ValueError", "bad", "a.py:1 in f\nb.py:2 in g")
+        client.mutate("requeue", "retries", jids=jid)  # one jid, not its characters
+        job = client.fetch(queue)
+        assert job is not None
+        assert job.jid == jid
+        assert job.failure.backtrace == ("a.py:1 in f", "b.py:2 in g")
+        client.ack(jid)
+
+
+def test_client_arguments_of_the_wrong_type_are_named(adapter: str) -> None:
+    with pytest.raises(TypeError, match=r"^url must be a string such as 'tcp://localhost:7419'"):
+        SyncClient(adapter, 7419)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^jid_factory must be a function returning a new jid"):
+        SyncClient(adapter, "tcp://localhost:7419", jid_factory="jid-12345678")
