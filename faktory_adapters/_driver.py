@@ -336,7 +336,11 @@ class Driver:
             self.runtime.run_hooks_later("quiet")
 
     def _notice(self, action: Notice) -> None:
-        log.warning("%s", action.message)
+        if action.job is None:
+            log.log(action.level, "%s", action.message)
+        else:
+            with _logging.about(action.job):
+                log.log(action.level, "%s", action.message)
 
     def _exited(self, action: Exit) -> None:
         self.runtime.exited(action.code)

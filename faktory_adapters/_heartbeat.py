@@ -151,8 +151,8 @@ class HeartbeatThread:
                 case ServerStateChanged(state=state):
                     _log.info("the server asks this worker to %s", state.value)
                     self._on_server_state(state)
-                case Notice(message=message):
-                    _log.warning("heartbeat: %s", message)
+                case Notice(message=message, level=level):
+                    _log.log(level, "heartbeat: %s", message)
 
     def _connect(self) -> None:
         self._close()

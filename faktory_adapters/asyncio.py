@@ -49,7 +49,6 @@ from ._worker_base import WorkerBase
 
 __all__ = [
     "AbortSignal",
-    "AbortWait",
     "AuthenticationError",
     "Client",
     "FaktoryError",
