@@ -608,7 +608,9 @@ def test_a_client_whose_loop_closed_starts_afresh_on_the_next(
         first = run(push_two())  # the loop closes with two connections in the pool
         second = run(push_two())
         gc.collect()
-    assert second == first  # the dead loop's connections were closed, not left to the server
+    # The dead loop's two connections were closed, not left open on the server (the count may
+    # still drop as the server lets go of earlier tests' connections).
+    assert second <= first
 
     async def finish() -> None:
         assert (await queue_sizes(client))[queue] == 4

@@ -191,7 +191,8 @@ def test_a_server_that_closes_mid_reply_is_a_faktory_connection_error(
     ):
         client.info()
         proxy.set_trickle(0.01)  # the reply arrives a byte at a time: cut in its middle
-        cutter = threading.Timer(0.5, proxy.cut_all, kwargs={"reset": reset})
+        # The reply takes seconds: a second in, it has begun and is far from complete.
+        cutter = threading.Timer(1.0, proxy.cut_all, kwargs={"reset": reset})
         cutter.start()
         try:
             error = failure(client)
