@@ -82,11 +82,14 @@ def _args_message(args: object) -> str:
     """Why ``args`` is refused, and what the caller most likely meant."""
     kind = type(args).__name__
     shown = _show(args)
-    if isinstance(args, (str, bytes, bytearray, Mapping)):
+    if args is None:
+        fix = "for no arguments, write args=[] (or leave it out); to pass None, args=[None]"
+    elif isinstance(args, (str, bytes, bytearray, Mapping)):
         # A str would go out as its characters, a dict as its keys: never what was meant.
         fix = f"to pass one {kind}, write args=[{shown}]"
     elif isinstance(args, Iterable):
-        fix = f"to pass its items as the arguments, write args=list({shown})"
+        items = "..." if shown.startswith("<") else shown  # a generator's repr helps nobody
+        fix = f"to pass its items as the arguments, write args=list({items})"
     else:
         fix = f"to pass one value, write args=[{shown}]"
     return f"args must be a list or tuple of the job's arguments, got {kind}: {fix}"

@@ -124,7 +124,8 @@ def test_args_must_be_a_list_or_tuple(args: object) -> None:
         ({"to": "ada"}, "to pass one dict, write args=[{'to': 'ada'}]"),
         ({3, 1}, "to pass its items as the arguments, write args=list({1, 3})"),
         (5, "to pass one value, write args=[5]"),
-        (None, "to pass one value, write args=[None]"),
+        (None, "for no arguments, write args=[] (or leave it out); to pass None, args=[None]"),
+        ((x for x in "ab"), "to pass its items as the arguments, write args=list(...)"),
     ],
 )
 def test_a_str_or_a_dict_as_args_is_refused_naming_the_fix(args: object, fix: str) -> None:
