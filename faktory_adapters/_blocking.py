@@ -285,7 +285,9 @@ class BlockingWorker(WorkerBase):
 
     def drain(self) -> int:
         """Work in burst mode until the queues are empty, then return the exit code; re-raise
-        the first exception a job raised. For tests: push jobs, then ``worker.drain()``."""
+        the first exception a job raised, or FaktoryConnectionError with the reason when the server
+        cannot be used (unreachable, a wrong password). For tests: push jobs, then
+        ``worker.drain()``."""
         return self._end_drain(self._serve(self._start_drain()))
 
     def _serve(self, config: core.WorkerConfig) -> int:

@@ -172,6 +172,11 @@ class Driver:
         """The machine's exit code once it has exited, else None."""
         return self.machine.exit_code
 
+    @property
+    def refusal(self) -> str | None:
+        """Why the server refused the worker for good (it then exits 3), else None."""
+        return self.machine.refusal
+
     # -- the run ------------------------------------------------------------------------------
 
     def begin(self) -> None:

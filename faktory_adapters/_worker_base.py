@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar
 import faktory_core as core
 from faktory_core.machine_io import QuietRequested, StopRequested
 
-from ._common import new_wid, resolve_url, tls_context
+from ._common import FaktoryConnectionError, new_wid, resolve_url, tls_context
 from ._jobs import Jobs, JobType, Registrar
 from ._options import check_flag, check_ssl_context
 
@@ -29,6 +29,9 @@ class Serving(Protocol):
     def post(self, event: core.MachineInput) -> None: ...
 
     def dump_jobs(self) -> None: ...
+
+    @property
+    def refusal(self) -> str | None: ...
 
 
 class WorkerBase(Registrar):
@@ -247,6 +250,9 @@ class WorkerBase(Registrar):
         raised, self._raised = self._raised, None
         if raised:
             raise raised[0]
+        refusal = None if self._driver is None else self._driver.refusal
+        if refusal is not None:  # the server cannot be used: a test must not pass on that
+            raise FaktoryConnectionError(refusal)
         return code
 
     def _make_config(

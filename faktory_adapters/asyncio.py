@@ -35,11 +35,16 @@ from . import _logging
 from ._client_async import Client
 from ._common import (
     AuthenticationError,
+    ClientClosedError,
     DaemonThreadPool,
+    FaktoryConnectionError,
     FaktoryError,
+    FaktoryProtocolError,
+    FaktoryTimeoutError,
     InvalidJobError,
     JobAborted,
     ServerReplyError,
+    WrongEventLoopError,
     connect_failed,
     thread_stack,
 )
@@ -51,7 +56,11 @@ __all__ = [
     "AbortSignal",
     "AuthenticationError",
     "Client",
+    "ClientClosedError",
+    "FaktoryConnectionError",
     "FaktoryError",
+    "FaktoryProtocolError",
+    "FaktoryTimeoutError",
     "InvalidJobError",
     "JobAborted",
     "JobContext",
@@ -59,6 +68,7 @@ __all__ = [
     "Jobs",
     "ServerReplyError",
     "Worker",
+    "WrongEventLoopError",
     "current_job",
 ]
 
@@ -209,7 +219,9 @@ class Worker(WorkerBase):
 
     async def drain(self) -> int:
         """Work in burst mode until the queues are empty, then return the exit code; re-raise
-        the first exception a job raised. For tests: push jobs, then ``await worker.drain()``.
+        the first exception a job raised, or FaktoryConnectionError with the reason when the
+        server cannot be used (unreachable, a wrong password). For tests: push jobs, then
+        ``await worker.drain()``.
         """
         return self._end_drain(await self._serve(self._start_drain()))
 

@@ -38,10 +38,15 @@ from ._blocking import BlockingWorker, EventAbortSignal, SelectorRuntime, perfor
 from ._client_gevent import Client
 from ._common import (
     AuthenticationError,
+    ClientClosedError,
+    FaktoryConnectionError,
     FaktoryError,
+    FaktoryProtocolError,
+    FaktoryTimeoutError,
     InvalidJobError,
     JobAborted,
     ServerReplyError,
+    WrongEventLoopError,
 )
 from ._driver import Handler, JobContextBase
 from ._jobs import Jobs, JobType
@@ -51,7 +56,11 @@ __all__ = [
     "AbortSignal",
     "AuthenticationError",
     "Client",
+    "ClientClosedError",
+    "FaktoryConnectionError",
     "FaktoryError",
+    "FaktoryProtocolError",
+    "FaktoryTimeoutError",
     "InvalidJobError",
     "JobAborted",
     "JobContext",
@@ -59,6 +68,7 @@ __all__ = [
     "Jobs",
     "ServerReplyError",
     "Worker",
+    "WrongEventLoopError",
     "current_job",
 ]
 

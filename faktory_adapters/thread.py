@@ -34,11 +34,16 @@ from ._blocking import BlockingWorker, EventAbortSignal, SelectorRuntime, perfor
 from ._client_sync import Client
 from ._common import (
     AuthenticationError,
+    ClientClosedError,
     DaemonThreadPool,
+    FaktoryConnectionError,
     FaktoryError,
+    FaktoryProtocolError,
+    FaktoryTimeoutError,
     InvalidJobError,
     JobAborted,
     ServerReplyError,
+    WrongEventLoopError,
     connect_socket,
     thread_stack,
 )
@@ -49,7 +54,11 @@ __all__ = [
     "AbortSignal",
     "AuthenticationError",
     "Client",
+    "ClientClosedError",
+    "FaktoryConnectionError",
     "FaktoryError",
+    "FaktoryProtocolError",
+    "FaktoryTimeoutError",
     "InvalidJobError",
     "JobAborted",
     "JobContext",
@@ -57,6 +66,7 @@ __all__ = [
     "Jobs",
     "ServerReplyError",
     "Worker",
+    "WrongEventLoopError",
     "current_job",
 ]
 

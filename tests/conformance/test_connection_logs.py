@@ -4,6 +4,7 @@ with the reason, in every adapter. Against a real server, through the tests' fau
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -121,3 +122,47 @@ def test_a_burst_worker_that_cannot_reach_the_server_stops_at_once(
     [refusal] = from_worker(records.records, logging.ERROR)
     assert reason in refusal
     assert not from_worker(records.records, logging.WARNING)[1:]  # no line per link
+
+
+def drain_error(adapter: str, worker: Any) -> BaseException | None:
+    """What ``worker.drain()`` raised (None if it returned), waiting at most WAIT s."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            if adapter == "asyncio":
+                asyncio.run(worker.drain())
+            else:
+                worker.drain()
+        except BaseException as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    draining = threading.Thread(target=run, daemon=True)
+    draining.start()
+    draining.join(WAIT)
+    assert outcome, "drain() went on retrying"
+    return outcome[0]
+
+
+def test_drain_raises_why_the_server_cannot_be_used(adapter: str) -> None:
+    url = f"tcp://127.0.0.1:{closed_port()}"
+    module = adapter_module(adapter)
+    worker: Any = module.Worker(url=url, concurrency=2)
+    worker.register("Never", lambda: None)
+    error = drain_error(adapter, worker)  # in a test, an unusable server is an error
+    assert isinstance(error, module.FaktoryConnectionError)
+    assert str(error) == f"cannot use the server at {url}: connection refused"
+
+
+def test_drain_raises_a_refused_password(
+    adapter: str, faktory_password_server: FaktoryServer
+) -> None:
+    url = f"tcp://:wrong@127.0.0.1:{faktory_password_server.port}"
+    module = adapter_module(adapter)
+    worker: Any = module.Worker(url=url, concurrency=2)
+    worker.register("Never", lambda: None)
+    error = drain_error(adapter, worker)
+    assert isinstance(error, module.FaktoryConnectionError)
+    assert "Invalid password" in str(error)
