@@ -139,9 +139,9 @@ def test_a_worker_with_a_wrong_password_says_so_and_hides_it(
     with capture_logs("refused HELLO: ERR Invalid password") as logs:
         # It stops by itself with exit 3: retrying cannot make the password right.
         assert serve_until_it_stops(adapter, worker) == EXIT_REFUSED
-    assert logs.seen.is_set(), logs.text  # a warning names the cause: no silent retrying
-    warned = [r for r in logs.records if "Invalid password" in r.getMessage()]
-    assert all(record.levelname == "WARNING" for record in warned)
+    assert logs.seen.is_set(), logs.text  # an error names the cause: no silent retrying
+    stops = [r for r in logs.records if "refused HELLO: ERR Invalid password" in r.getMessage()]
+    assert [record.levelname for record in stops] == ["ERROR"], logs.text
     assert pwdhashes
     assert_hidden(logs.text, pwdhashes)
     assert producer.info()["faktory"]["queues"][queue] == 1  # nothing fetched, nothing lost
