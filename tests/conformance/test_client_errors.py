@@ -1,7 +1,12 @@
 """One error family, for every adapter's Client: whatever the server or the network does is a
 FaktoryError (a FaktoryConnectionError, FaktoryTimeoutError or FaktoryProtocolError, raised
 from what the runtime saw), and what the caller does wrong is a TypeError, ValueError or
-RuntimeError naming it. Against a real server, the fault proxy, or a socket the test controls.
+RuntimeError naming it.
+
+Against the real server, directly or through the fault proxy, which does to the server's
+replies what it cannot be made to do: trickles them, cuts them short, puts garbage or a reply
+of the wrong kind in front of them. The one raw socket is a listener that is no Faktory server
+at all (it greets with an SSH banner).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import pytest
@@ -36,6 +41,7 @@ pytestmark = pytest.mark.server
 
 #: How long a test waits for anything (every wait is bounded).
 WAIT: Final = 10.0
+#: The greeting of the session's server (no password).
 GREETING: Final = b'+HI {"v":2}\r\n'
 
 
@@ -44,75 +50,58 @@ def unique(prefix: str) -> str:
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on (the socket only asks the kernel for one)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-class ScriptedServer:
-    """A loopback listener that plays a script to every connection: ``replies[0]`` at once,
-    then the next reply for each line received; None closes the connection right after the
-    reply before it (a FIN, never a reset)."""
+@contextlib.contextmanager
+def not_a_faktory_server(banner: bytes) -> Iterator[str]:
+    """Yield the URL of a loopback listener that is no Faktory server: it greets a connection
+    with ``banner``, then reads until the client closes it. No Faktory server (nor the proxy,
+    which relays one) can be made to greet that way; this is the one raw socket of the tests."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(WAIT)
 
-    def __init__(self, replies: list[bytes | None]) -> None:
-        self._replies = replies
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(WAIT)
-        self.url = f"tcp://127.0.0.1:{self._listener.getsockname()[1]}"
-        self.received: list[bytes] = []
-        self._thread = threading.Thread(target=self._serve, name="scripted", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:  # closed, or nobody came within WAIT
-                return
-            with connection:
-                connection.settimeout(WAIT)
-                self._play(connection)
-
-    def _play(self, connection: socket.socket) -> None:
-        buffered = b""
-        for reply, following in zip(self._replies, [*self._replies[1:], b""], strict=True):
-            if reply is None:
-                return
-            connection.sendall(reply)
-            if following is None:  # a FIN, then whatever the client still sends is read
-                connection.shutdown(socket.SHUT_WR)
-                with contextlib.suppress(OSError):
+        def serve() -> None:
+            with contextlib.suppress(OSError):  # nobody came within WAIT, or a reset
+                connection, _ = listener.accept()
+                with connection:
+                    connection.settimeout(WAIT)
+                    connection.sendall(banner)
                     while connection.recv(4096):
                         pass
-                return
-            while b"\r\n" not in buffered:
-                try:
-                    data = connection.recv(4096)
-                except OSError:
-                    return
-                if not data:
-                    return
-                buffered += data
-            line, buffered = buffered.split(b"\r\n", 1)
-            self.received.append(line)
 
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
-        self._listener.close()
-        self._thread.join(WAIT)
+        server = threading.Thread(target=serve, name="not-faktory", daemon=True)
+        server.start()
+        try:
+            yield f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        finally:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes an accept() still waiting
+    server.join(WAIT)
 
 
-@pytest.fixture
-def scripted() -> Iterator[list[ScriptedServer]]:
-    """Scripted servers a test makes, closed at its end."""
-    made: list[ScriptedServer] = []
+@contextlib.contextmanager
+def cut_when(proxy: FaultProxy, condition: Callable[[], bool], *, reset: bool) -> Iterator[None]:
+    """Cut every connection of ``proxy`` (``reset``: with RST, else FIN) the moment
+    ``condition()`` holds, from a thread of its own while the block's call waits for the
+    server; the block fails if that did not happen within WAIT."""
+    cuts: list[int] = []
+
+    def cut() -> None:
+        if proxy.wait_for(condition, WAIT):
+            cuts.append(proxy.cut_all(reset=reset))
+
+    cutter = threading.Thread(target=cut, name="cutter", daemon=True)
+    cutter.start()
     try:
-        yield made
+        yield
     finally:
-        for server in made:
-            server.close()
+        cutter.join(WAIT)
+    assert cuts == [1], "the condition for the cut never held"
 
 
 def failure(client: SyncClient, method: str = "info", *args: Any) -> BaseException:
@@ -120,6 +109,11 @@ def failure(client: SyncClient, method: str = "info", *args: Any) -> BaseExcepti
     with pytest.raises(Exception) as raised:  # noqa: PT011 - checked by the caller
         getattr(client, method)(*args)
     return raised.value
+
+
+def assert_usable(client: SyncClient) -> None:
+    """The Client still works: the failed connection was not kept."""
+    assert client.info()["server"]["faktory_version"] == "1.9.4"
 
 
 # -- the server cannot be reached, or used ------------------------------------------------------
@@ -150,14 +144,19 @@ def test_an_unknown_host_is_a_faktory_connection_error(adapter: str) -> None:
     assert str(error).startswith(f"cannot use the server at {url}: cannot connect: ")
 
 
-def test_a_connect_past_its_bound_is_a_faktory_timeout_error(adapter: str) -> None:
-    # A listener that accepts (in the kernel) but never greets.
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        url = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
-        with SyncClient(adapter, url, connect_timeout=0.3) as client:
-            started = time.monotonic()
-            error = failure(client)
-            assert time.monotonic() - started < WAIT / 2
+def test_a_connect_past_its_bound_is_a_faktory_timeout_error(
+    adapter: str, faktory_server: FaktoryServer
+) -> None:
+    # The server greets, but its greeting trickles: a byte, then one a minute.
+    with (
+        FaultProxy(faktory_server.host, faktory_server.port, trickle=60) as proxy,
+        SyncClient(adapter, proxy.url, connect_timeout=0.3) as client,
+    ):
+        url = proxy.url
+        started = time.monotonic()
+        error = failure(client)
+        assert time.monotonic() - started < WAIT / 2
+        assert proxy.bytes_to_clients < len(GREETING)  # the greeting never came whole
     assert isinstance(error, FaktoryTimeoutError)
     assert isinstance(error, TimeoutError)
     assert isinstance(error, FaktoryError)
@@ -178,7 +177,7 @@ def test_a_command_past_its_bound_is_a_faktory_timeout_error(
         assert isinstance(error, FaktoryTimeoutError)
         assert isinstance(error, TimeoutError)
         assert str(error) == "INFO got no complete reply within 0.5 s"
-        assert client.info()["server"]["faktory_version"] == "1.9.4"
+        assert_usable(client)
 
 
 @pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
@@ -190,85 +189,93 @@ def test_a_server_that_closes_mid_reply_is_a_faktory_connection_error(
         SyncClient(adapter, proxy.url, timeout=WAIT) as client,
     ):
         client.info()
-        proxy.set_trickle(0.01)  # the reply arrives a byte at a time: cut in its middle
-        # The reply takes seconds: a second in, it has begun and is far from complete.
-        cutter = threading.Timer(1.0, proxy.cut_all, kwargs={"reset": reset})
-        cutter.start()
-        try:
+        # The reply (hundreds of bytes) comes a byte every 20 ms: cut once 8 have gone.
+        proxy.set_trickle(0.02)
+        before = proxy.bytes_to_clients
+        with cut_when(proxy, lambda: proxy.bytes_to_clients >= before + 8, reset=reset):
             error = failure(client)
-        finally:
-            cutter.join(WAIT)
         proxy.set_trickle(None)
         assert isinstance(error, FaktoryConnectionError)
         assert isinstance(error, ConnectionError)
-        # FIN: "URL closed the connection before the reply to INFO was complete"; RST: that,
-        # or (where the runtime reports the reset) "the connection to URL broke during INFO:
-        # Connection reset by peer".
         text = str(error)
         assert proxy.url in text
         assert "INFO" in text
-        assert client.info()["server"]["faktory_version"] == "1.9.4"  # a new connection
-
-
-def test_a_server_that_closes_mid_reply_says_so(adapter: str, scripted: list[Any]) -> None:
-    server = ScriptedServer([GREETING, b"+OK\r\n", b'$100\r\n{"partial', None])
-    scripted.append(server)
-    with SyncClient(adapter, server.url) as client:
-        error = failure(client)
-    assert isinstance(error, FaktoryConnectionError)
-    assert str(error) == (
-        f"{server.url} closed the connection before the reply to INFO was complete"
-    )
+        if not reset:  # a FIN: the server closed it, and the Client says so
+            assert text == (
+                f"{proxy.url} closed the connection before the reply to INFO was complete"
+            )
+        # An RST: that, or (where the runtime reports the reset) "the connection to URL broke
+        # during INFO: Connection reset by peer".
+        assert_usable(client)  # a new connection
 
 
 def test_a_server_that_closes_during_the_handshake_is_a_faktory_connection_error(
-    adapter: str, scripted: list[Any]
+    adapter: str, faktory_server: FaktoryServer
 ) -> None:
-    server = ScriptedServer([GREETING, None])
-    scripted.append(server)
-    with SyncClient(adapter, server.url) as client:
-        error = failure(client)
-    assert isinstance(error, FaktoryConnectionError)
-    assert str(error).startswith(f"{server.url} closed the connection during the handshake")
+    # The greeting trickles, a byte a second: the server closes (FIN) once the first has gone.
+    with (
+        FaultProxy(faktory_server.host, faktory_server.port, trickle=1.0) as proxy,
+        SyncClient(adapter, proxy.url, timeout=WAIT, connect_timeout=WAIT) as client,
+    ):
+        with cut_when(proxy, lambda: proxy.bytes_to_clients >= 1, reset=False):
+            error = failure(client)
+        assert proxy.bytes_to_clients < len(GREETING)  # cut during the greeting
+        assert isinstance(error, FaktoryConnectionError)
+        assert str(error).startswith(f"{proxy.url} closed the connection during the handshake")
+        proxy.set_trickle(None)
+        assert_usable(client)
 
 
 # -- the server breaks the protocol -------------------------------------------------------------
 
 
-def test_garbage_for_a_greeting_is_a_faktory_protocol_error(
-    adapter: str, scripted: list[Any]
-) -> None:
-    server = ScriptedServer([b"SSH-2.0-OpenSSH_9.2\r\n"])
-    scripted.append(server)
-    with SyncClient(adapter, server.url) as client:
+def test_garbage_for_a_greeting_is_a_faktory_protocol_error(adapter: str) -> None:
+    with (
+        not_a_faktory_server(b"SSH-2.0-OpenSSH_9.2\r\n") as url,
+        SyncClient(adapter, url) as client,
+    ):
         error = failure(client)
     assert isinstance(error, FaktoryProtocolError)
     assert not isinstance(error, OSError)
     assert isinstance(error.__cause__, RemoteProtocolError)
     assert str(error) == (
-        f"cannot use the server at {server.url}: it does not speak the Faktory protocol: "
-        f"{error.__cause__}"
+        f"cannot use the server at {url}: it does not speak the Faktory protocol: {error.__cause__}"
     )
 
 
-def test_garbage_for_a_reply_is_a_faktory_protocol_error(adapter: str, scripted: list[Any]) -> None:
-    server = ScriptedServer([GREETING, b"+OK\r\n", b"%not a RESP reply\r\n"])
-    scripted.append(server)
-    with SyncClient(adapter, server.url) as client:
+def test_garbage_for_a_reply_is_a_faktory_protocol_error(
+    adapter: str, faktory_server: FaktoryServer
+) -> None:
+    with (
+        FaultProxy(faktory_server.host, faktory_server.port) as proxy,
+        SyncClient(adapter, proxy.url, timeout=WAIT) as client,
+    ):
+        client.info()
+        # Garbage in front of the server's next reply, in the same write.
+        assert proxy.inject(b"%not a RESP reply\r\n", glued=True, ahead=True) == 1
+        sent = proxy.bytes_to_target
         error = failure(client)
         assert isinstance(error, FaktoryProtocolError)
         assert isinstance(error.__cause__, RemoteProtocolError)
-        assert str(error).startswith(f"{server.url} broke the Faktory protocol during INFO: ")
-    assert server.received[-1] == b"INFO"
+        assert str(error).startswith(f"{proxy.url} broke the Faktory protocol during INFO: ")
+        # The server got INFO, whole (the garbage came glued to its reply).
+        assert proxy.bytes_to_target - sent == len(b"INFO\r\n")
+        assert_usable(client)
 
 
-def test_an_unexpected_reply_is_a_faktory_protocol_error(adapter: str, scripted: list[Any]) -> None:
-    # A well-formed reply of the wrong kind: +OK where INFO's JSON should be.
-    server = ScriptedServer([GREETING, b"+OK\r\n", b"+OK\r\n"])
-    scripted.append(server)
-    with SyncClient(adapter, server.url) as client:
+def test_an_unexpected_reply_is_a_faktory_protocol_error(
+    adapter: str, faktory_server: FaktoryServer
+) -> None:
+    # A well-formed reply of the wrong kind: +OK where INFO's JSON should be (which follows).
+    with (
+        FaultProxy(faktory_server.host, faktory_server.port) as proxy,
+        SyncClient(adapter, proxy.url, timeout=WAIT) as client,
+    ):
+        client.info()
+        assert proxy.inject(b"+OK\r\n", glued=True, ahead=True) == 1
         error = failure(client)
-    assert isinstance(error, FaktoryProtocolError), repr(error)
+        assert isinstance(error, FaktoryProtocolError), repr(error)
+        assert_usable(client)  # not INFO's own reply, left unread on the failed connection
 
 
 # -- misuse is not a FaktoryError ---------------------------------------------------------------

@@ -14,7 +14,12 @@ plans as far as the timing of the peers allows.
 Two faults no real server shows on demand: with ``trickle`` (seconds), every byte the server
 sends is delivered alone, that long after the one before (a server that answers, but slowly);
 :meth:`FaultProxy.inject` hands every client bytes the server never sent (an unsolicited
-``-ERR``), at once or glued to the next bytes the server sends.
+``-ERR``), at once or glued to the next bytes the server sends (after them, or ahead of them:
+garbage, or a reply of the wrong kind, where a client waits for the server's reply).
+
+A test that must act at a given point of a conversation waits for it with
+:meth:`FaultProxy.wait_for` on the byte counters (:attr:`FaultProxy.bytes_to_clients`,
+:attr:`FaultProxy.bytes_to_target`), rather than guessing how long it takes.
 
 One thread moves every byte (a selector, non-blocking sockets); :meth:`FaultProxy.close`
 stops it and closes everything. Standard library only::
@@ -62,6 +67,7 @@ class _Pipe:
         self.held = bytearray()  # server bytes trickling to the client, one at a time
         self.next_byte_at = 0.0  # monotonic time the next held byte may go
         self.glued = bytearray()  # injected bytes to send after the server's next bytes
+        self.glued_ahead = bytearray()  # injected bytes to send ahead of the server's next bytes
 
     def other(self, sock: socket.socket) -> socket.socket:
         return self.server if sock is self.client else self.client
@@ -78,6 +84,9 @@ class FaultProxy:
     The counters: :attr:`connections` accepted, :attr:`random_cuts`, :attr:`stalls`,
     :attr:`forced_cuts` (by :meth:`cut_all`), :attr:`refused` (the target was down, so the
     connection was closed at once); :attr:`faults` is the sum of the cuts and stalls.
+    :attr:`bytes_to_clients` and :attr:`bytes_to_target`: the bytes written so far to the
+    clients and to the target (every connection together; injected bytes count, bytes held
+    back by the trickle only once they go); :meth:`wait_for` waits for a condition on them.
     """
 
     def __init__(
@@ -102,6 +111,9 @@ class FaultProxy:
         self.stalls = 0
         self.forced_cuts = 0
         self.refused = 0
+        self.bytes_to_clients = 0
+        self.bytes_to_target = 0
+        self._turned = threading.Condition()  # notified after every turn of the relay thread
         self._pipes: dict[socket.socket, _Pipe] = {}  # by either of its sockets
         self._requests: deque[tuple[Callable[[], object], list[object], threading.Event]] = deque()
         self._selector = selectors.DefaultSelector()
@@ -168,18 +180,24 @@ class FaultProxy:
 
         self._call(change)
 
-    def inject(self, data: bytes, *, glued: bool = False) -> int:
+    def inject(self, data: bytes, *, glued: bool = False, ahead: bool = False) -> int:
         """Send ``data`` to the client of every open connection as if the server had sent it;
         return how many connections got it.
 
         ``glued``: not now, but right after the next bytes the server sends on each connection,
         in the same write (so a client reads them together with a reply).
+        ``ahead`` (with ``glued``): in front of those bytes instead, still in the same write (so
+        a client waiting for a reply reads ``data`` in its place, and the real reply after it).
         """
+        if ahead and not glued:
+            raise ValueError("inject(ahead=True) needs glued=True")
 
         def send() -> int:
             pipes = self._each_pipe()
             for pipe in pipes:
-                if glued:
+                if ahead:
+                    pipe.glued_ahead += data
+                elif glued:
                     pipe.glued += data
                 else:
                     pipe.pending[pipe.client] += data
@@ -204,6 +222,19 @@ class FaultProxy:
             return len(pipes)
 
         return self._call(cut)  # type: ignore[no-any-return]
+
+    def wait_for(self, condition: Callable[[], object], timeout: float) -> bool:
+        """Wait until ``condition()`` is true, for at most ``timeout`` seconds; return whether
+        it came true.
+
+        It is checked at once, then after every turn of the relay thread (where the counters
+        change), so a test can act the moment the proxy has relayed something, e.g. a few bytes
+        of a reply: ``proxy.wait_for(lambda: proxy.bytes_to_clients >= before + 8, 10)``. The
+        condition runs on the caller's thread, while the relay thread may be mid-turn: read
+        counters in it, not the connections.
+        """
+        with self._turned:
+            return bool(self._turned.wait_for(condition, timeout))
 
     def close(self) -> None:
         """Stop relaying, close every connection and the listener. Idempotent."""
@@ -241,6 +272,8 @@ class FaultProxy:
         try:
             while not self._closing:
                 self._turn()
+                with self._turned:
+                    self._turned.notify_all()
         finally:
             for pipe in list(self._each_pipe()):
                 self._drop(pipe)
@@ -338,8 +371,9 @@ class FaultProxy:
                 data = data[: pipe.budget]
             pipe.budget -= len(data)
         target = pipe.other(sock)
-        if target is pipe.client and pipe.glued:
-            data += pipe.glued
+        if target is pipe.client and (pipe.glued or pipe.glued_ahead):
+            data = bytes(pipe.glued_ahead) + data + bytes(pipe.glued)
+            pipe.glued_ahead.clear()
             pipe.glued.clear()
         if target is pipe.client and self._trickle is not None:
             pipe.held += data  # the turns release it, a byte at a time
@@ -362,6 +396,10 @@ class FaultProxy:
                 self._drop(pipe)
                 return
             del pending[:sent]
+            if sock is pipe.client:
+                self.bytes_to_clients += sent
+            else:
+                self.bytes_to_target += sent
         if sock in self._pipes:
             self._watch(pipe)
 
