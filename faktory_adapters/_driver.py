@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
@@ -40,11 +41,31 @@ from ._heartbeat import HeartbeatThread
 if TYPE_CHECKING:
     from ._worker_base import WorkerBase
 
-__all__ = ["AbortSignalBase", "Driver", "Handler", "JobContextBase", "Runtime"]
+__all__ = ["AbortSignalBase", "Driver", "Handler", "IsSet", "JobContextBase", "Runtime"]
 
 Handler: TypeAlias = Callable[..., Any]
 
 log: Final = logger.getChild("worker")
+
+
+class IsSet:
+    """What ``abort.is_set`` is: call it for the bool. Read as a bool uncalled
+    (``if abort.is_set:``, once a property), it raises TypeError instead of being always true."""
+
+    __slots__ = ("_signal",)
+
+    def __init__(self, signal: AbortSignalBase) -> None:
+        self._signal = signal
+
+    def __call__(self) -> bool:
+        """True once the job has been aborted."""
+        return self._signal._reason is not None
+
+    def __bool__(self) -> bool:
+        raise TypeError("abort.is_set is a method, as threading.Event's: write abort.is_set()")
+
+    def __repr__(self) -> str:
+        return f"<abort.is_set: {self()}>"
 
 
 class AbortSignalBase:
@@ -56,9 +77,11 @@ class AbortSignalBase:
     def __init__(self) -> None:
         self._reason: str | None = None
 
-    def is_set(self) -> bool:
-        """True once the job has been aborted (a method, as ``threading.Event.is_set``)."""
-        return self._reason is not None
+    @property
+    def is_set(self) -> IsSet:
+        """``abort.is_set()``: True once the job has been aborted (called, as
+        ``threading.Event.is_set``; uncalled as a bool it raises TypeError)."""
+        return IsSet(self)
 
     @property
     def reason(self) -> str | None:
@@ -67,14 +90,21 @@ class AbortSignalBase:
 
     def set(self, reason: str = "aborted") -> None:
         """Set the signal with ``reason``, waking its waiters: the worker does when it aborts
-        the job; a test may, to see how a handler reacts. The first reason stays."""
-        if self._reason is None:
+        the job; a test may, to see how a handler reacts. The first reason stays. The asyncio
+        and thread adapters' may be set from any thread, gevent's from the hub's."""
+        with _SETTING:
+            if self._reason is not None:
+                return
             self._reason = reason
-            self._wake()
+        self._wake()
 
     def _wake(self) -> None:
-        """Wake what waits for the signal (it is set now)."""
+        """Wake what waits for the signal (it is set now), from any thread."""
         raise NotImplementedError
+
+
+#: Makes AbortSignalBase.set's check-and-set one step when threads race.
+_SETTING: Final = threading.Lock()
 
 
 class JobContextBase:
@@ -271,6 +301,17 @@ class Driver:
                 exc_info=error,
             )
         return job_error(error)
+
+    def cancelled(self, context: JobContextBase) -> None:
+        """Log a job whose task something other than the worker cancelled (it is FAILed)."""
+        job = context.job
+        with _logging.about(context):
+            log.error(
+                "%s %s failed after %s: its task was cancelled, not by the worker",
+                job.jobtype,
+                job.jid,
+                self._ran(context),
+            )
 
     def succeeded(self, context: JobContextBase) -> None:
         """Log a job that returned (at DEBUG: the default level pays one check)."""

@@ -12,10 +12,12 @@ Inside a handler, :func:`current_job` returns the :class:`JobContext`: the job a
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import contextlib
 import contextvars
 import functools
 import inspect
+import sys
 import threading
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -76,7 +78,7 @@ Hook: TypeAlias = Callable[[], Any]
 Middleware: TypeAlias = Callable[["JobContext", Callable[[], Awaitable[None]]], Awaitable[None]]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-# Guards the lazy creation of AbortSignal's threading.Event against a concurrent abort.
+# Guards the lazy creation of AbortSignal's events against a concurrent abort.
 _EVENT_LOCK: Final = threading.Lock()
 
 
@@ -86,11 +88,12 @@ _NOT_AWAITED: Final = (
 )
 
 
-class AbortWait:
-    """What :meth:`AbortSignal.wait` returns: ``await`` it for the bool.
+class AbortWait(collections.abc.Coroutine[Any, Any, bool]):
+    """What :meth:`AbortSignal.wait` returns: a coroutine; ``await`` it for the bool (or hand
+    it to ``asyncio.create_task``, ``wait_for``...).
 
     Used as a bool unawaited (``if abort.wait(1):``, the thread adapter's spelling), it raises
-    TypeError instead of being silently true.
+    TypeError instead of being silently true; called and dropped, it logs an ERROR.
     """
 
     __slots__ = ("_coroutine", "_used")
@@ -103,15 +106,26 @@ class AbortWait:
         self._used = True
         return self._coroutine.__await__()
 
-    def __bool__(self) -> bool:
+    def send(self, value: Any) -> Any:
         self._used = True
-        self._coroutine.close()  # no "never awaited" warning on top of the error
+        return self._coroutine.send(value)
+
+    def throw(self, *error: Any) -> Any:
+        self._used = True
+        return self._coroutine.throw(*error)
+
+    def close(self) -> None:
+        self._used = True
+        self._coroutine.close()
+
+    def __bool__(self) -> bool:
+        self.close()  # no "never awaited" warning on top of the error
         raise TypeError(_NOT_AWAITED)
 
     def __del__(self) -> None:
         # `abort.wait(1)` as a statement waits for nothing: say so where it is seen, in the log
         # (an exception here would only be printed), instead of a RuntimeWarning.
-        if not self._used:
+        if not self._used and not sys.is_finalizing():
             self._coroutine.close()
             log.error("%s (it was called and dropped, so it waited for nothing)", _NOT_AWAITED)
 
@@ -123,12 +137,13 @@ class AbortSignal(AbortSignalBase):
     ``signal.wait_blocking(timeout)``; both can poll ``signal.is_set()``.
     """
 
-    __slots__ = ("_event", "_thread_event")
+    __slots__ = ("_event", "_loop", "_thread_event")
 
     def __init__(self) -> None:
         super().__init__()
         # Made on first use: most jobs never wait for their abort.
         self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the event's
         self._thread_event: threading.Event | None = None
 
     def wait(self, timeout: float | None = None) -> AbortWait:
@@ -136,30 +151,46 @@ class AbortSignal(AbortSignalBase):
         return AbortWait(self._wait(timeout))
 
     async def _wait(self, timeout: float | None) -> bool:
-        if self._reason is None:
+        with _EVENT_LOCK:  # a thread may be setting it right now
+            if self._reason is not None:
+                return True
             if self._event is None:
                 self._event = asyncio.Event()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout)
+                self._loop = asyncio.get_running_loop()
+            event = self._event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
         return self._reason is not None
 
     def wait_blocking(self, timeout: float | None = None) -> bool:
         """From a thread: wait up to ``timeout`` s for the abort; True if it came."""
-        if self._reason is None:
-            with _EVENT_LOCK:  # the loop thread may be setting it right now
-                if self._thread_event is None:
-                    self._thread_event = threading.Event()
-                    if self._reason is not None:
-                        self._thread_event.set()
-            self._thread_event.wait(timeout)
+        with _EVENT_LOCK:  # the loop thread may be setting it right now
+            if self._reason is not None:
+                return True
+            if self._thread_event is None:
+                self._thread_event = threading.Event()
+            event = self._thread_event
+        event.wait(timeout)
         return self._reason is not None
 
     def _wake(self) -> None:
+        # _reason is set: a waiter that takes the lock from now on sees it; one that took it
+        # before left its event here.
         with _EVENT_LOCK:
-            if self._thread_event is not None:
-                self._thread_event.set()
-        if self._event is not None:
-            self._event.set()
+            thread_event, event, loop = self._thread_event, self._event, self._loop
+        if thread_event is not None:
+            thread_event.set()
+        if event is None or loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            event.set()
+        else:  # an asyncio.Event is set on its own loop
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nothing waits
+                loop.call_soon_threadsafe(event.set)
 
 
 class JobContext(JobContextBase):
@@ -419,6 +450,7 @@ class _Runtime:
         except asyncio.CancelledError:
             if context.abort.is_set():
                 return None  # ours: the job was FAILed when it was aborted (and logged)
+            self.driver.cancelled(context)
             raise  # not ours: never swallowed
         except BaseException as error:  # a job's failure, whatever it raised
             return self.driver.failed(context, error)

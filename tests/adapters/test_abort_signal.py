@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -172,3 +173,51 @@ def test_run_inline_gives_gevent_code_a_gevent_signal_when_asked() -> None:
         return bool(waiter.get(timeout=5))
 
     assert run_inline(handler, job_of(), abort=signal) is True
+
+
+def test_is_set_read_uncalled_refuses_to_be_a_bool(adapter: str) -> None:
+    # Once a property: `if abort.is_set:` would be a bound method, always true.
+    signal = adapter_module(adapter).AbortSignal()
+    with pytest.raises(TypeError, match=r"write abort\.is_set\(\)"):
+        bool(signal.is_set)
+
+
+def test_an_asyncio_wait_is_a_coroutine_asyncio_takes_as_one() -> None:
+    async def main() -> list[bool]:
+        signal = aio.AbortSignal()
+        task = asyncio.create_task(signal.wait(5))
+        unset = await asyncio.wait_for(signal.wait(0.01), 5)
+        signal.set("stop")
+        return [unset, await task, await asyncio.wait_for(signal.wait(5), 5)]
+
+    with capture_logs() as logs:
+        assert asyncio.run(main()) == [False, True, True]
+        gc.collect()
+    assert not [r for r in logs.records if r.levelno >= logging.ERROR], logs.text
+
+
+def test_an_asyncio_wait_cancelled_before_it_starts_logs_nothing() -> None:
+    async def main() -> None:
+        task = asyncio.ensure_future(aio.AbortSignal().wait(5))
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with capture_logs() as logs:
+        asyncio.run(main())
+        gc.collect()
+    assert not [r for r in logs.records if r.levelno >= logging.ERROR], logs.text
+
+
+def test_an_asyncio_signal_set_from_another_thread_wakes_its_waiter() -> None:
+    async def main() -> bool:
+        signal = aio.AbortSignal()
+        waiting = asyncio.ensure_future(signal.wait(30))
+        await asyncio.sleep(0)  # the waiter has made its event
+        setter = threading.Thread(target=signal.set, args=("from a thread",))
+        setter.start()
+        woke = await asyncio.wait_for(waiting, 10)  # not the 30 s of its own timeout
+        setter.join(10)
+        return woke
+
+    assert asyncio.run(main()) is True

@@ -7,12 +7,12 @@ each running job's own stack. Against a real server.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,12 +28,6 @@ pytestmark = pytest.mark.server
 @pytest.fixture
 def queue() -> str:
     return f"logs-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def client(faktory_server: FaktoryServer) -> Iterator[thread.Client]:
-    with thread.Client(faktory_server.url) as producer:
-        yield producer
 
 
 def burst_worker(adapter: str, server: FaktoryServer, queue: str, **options: Any) -> Any:
@@ -120,6 +114,25 @@ def test_a_job_over_its_time_limit_is_logged_at_warning(
     assert warnings[0].getMessage().startswith(f"Slow {jid} aborted after ")
     # Aborted, not failed: no ERROR line on top of the warning.
     assert all(r.levelno < logging.ERROR for r in records_about(logs.records, jid))
+
+
+def test_an_asyncio_job_cancelled_by_something_else_is_logged_as_a_failure(
+    faktory_server: FaktoryServer, client: thread.Client, queue: str
+) -> None:
+    worker = burst_worker("asyncio", faktory_server, queue)
+
+    @worker.register("CancelsItself")
+    async def cancels_itself() -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()  # as a library the job calls might
+        await asyncio.sleep(10)
+
+    jid = client.push("CancelsItself", [], queue=queue)
+    with capture_logs() as logs:
+        assert serve("asyncio", worker) == 0
+    [record] = [r for r in records_about(logs.records, jid) if r.levelno == logging.ERROR]
+    assert record.getMessage().endswith("its task was cancelled, not by the worker")
 
 
 @pytest.mark.parametrize("adapter", ["thread", "gevent"])
