@@ -11,7 +11,7 @@ from its own thread: a runtime kept busy by its jobs must not starve the heartbe
 
 from __future__ import annotations
 
-from logging import INFO  # a level number only: the core does no logging
+from logging import DEBUG  # a level number only: the core does no logging
 from typing import Final
 
 from ._config import WorkerConfig
@@ -49,11 +49,12 @@ _RANK: Final = {None: 0, WorkerState.RUNNING: 0, WorkerState.QUIET: 1, WorkerSta
 class Heartbeat(LinkMachine[Link]):
     """BEATs for one worker process; feed it inputs with :meth:`handle`.
 
-    Its connection trouble starts with an INFO notice, not a WARNING: the job links of the
-    same process warn once for the same trouble.
+    Its connection trouble episodes are DEBUG notices: the job links of the same process warn
+    once for the same trouble, and say once when it is over.
     """
 
-    _trouble_level = INFO
+    _trouble_level = DEBUG
+    _back_level = DEBUG
 
     def __init__(
         self,

@@ -7,9 +7,10 @@ bytes to write as :class:`Write` actions. The subclasses decide what to send and
 
 Connection trouble is an episode, not a line per failure: the first failure while every link
 was fine gives one :class:`Notice` at the machine's ``_trouble_level`` (the worker's WARNING,
-the heartbeat's INFO), with the reason and the next retry; later failures of the same episode
-come at DEBUG; once every link that should be up is READY again, one INFO notice says the
-connection is back and how long it was out. A link closed on purpose is no trouble.
+the heartbeat's DEBUG), with the reason and the next retry; later failures of the same episode
+come at DEBUG; once every link that should be up is READY again, one notice at
+``_back_level`` (the worker's INFO) says the connection is back and how long it was out. A
+link closed on purpose is no trouble.
 
 A link's :class:`LinkStatus` moves only by :data:`LINK_TRANSITIONS`, through
 :meth:`Link.move`: a pair missing from the table is a bug, reported as ``LocalProtocolError``.
@@ -176,8 +177,9 @@ class LinkMachine(Generic[L]):
 
     #: Input type -> handler; each subclass extends it.
     _inputs: ClassVar[dict[type[MachineInput], Callable[[Any, Any, float], None]]]
-    #: The level of the notice that starts a connection trouble episode.
+    #: The levels of the notices that start and end a connection trouble episode.
     _trouble_level: ClassVar[int] = WARNING
+    _back_level: ClassVar[int] = INFO
     #: What the notice that ends an episode says, before how long the trouble lasted.
     _back: ClassVar[str] = "connected again"
 
@@ -462,9 +464,8 @@ class LinkMachine(Generic[L]):
         if self._closing and not self._reconnect_when_closing():
             # Nothing left to deliver: the link is not re-opened, so this is no trouble.
             self._move(link, LinkInput.GIVE_UP)
-            level = DEBUG if self._trouble_since is not None else INFO
-            closing = f"{message or reason}; not re-opened: closing"
-            self._actions.insert(notice_at, Notice(message=closing, link=link.id, level=level))
+            closing = f"{message or reason}; not re-opened: closing"  # one per link: DEBUG
+            self._actions.insert(notice_at, Notice(message=closing, link=link.id, level=DEBUG))
             return
         self._move(link, LinkInput.LOST)
         delay = 0.0
@@ -507,7 +508,7 @@ class LinkMachine(Generic[L]):
         self._emit(
             Notice(
                 message=f"{self._back} after {now - since:.1f} s of trouble ({attempts})",
-                level=INFO,
+                level=self._back_level,
             )
         )
 

@@ -13,7 +13,7 @@ What the chaos run found, and what the real server was seen to answer:
 from __future__ import annotations
 
 import json
-from logging import INFO
+from logging import DEBUG, INFO
 
 from faktory_core import Heartbeat, Worker, WorkerConfig
 from faktory_core.machine_io import (
@@ -45,9 +45,9 @@ def config(**overrides: object) -> WorkerConfig:
     return WorkerConfig(**settings)  # type: ignore[arg-type]
 
 
-def back(message: str) -> Notice:
-    """The notice that ends a connection trouble episode."""
-    return Notice(message=message, level=INFO)
+def back(message: str, level: int = INFO) -> Notice:
+    """The notice that ends a connection trouble episode (the heartbeat's at DEBUG)."""
+    return Notice(message=message, level=level)
 
 
 def hello_line(machine_config: WorkerConfig) -> bytes:
@@ -118,7 +118,7 @@ def test_a_beat_refused_because_the_server_is_stopping_reconnects_after_a_backof
     assert handshake(heartbeat, 0.0) == [BEAT]  # the first BEAT goes out with the handshake
     assert heartbeat.handle(DataReceived(link=0, data=SHUTTING_DOWN), 0.1) == [
         Close(link=0),
-        Notice(message="the server is shutting down; retrying in 0.25 s", link=0, level=INFO),
+        Notice(message="the server is shutting down; retrying in 0.25 s", link=0, level=DEBUG),
     ]
     assert heartbeat.next_deadline == 0.1 + FIRST_DELAY
 
@@ -136,7 +136,7 @@ def test_unknown_worker_opens_a_new_connection_and_says_hello_with_the_wid_again
         Notice(
             message=f"heartbeat refused (ERR unknown worker {WID}); registering again",
             link=0,
-            level=INFO,  # the heartbeat's trouble starts at INFO: the job links warn
+            level=DEBUG,  # the heartbeat's trouble is DEBUG: the job links warn
         ),
     ]
     assert heartbeat.next_deadline == 15.0  # no backoff the first time
@@ -147,7 +147,7 @@ def test_unknown_worker_opens_a_new_connection_and_says_hello_with_the_wid_again
     assert json.loads(hello.data[len(b"HELLO ") :])["wid"] == WID
     # Registered again, it beats again at once.
     assert heartbeat.handle(DataReceived(link=0, data=b"+OK\r\n"), 15.0) == [
-        back("connected again after 0.0 s of trouble (1 failure)"),
+        back("connected again after 0.0 s of trouble (1 failure)", level=DEBUG),
         BEAT,
     ]
 
@@ -160,7 +160,7 @@ def test_a_reaped_worker_whose_heartbeat_link_is_closed_registers_again() -> Non
     # Reaping closes every connection of the worker, the heartbeat's too.
     assert heartbeat.handle(DataReceived(link=0, data=b""), 70.0) == [
         Close(link=0),
-        Notice(message="the server closed the connection; retrying in 0.25 s", link=0, level=INFO),
+        Notice(message="the server closed the connection; retrying in 0.25 s", link=0, level=DEBUG),
     ]
     assert heartbeat.handle(TimerFired(), 70.0 + FIRST_DELAY) == [Connect(link=0)]
     heartbeat.handle(ConnectionMade(link=0), 71.0)
@@ -175,5 +175,5 @@ def test_an_unasked_shutdown_error_drops_an_idle_link() -> None:
     heartbeat.handle(DataReceived(link=0, data=b"+OK\r\n"), 0.0)  # nothing awaits a reply
     assert heartbeat.handle(DataReceived(link=0, data=SHUTTING_DOWN), 1.0) == [
         Close(link=0),
-        Notice(message="the server is shutting down; retrying in 0.25 s", link=0, level=INFO),
+        Notice(message="the server is shutting down; retrying in 0.25 s", link=0, level=DEBUG),
     ]

@@ -9,7 +9,7 @@ import itertools
 import json
 import random
 from collections import Counter
-from logging import DEBUG, ERROR, INFO, WARNING
+from logging import DEBUG, ERROR, WARNING
 from typing import Any
 
 import pytest
@@ -978,7 +978,7 @@ def test_unknown_worker_registers_again_at_once() -> None:
         Notice(
             message="heartbeat refused (ERR unknown worker w-test-1); registering again",
             link=0,
-            level=INFO,
+            level=DEBUG,
         ),
         Connect(link=0),
     ]
@@ -996,7 +996,7 @@ def test_another_beat_error_reconnects_after_a_backoff() -> None:
     delay = reconnect_delay(0, random.Random(1).random, base=0.5, cap=30.0)
     assert [a.action for a in acts] == [
         Close(link=0),
-        trouble(f"server error: ERR invalid BEAT; {retrying(delay)}", level=INFO),
+        trouble(f"server error: ERR invalid BEAT; {retrying(delay)}", level=DEBUG),
     ]
     assert driver.heartbeat.next_deadline == 15 + delay
 
@@ -1009,7 +1009,7 @@ def test_a_late_beat_reply_drops_the_heartbeat_link() -> None:
     acts = driver.advance(10)
     delay = reconnect_delay(0, random.Random(1).random, base=0.5, cap=30.0)
     assert of(acts, Notice, "heartbeat") == [
-        trouble(f"no reply within 10 s; {retrying(delay)}", level=INFO)
+        trouble(f"no reply within 10 s; {retrying(delay)}", level=DEBUG)
     ]
 
 
@@ -1053,7 +1053,7 @@ def test_a_refused_hello_on_the_heartbeat_link_drops_it() -> None:
     acts = driver.start()
     delay = reconnect_delay(0, random.Random(1).random, base=0.5, cap=30.0)
     assert of(acts, Notice, "heartbeat") == [
-        trouble(f"server error: ERR Invalid password; {retrying(delay)}", level=INFO)
+        trouble(f"server error: ERR Invalid password; {retrying(delay)}", level=DEBUG)
     ]
 
 

@@ -141,7 +141,8 @@ def serve(adapter: str, worker: Any, *, stop_when: threading.Event | None = None
 
 
 class LogCapture(logging.Handler):
-    """Every record, formatted with its exception; ``seen`` is set by a matching one."""
+    """Every record, formatted with its exception; ``seen`` is set by a matching one, and
+    :meth:`wait_for` waits for the records to satisfy a condition."""
 
     def __init__(self, pattern: str | None = None) -> None:
         super().__init__(logging.DEBUG)
@@ -150,13 +151,22 @@ class LogCapture(logging.Handler):
         self.records: list[logging.LogRecord] = []
         self.seen = threading.Event()
         self._pattern = None if pattern is None else re.compile(pattern)
+        self._changed = threading.Condition()
 
     def emit(self, record: logging.LogRecord) -> None:
         line = self.format(record)
-        self.records.append(record)
-        self.lines.append(line)
+        with self._changed:
+            self.records.append(record)
+            self.lines.append(line)
+            self._changed.notify_all()
         if self._pattern is not None and self._pattern.search(line):
             self.seen.set()
+
+    def wait_for(self, condition: Callable[[list[logging.LogRecord]], bool]) -> None:
+        """Wait up to WAIT s until ``condition(records)`` holds; fail showing the log if not."""
+        with self._changed:
+            met = self._changed.wait_for(lambda: condition(self.records), WAIT)
+        assert met, self.text
 
     @property
     def text(self) -> str:
