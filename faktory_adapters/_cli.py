@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 PROG: Final = "faktory-worker"
+#: A valid URL, to check the other options before the one that counts is known.
+_ANY_URL: Final = "tcp://localhost:7419"
 
 ADAPTERS: Final = ("asyncio", "thread", "gevent")
 #: The adapter of the Worker the command makes when no -r module defines one.
@@ -306,11 +308,22 @@ def given_options(options: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_options(given: Mapping[str, Any]) -> None:
-    """Check the options given, as a Worker would, before any module is imported."""
+    """Check the options given, as a Worker would, before any module is imported.
+
+    Without ``--url``, the environment's URL is not checked here: a Worker named with ``-r``
+    may have its own. It is where it is used.
+    """
+    with _usage_error():
+        WorkerBase(**{"url": _ANY_URL, **given})
+
+
+@contextlib.contextmanager
+def _usage_error(prefix: str = "") -> Iterator[None]:
+    """A bad option (the core's checks included) is a UsageError: one line, exit 2."""
     try:
-        WorkerBase(**given)
-    except (ValueError, TypeError, core.ProtocolError) as error:  # the core's checks too
-        raise UsageError(str(error)) from None
+        yield
+    except (ValueError, TypeError, core.ProtocolError) as error:
+        raise UsageError(f"{prefix}{error}") from None
 
 
 def check_server(url: str | core.ServerURL | None, ssl_context: Any = None) -> str:
@@ -395,12 +408,12 @@ def make_worker(options: argparse.Namespace, given: Mapping[str, Any]) -> Worker
                 f"--adapter {options.adapter} conflicts with {target}, a Worker of the "
                 f"{worker.runtime} adapter, which it runs on: drop --adapter or change the Worker"
             )
-        try:
+        with _usage_error(f"the options given cannot apply to {target}: "):
             worker._reconfigure(**given)
-        except (ValueError, TypeError, core.ProtocolError) as error:
-            raise UsageError(f"the options given cannot apply to {target}: {error}") from None
     elif registries:
-        worker = _import_adapter(options.adapter or DEFAULT_ADAPTER).Worker(**given)
+        adapter = _import_adapter(options.adapter or DEFAULT_ADAPTER)
+        with _usage_error():
+            worker = adapter.Worker(**given)
         target = "the worker"
     else:
         raise _no_handlers(options.require)
@@ -475,7 +488,11 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
         directories = watched_directories(options.require)
         return watch(_without(argv, "--watch", takes_value=False), directories)
     worker = make_worker(options, given) if options.require else None
-    url = resolve_url(given.get("url")) if worker is None else worker._url
+    if worker is None:
+        with _usage_error():
+            url = resolve_url(given.get("url"))
+    else:
+        url = worker._url
     version = check_server(url, None if worker is None else worker._ssl_context)
     if options.check or worker is None:  # without -r, only --check comes this far
         print(f"{PROG}: ok: Faktory {version} at {url}")
@@ -506,7 +523,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     options = build_parser().parse_args(args)
-    _logging.install()
     logging.basicConfig(level=options.log_level, format=_logging.LOG_FORMAT, stream=sys.stderr)
     # Like `python -m`: modules in the current directory can be named with -r, first.
     with contextlib.suppress(ValueError):

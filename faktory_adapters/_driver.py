@@ -188,6 +188,7 @@ class Driver:
             Notice: self._notice,
             Exit: self._exited,
         }
+        _logging.install()  # again: a factory set since the import may have dropped ours
         self.heartbeat = HeartbeatThread(
             config,
             worker._url,

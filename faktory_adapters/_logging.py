@@ -37,7 +37,6 @@ LOG_FORMAT: Final = (
 )
 
 _lock: Final = threading.Lock()
-_installed = False
 
 
 def current() -> Any:
@@ -72,12 +71,16 @@ def about(job: Job | _HasJob) -> Iterator[None]:
 
 
 def install() -> None:
-    """Give every log record ``faktory_jid`` and ``faktory_jobtype`` attributes (idempotent)."""
-    global _installed
+    """Give every log record ``faktory_jid`` and ``faktory_jobtype`` attributes.
+
+    Idempotent: it wraps the current record factory unless that is already ours, so a
+    factory someone set later without chaining is wrapped again (a worker calls this when
+    it starts).
+    """
     with _lock:
-        if _installed:
-            return
         make_record = logging.getLogRecordFactory()
+        if getattr(make_record, "faktory_fields", False):
+            return
 
         def with_job(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = make_record(*args, **kwargs)
@@ -89,5 +92,5 @@ def install() -> None:
                 record.faktory_jobtype = context.job.jobtype
             return record
 
+        with_job.faktory_fields = True  # type: ignore[attr-defined]
         logging.setLogRecordFactory(with_job)
-        _installed = True

@@ -195,6 +195,13 @@ def test_check_uses_the_workers_url_and_tls_context_and_an_option_it_refuses_exi
     result = run("-r", "secure", "--check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith(f"at tcp+tls://localhost:{server.port}")
+    # The Worker's URL is the one that counts: a malformed one in the environment is not
+    # checked (it is, and refused, when no Worker is named).
+    monkeypatch.setenv("FAKTORY_URL", "http://not-faktory")
+    assert run("-r", "secure", "--check", cwd=tmp_path).returncode == 0
+    from_env = run("--check", cwd=tmp_path)
+    assert from_env.returncode == 2
+    assert "http://not-faktory" in one_error_line(from_env)
     plain = run("-r", "secure", "--check", "--url", f"tcp://127.0.0.1:{server.port}", cwd=tmp_path)
     assert plain.returncode == 2
     assert one_error_line(plain).endswith(

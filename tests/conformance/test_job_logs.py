@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from faktory_adapters import thread
+from faktory_adapters import _logging, thread
 from tests.cli.command import ROOT, Command
 from tests.support.adapters import adapter_module, capture_logs, serve
 from tests.support.server import FaktoryServer
@@ -189,3 +189,17 @@ def test_ttin_logs_each_running_job_down_to_where_it_waits(
         worker.expect(f"Nap {jid} running for ")
         # The stack goes on down to the job's own innermost call, not the adapter's frame.
         worker.expect(rf"jobs_visible\.py.*in innermost_wait_{adapter}")
+
+
+def test_the_job_fields_come_back_when_a_record_factory_set_later_dropped_them() -> None:
+    previous = logging.getLogRecordFactory()
+    logging.setLogRecordFactory(logging.LogRecord)  # another library's, set without chaining
+    try:
+        _logging.install()  # as a worker does when it starts
+        record = logging.getLogger("app").makeRecord("app", logging.INFO, "f", 1, "m", (), None)
+        assert (record.faktory_jid, record.faktory_jobtype) == ("", "")  # type: ignore[attr-defined]
+        factory = logging.getLogRecordFactory()
+        _logging.install()
+        assert logging.getLogRecordFactory() is factory  # ours already: not wrapped twice
+    finally:
+        logging.setLogRecordFactory(previous)
