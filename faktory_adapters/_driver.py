@@ -219,10 +219,27 @@ class Driver:
             self.worker._url,
             self.config.concurrency,
         )
+        self._say_where_jobs_go()
         self.heartbeat.start()
         self._started = True
         self._inbox.appendleft(Start())
         self.feed()
+
+    def _say_where_jobs_go(self) -> None:
+        """One line when job types run here push, by default, to queues this worker does not
+        fetch (another worker's, on purpose, or a mistake: ``.send()`` would land there)."""
+        fetched = self.config.queues
+        jobs = self.worker._jobs
+        elsewhere = [
+            f"{name} to {jobs[name].queue!r}" for name in jobs if jobs[name].queue not in fetched
+        ]
+        if elsewhere:
+            log.info(
+                "worker %s: job types it runs push to queues it does not fetch (%s): %s",
+                self.worker.wid,
+                ", ".join(fetched),
+                "; ".join(elsewhere),
+            )
 
     def interrupted(self, reason: str) -> None:
         """The code serving the worker was interrupted: abort, FAIL what runs naming

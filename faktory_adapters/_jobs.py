@@ -90,6 +90,12 @@ class JobType(Generic[P, R]):
         self.raise_in_job = raise_in_job
         self._options = _checked_options(options or {})
 
+    @property
+    def queue(self) -> str:
+        """The queue its jobs are pushed to, unless a push says otherwise."""
+        queue: str = self._options.get("queue", "default")
+        return queue
+
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.__wrapped__(*args, **kwargs)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from faktory_adapters import _logging, thread
+from faktory_adapters import Jobs, _logging, thread
 from tests.cli.command import ROOT, Command
 from tests.support.adapters import adapter_module, capture_logs, serve
 from tests.support.server import FaktoryServer
@@ -203,3 +203,17 @@ def test_the_job_fields_come_back_when_a_record_factory_set_later_dropped_them()
         assert logging.getLogRecordFactory() is factory  # ours already: not wrapped twice
     finally:
         logging.setLogRecordFactory(previous)
+
+
+def test_a_worker_says_which_job_types_push_to_queues_it_does_not_fetch(
+    faktory_server: FaktoryServer, queue: str
+) -> None:
+    jobs = Jobs()
+    jobs.register("Elsewhere", lambda: None)  # a registry's job type pushes to "default"
+    worker = burst_worker("thread", faktory_server, queue)
+    worker.include(jobs)
+    worker.register("Here", lambda: None)  # registered on the worker: pushes to its queue
+    with capture_logs() as logs:
+        assert serve("thread", worker) == 0
+    [line] = [r.getMessage() for r in logs.records if "does not fetch" in r.getMessage()]
+    assert line.endswith(f"push to queues it does not fetch ({queue}): Elsewhere to 'default'")
