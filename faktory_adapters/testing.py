@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from faktory_core import Job
 from faktory_core.testing import as_fetched
 
-from . import _logging
+from . import _logging, asyncio, thread
 from ._driver import AbortSignalBase, JobContextBase
 
 __all__ = ["run_inline"]
@@ -50,9 +50,5 @@ async def _in_context(context: JobContextBase, awaitable: Awaitable[Any]) -> Any
 
 def _default_signal(handler: Callable[..., Any]) -> AbortSignalBase:
     if inspect.iscoroutinefunction(inspect.unwrap(handler)):
-        from .asyncio import AbortSignal as AsyncioSignal
-
-        return AsyncioSignal()
-    from .thread import AbortSignal as ThreadSignal
-
-    return ThreadSignal()
+        return asyncio.AbortSignal()
+    return thread.AbortSignal()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -117,11 +118,18 @@ def _utf8(what: str, value: str) -> str:
     return value
 
 
-def _queue_name(name: object) -> None:
+@contextlib.contextmanager
+def _as_option() -> Iterator[None]:
+    """A shared check's ArgumentError or ArgumentTypeError, as the option's OptionError."""
     try:
-        check_queue_name(name, "queues: each name")
+        yield
     except (ArgumentError, ArgumentTypeError) as error:
         raise OptionError(str(error)) from None
+
+
+def _queue_name(name: object) -> None:
+    with _as_option():
+        check_queue_name(name, "queues: each name")
 
 
 def _queues(value: Sequence[str] | Mapping[str, int]) -> tuple[str, ...] | dict[str, int]:
@@ -180,20 +188,16 @@ def _max_reply_size(_: object, __: object, value: Any) -> None:
 
 
 def _wid(value: object) -> str:
-    try:
+    with _as_option():
         word = _word(value, "wid")
-    except (ArgumentError, ArgumentTypeError) as error:
-        raise OptionError(str(error)) from None
     return _utf8("wid", word)
 
 
 def _labels(value: Iterable[str]) -> tuple[str, ...]:
     if not isinstance(value, Iterable):
         raise OptionError(f"labels must be a sequence of strings, got {type(value).__name__}")
-    try:
+    with _as_option():
         labels = ClientInfo(labels=value).labels  # a sequence of strings, not one string
-    except (ArgumentError, ArgumentTypeError) as error:
-        raise OptionError(str(error)) from None
     for label in labels:
         _utf8("label", label)
     return labels

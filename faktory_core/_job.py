@@ -269,8 +269,11 @@ class Job:
     ) -> Job:
         """Build a new job whose jid comes from ``jid_factory`` (the core has no randomness).
 
-        ``args`` is a list or a tuple of the handler's arguments, as for ``Job(...)``.
+        ``args`` is a list or a tuple of the handler's arguments, as for ``Job(...)``; a list
+        is copied, so the caller's changing it later does not change the job.
         """
+        if type(args) is list:
+            args = args.copy()
         return cls(jid=jid_factory(), jobtype=jobtype, args=args, **fields)
 
     def to_wire(self) -> dict[str, Any]:

@@ -364,9 +364,12 @@ def test_create_takes_the_jid_from_the_factory() -> None:
     assert (second.jid, second.args) == ("jid-000000000002", [])
 
 
-def test_create_takes_a_list_as_is_and_a_tuple_as_a_list() -> None:
+def test_create_copies_a_list_and_takes_a_tuple_as_a_list() -> None:
     args = [1, "two"]
-    assert Job.create("A", args, jid_factory=lambda: JID).args is args  # no copy
+    job = Job.create("A", args, jid_factory=lambda: JID)
+    args.append("three")  # the caller's list changes later: the job does not
+    assert job.args == [1, "two"]
+    args.pop()
     made = Job.create("A", (1, "two"), jid_factory=lambda: JID)
     assert made.args == args
     assert type(made.args) is list
