@@ -43,6 +43,10 @@ HEARTBEAT_LINK: Final = 0
 #: a heartbeat whose link awaits a reply must not hold the process.
 HEARTBEAT_END_TIMEOUT: Final = 5.0
 
+#: How long the heartbeat's connection may fail before it warns: half the 60 s after which
+#: the server reaps a worker that sent no BEAT.
+HEARTBEAT_WARN_AFTER: Final = 30.0
+
 _RANK: Final = {None: 0, WorkerState.RUNNING: 0, WorkerState.QUIET: 1, WorkerState.TERMINATE: 2}
 
 
@@ -50,11 +54,15 @@ class Heartbeat(LinkMachine[Link]):
     """BEATs for one worker process; feed it inputs with :meth:`handle`.
 
     Its connection trouble episodes are DEBUG notices: the job links of the same process warn
-    once for the same trouble, and say once when it is over.
+    once for the same trouble, and say once when it is over. A trouble of the heartbeat alone
+    must not stay silent, though: the server reaps a worker it has not heard from for 60 s,
+    so an episode still going after ``HEARTBEAT_WARN_AFTER`` s gives a WARNING (and its end an
+    INFO).
     """
 
     _trouble_level = DEBUG
     _back_level = DEBUG
+    _warn_after = HEARTBEAT_WARN_AFTER
 
     def __init__(
         self,

@@ -180,6 +180,9 @@ class LinkMachine(Generic[L]):
     #: The levels of the notices that start and end a connection trouble episode.
     _trouble_level: ClassVar[int] = WARNING
     _back_level: ClassVar[int] = INFO
+    #: An episode that started below WARNING warns once it has lasted this long (None: never);
+    #: its end is then said at INFO.
+    _warn_after: ClassVar[float | None] = None
     #: What the notice that ends an episode says, before how long the trouble lasted.
     _back: ClassVar[str] = "connected again"
 
@@ -212,6 +215,7 @@ class LinkMachine(Generic[L]):
         #: When the current connection trouble began (None: no trouble), and its failures.
         self._trouble_since: float | None = None
         self._trouble_failures = 0
+        self._trouble_warned = False  # this episode has given its WARNING
         #: Whether the server ever accepted a HELLO of this machine.
         self._accepted_once = False
 
@@ -487,12 +491,21 @@ class LinkMachine(Generic[L]):
         self._actions.insert(notice_at, self._trouble(link, text, now))
 
     def _trouble(self, link: Link, text: str, now: float) -> Notice:
-        """The notice of a failure of ``link``: the start of an episode, or one more in it."""
-        if self._trouble_since is None:
+        """The notice of a failure of ``link``: the start of an episode, or one more in it
+        (a WARNING once, if the episode outlasts ``_warn_after`` and has not warned yet)."""
+        since = self._trouble_since
+        if since is None:
             self._trouble_since = now
             self._trouble_failures = 1
+            self._trouble_warned = self._trouble_level >= WARNING
             return Notice(message=text, link=link.id, level=self._trouble_level)
         self._trouble_failures += 1
+        after = self._warn_after
+        if not self._trouble_warned and after is not None and now - since >= after:
+            self._trouble_warned = True
+            return Notice(
+                message=f"{text} (failing for {now - since:.0f} s)", link=link.id, level=WARNING
+            )
         return Notice(message=text, link=link.id, level=DEBUG)
 
     def _end_trouble(self, now: float) -> None:
@@ -502,13 +515,15 @@ class LinkMachine(Generic[L]):
         if since is None or self._unsettled or self._over_limit:
             return
         failures = self._trouble_failures
+        warned = self._trouble_warned
         self._trouble_since = None
         self._trouble_failures = 0
+        self._trouble_warned = False
         attempts = "1 failure" if failures == 1 else f"{failures} failures"
         self._emit(
             Notice(
                 message=f"{self._back} after {now - since:.1f} s of trouble ({attempts})",
-                level=self._back_level,
+                level=max(self._back_level, INFO) if warned else self._back_level,
             )
         )
 

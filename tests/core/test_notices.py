@@ -11,17 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from faktory_core import EXIT_REFUSED, Job, Phase, Trigger, WorkerConfig
+from faktory_core import EXIT_REFUSED, Heartbeat, Job, Phase, Trigger, WorkerConfig
 from faktory_core._worker import ERRTYPE_DUPLICATE_JID, ERRTYPE_UNKNOWN_JOBTYPE
 from faktory_core.machine_io import (
     Close,
     ConnectionLost,
     ConnectionMade,
+    DataReceived,
     Exit,
     Finish,
     Notice,
     PhaseChanged,
+    Start,
     StartJob,
+    TimerFired,
 )
 from tests.core.worker_peer import HB, Act, Driver, job_payload, of
 
@@ -292,15 +295,19 @@ def test_at_most_one_warning_per_episode_and_one_info_when_it_ends(
         ("worker", WARNING, INFO),
         ("heartbeat", DEBUG, DEBUG),
     ):
-        in_trouble = False
+        in_trouble = warned = False
         for notice in driver.actions(Notice, machine):
             if notice.message.startswith("connected again"):
                 assert in_trouble, "a trouble ended that never began"
-                assert notice.level == back_level
-                in_trouble = False
+                # An episode that warned late (the heartbeat's, after 30 s) ends at INFO.
+                assert notice.level == (INFO if warned and start_level < WARNING else back_level)
+                in_trouble = warned = False
             elif not in_trouble:
                 assert notice.level == start_level, notice
-                in_trouble = True
+                in_trouble, warned = True, start_level >= WARNING
+            elif notice.level == WARNING:  # at most one per episode
+                assert not warned, notice
+                warned = True
             else:
                 assert notice.level == DEBUG, notice
         assert not in_trouble, f"every {machine} link is ready, yet the trouble is not over"
@@ -452,3 +459,32 @@ def test_a_worker_never_refused_has_no_refusal() -> None:
     acts = driver.start()
     assert of(acts, StartJob)
     assert driver.worker.refusal is None
+
+
+def test_a_heartbeat_failing_alone_warns_once_it_has_failed_for_30_s() -> None:
+    # Its trouble is DEBUG, as the job links warn for the process; but when the heartbeat
+    # alone fails, the server reaps the worker after 60 s without a BEAT: not silent.
+    heartbeat = Heartbeat(make_config(), random=lambda: 0.0)
+    heartbeat.handle(Start(), 0.0)
+    said: list[tuple[float, Notice]] = []
+    now = 0.0
+    while now < 90.0:
+        acts = heartbeat.handle(ConnectionLost(link=0, reason="connection refused"), now)
+        said += [(now, act) for act in acts if isinstance(act, Notice)]
+        deadline = heartbeat.next_deadline
+        assert deadline is not None
+        now = deadline
+        heartbeat.handle(TimerFired(), now)  # the retry: Connect
+    warnings = [(when, notice) for when, notice in said if notice.level >= INFO]
+    assert len(warnings) == 1
+    when, warning = warnings[0]
+    assert warning.level == WARNING
+    assert 30.0 <= when < 60.0
+    assert warning.message.startswith("connection refused; retrying in ")
+    assert warning.message.endswith(f"(failing for {when:.0f} s)")
+    heartbeat.handle(ConnectionMade(link=0), now)
+    heartbeat.handle(DataReceived(link=0, data=b'+HI {"v":2}\r\n'), now)
+    back = heartbeat.handle(DataReceived(link=0, data=b"+OK\r\n"), now)
+    [over] = [act for act in back if isinstance(act, Notice)]
+    assert over.level == INFO  # it warned: its end is said at INFO too
+    assert over.message.startswith("connected again after ")
