@@ -82,8 +82,17 @@ class ServerURL:
                 raise ConfigurationError(
                     f"FAKTORY_PROVIDER names {provider}, which is not set in the environment"
                 )
-            return cls.parse(env[provider])
-        return cls.parse(env.get("FAKTORY_URL") or DEFAULT_URL)
+            return cls._parse_from(provider, env[provider])
+        url = env.get("FAKTORY_URL")
+        return cls._parse_from("FAKTORY_URL", url) if url else cls.parse(DEFAULT_URL)
+
+    @classmethod
+    def _parse_from(cls, variable: str, url: str) -> ServerURL:
+        """Parse ``url``, found in the environment variable ``variable``, naming it if bad."""
+        try:
+            return cls.parse(url)
+        except ConfigurationError as error:
+            raise ConfigurationError(f"the environment variable {variable}: {error}") from None
 
     def __str__(self) -> str:
         scheme = "tcp+tls" if self.tls else "tcp"

@@ -201,7 +201,7 @@ def test_check_uses_the_workers_url_and_tls_context_and_an_option_it_refuses_exi
     assert run("-r", "secure", "--check", cwd=tmp_path).returncode == 0
     from_env = run("--check", cwd=tmp_path)
     assert from_env.returncode == 2
-    assert "http://not-faktory" in one_error_line(from_env)
+    assert "the environment variable FAKTORY_URL: invalid Faktory URL" in one_error_line(from_env)
     plain = run("-r", "secure", "--check", "--url", f"tcp://127.0.0.1:{server.port}", cwd=tmp_path)
     assert plain.returncode == 2
     assert one_error_line(plain).endswith(

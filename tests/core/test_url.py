@@ -196,3 +196,11 @@ def test_str_round_trips_without_the_password() -> None:
     parsed = ServerURL.parse(f"tcp+tls://bob:{SECRET}@[::1]:9000")
     again = ServerURL.parse(str(parsed))
     assert (again.host, again.port, again.tls, again.username) == ("::1", 9000, True, "bob")
+
+
+def test_a_bad_url_from_the_environment_names_its_variable() -> None:
+    with pytest.raises(ConfigurationError, match=r"^the environment variable FAKTORY_URL: invalid"):
+        ServerURL.from_env({"FAKTORY_URL": "http://x"})
+    env = {"FAKTORY_PROVIDER": "MY_URL", "MY_URL": "tcp://host:99999"}
+    with pytest.raises(ConfigurationError, match=r"^the environment variable MY_URL: invalid"):
+        ServerURL.from_env(env)
