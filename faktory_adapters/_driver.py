@@ -111,7 +111,7 @@ class JobContextBase:
     """The running job, its abort signal, and the worker running it (each adapter's
     ``JobContext`` adds its abort signal's type and how its runtime tracks the job)."""
 
-    __slots__ = ("abort", "job", "started", "worker")
+    __slots__ = ("_aborted", "abort", "job", "started", "worker")
 
     abort: Any
 
@@ -120,6 +120,9 @@ class JobContextBase:
         self.worker = worker
         #: When the job started, on the runtime's clock (for the duration in its log lines).
         self.started = 0.0
+        # The worker aborted it (and FAILed it): unlike abort.is_set(), which a test, or the
+        # job's own code, may have set.
+        self._aborted = False
 
     def __repr__(self) -> str:
         return f"<JobContext {self.job.jobtype} {self.job.jid}>"
@@ -389,6 +392,7 @@ class Driver:
                 self._ran(context),
                 action.message,
             )
+        context._aborted = True
         context.abort.set(action.message)
         if self.worker._interrupts(job.jobtype):
             self.runtime.interrupt(context)

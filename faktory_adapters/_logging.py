@@ -2,11 +2,11 @@
 
 The three adapters set :data:`CURRENT` while a job's handler runs (a context variable, so it
 follows asyncio tasks, threads and greenlets). :func:`install`, called when
-``faktory_adapters`` is imported, wraps the log record factory once, so every record of the
-process carries the running job's ``faktory_jid`` and ``faktory_jobtype``, empty outside a job:
-a format naming them is safe in a process that never serves a worker. The prefix is
-deliberate: ``logging`` refuses an ``extra`` key a record already has, and
-``extra={"jid": ...}`` is common in job code.
+``faktory_adapters`` is imported and again when a worker starts, wraps the log record factory
+(unless it is ours already), so every record of the process carries the running job's
+``faktory_jid`` and ``faktory_jobtype``, empty outside a job: a format naming them is safe in
+a process that never serves a worker. The prefix is deliberate: ``logging`` refuses an
+``extra`` key a record already has, and ``extra={"jid": ...}`` is common in job code.
 """
 
 from __future__ import annotations

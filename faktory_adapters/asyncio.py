@@ -124,10 +124,27 @@ class AbortWait(collections.abc.Coroutine[Any, Any, bool]):
 
     def __del__(self) -> None:
         # `abort.wait(1)` as a statement waits for nothing: say so where it is seen, in the log
-        # (an exception here would only be printed), instead of a RuntimeWarning.
-        if not self._used and not sys.is_finalizing():
-            self._coroutine.close()
-            log.error("%s (it was called and dropped, so it waited for nothing)", _NOT_AWAITED)
+        # (an exception here would only be printed), instead of a RuntimeWarning. From the
+        # loop's next turn when there is one: a finalizer may run inside a log handler's lock.
+        if self._used or sys.is_finalizing():
+            return
+        self._coroutine.close()
+        try:
+            say: Callable[..., Any] = asyncio.get_running_loop().call_soon
+        except RuntimeError:
+            say = _call
+        say(log.error, "%s (it was called and dropped, so it waited for nothing)", _NOT_AWAITED)
+
+    # What asyncio and inspect read of a coroutine (a task's repr, its stack), passed through.
+    __name__ = property(lambda self: "AbortSignal.wait")
+    cr_await = property(lambda self: self._coroutine.cr_await)
+    cr_code = property(lambda self: self._coroutine.cr_code)
+    cr_frame = property(lambda self: self._coroutine.cr_frame)
+    cr_running = property(lambda self: self._coroutine.cr_running)
+
+
+def _call(function: Callable[..., Any], *args: Any) -> None:
+    function(*args)
 
 
 class AbortSignal(AbortSignalBase):
@@ -448,7 +465,7 @@ class _Runtime:
         try:
             await self.driver.chain(context, call)()
         except asyncio.CancelledError:
-            if context.abort.is_set():
+            if context._aborted:
                 return None  # ours: the job was FAILed when it was aborted (and logged)
             self.driver.cancelled(context)
             raise  # not ours: never swallowed

@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 from faktory_core import Job
 from faktory_core.testing import as_fetched
 
-from . import _logging, asyncio, thread
+from . import _logging
+from . import asyncio as asyncio_adapter
+from . import thread as thread_adapter
 from ._driver import AbortSignalBase, JobContextBase
 
 __all__ = ["run_inline"]
@@ -50,5 +52,5 @@ async def _in_context(context: JobContextBase, awaitable: Awaitable[Any]) -> Any
 
 def _default_signal(handler: Callable[..., Any]) -> AbortSignalBase:
     if inspect.iscoroutinefunction(inspect.unwrap(handler)):
-        return asyncio.AbortSignal()
-    return thread.AbortSignal()
+        return asyncio_adapter.AbortSignal()
+    return thread_adapter.AbortSignal()

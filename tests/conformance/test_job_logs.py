@@ -125,6 +125,8 @@ def test_an_asyncio_job_cancelled_by_something_else_is_logged_as_a_failure(
     async def cancels_itself() -> None:
         current = asyncio.current_task()
         assert current is not None
+        # Its own code sets its signal (as a test might): that is not the worker's abort.
+        adapter_module("asyncio").current_job().abort.set("set by the job itself")
         current.cancel()  # as a library the job calls might
         await asyncio.sleep(10)
 
@@ -191,13 +193,19 @@ def test_ttin_logs_each_running_job_down_to_where_it_waits(
         worker.expect(rf"jobs_visible\.py.*in innermost_wait_{adapter}")
 
 
-def test_the_job_fields_come_back_when_a_record_factory_set_later_dropped_them() -> None:
+def test_a_worker_puts_the_job_fields_back_when_a_record_factory_set_later_dropped_them(
+    faktory_server: FaktoryServer, client: thread.Client, queue: str
+) -> None:
     previous = logging.getLogRecordFactory()
     logging.setLogRecordFactory(logging.LogRecord)  # another library's, set without chaining
     try:
-        _logging.install()  # as a worker does when it starts
-        record = logging.getLogger("app").makeRecord("app", logging.INFO, "f", 1, "m", (), None)
-        assert (record.faktory_jid, record.faktory_jobtype) == ("", "")  # type: ignore[attr-defined]
+        worker = burst_worker("thread", faktory_server, queue)
+        worker.register("Fine", lambda: None)
+        jid = client.push("Fine", [], queue=queue)
+        with capture_logs() as logs:
+            assert serve("thread", worker) == 0  # it installs the fields again at its start
+        [done] = [r for r in logs.records if r.getMessage().startswith("Fine ")]
+        assert (done.faktory_jobtype, done.faktory_jid) == ("Fine", jid)  # type: ignore[attr-defined]
         factory = logging.getLogRecordFactory()
         _logging.install()
         assert logging.getLogRecordFactory() is factory  # ours already: not wrapped twice
