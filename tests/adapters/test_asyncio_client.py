@@ -35,7 +35,7 @@ from faktory_adapters.asyncio import (
 from faktory_core import Job
 from faktory_core.commands import Fetch, Info, MutateOperation, MutateTarget, Push, TrackGet
 from faktory_core.events import OK, Fetched, InfoReply
-from tests.support.server import TEST_PASSWORD, FaktoryServer
+from tests.support.server import TEST_PASSWORD, FaktoryServer, closed_port
 
 pytestmark = pytest.mark.server
 
@@ -98,13 +98,6 @@ async def fetch_one(client: Client, *queues: str) -> Job:
     job = await client.fetch(*queues)
     assert job is not None
     return job
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- push, fetch, ack ---------------------------------------------------------------------------
@@ -674,7 +667,7 @@ def test_url_from_faktory_url(
 def test_url_from_faktory_provider(
     faktory_server: FaktoryServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FAKTORY_URL", f"tcp://127.0.0.1:{free_port()}")  # must be ignored
+    monkeypatch.setenv("FAKTORY_URL", f"tcp://127.0.0.1:{closed_port()}")  # must be ignored
     monkeypatch.setenv("MY_FAKTORY_SERVER", faktory_server.url)
     monkeypatch.setenv("FAKTORY_PROVIDER", "MY_FAKTORY_SERVER")
 
@@ -686,7 +679,7 @@ def test_url_from_faktory_provider(
 
 
 def test_an_unreachable_port_is_refused_quickly() -> None:
-    port = free_port()
+    port = closed_port()
 
     async def main() -> float:
         async with Client(f"tcp://127.0.0.1:{port}", timeout=COMMAND_TIMEOUT) as client:

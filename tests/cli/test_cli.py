@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -14,7 +13,7 @@ import pytest
 from faktory_adapters.thread import Client
 from faktory_core import Failure
 from tests.cli.command import Command, run
-from tests.support.server import FaktoryServer
+from tests.support.server import FaktoryServer, closed_port
 
 pytestmark = pytest.mark.server
 
@@ -44,13 +43,6 @@ OPTIONS = (
 
 def token() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (it was free a moment ago)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def queue_size(client: Client, queue: str) -> int:

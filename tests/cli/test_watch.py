@@ -11,8 +11,8 @@ import pytest
 
 from faktory_adapters.thread import Client
 from tests.cli.command import Command
-from tests.cli.test_cli import closed_port, token
-from tests.support.server import FaktoryServer
+from tests.cli.test_cli import token
+from tests.support.server import FaktoryServer, closed_port
 
 pytestmark = pytest.mark.server
 

@@ -1,8 +1,8 @@
 """Handlers for ``test_job_logs``: a job that waits a few calls deep, in each runtime's way.
 
 Name one registry with ``-r tests.conformance.jobs_visible:thread_jobs`` (or ``asyncio_jobs``,
-``gevent_jobs``). ``Nap(token, seconds)`` prints ``napping TOKEN`` on stdout, then waits in
-``innermost_wait``: a TTIN stack dump must reach down to that function.
+``gevent_jobs``). ``Nap(token, seconds)`` calls ``innermost_wait``, which prints ``napping TOKEN`` on stdout and
+waits: from the moment the line is out, a TTIN stack dump must reach down to that function.
 """
 
 from __future__ import annotations
@@ -25,31 +25,31 @@ def napping(token: str) -> None:
 
 @asyncio_jobs.register("Nap")
 async def nap_asyncio(token: str, seconds: float) -> None:
+    await innermost_wait_asyncio(token, seconds)
+
+
+async def innermost_wait_asyncio(token: str, seconds: float) -> None:
     napping(token)
-    await innermost_wait_asyncio(seconds)
-
-
-async def innermost_wait_asyncio(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
 @thread_jobs.register("Nap")
 def nap_thread(token: str, seconds: float) -> None:
+    innermost_wait_thread(token, seconds)
+
+
+def innermost_wait_thread(token: str, seconds: float) -> None:
     napping(token)
-    innermost_wait_thread(seconds)
-
-
-def innermost_wait_thread(seconds: float) -> None:
     time.sleep(seconds)
 
 
 @gevent_jobs.register("Nap")
 def nap_gevent(token: str, seconds: float) -> None:
-    napping(token)
-    innermost_wait_gevent(seconds)
+    innermost_wait_gevent(token, seconds)
 
 
-def innermost_wait_gevent(seconds: float) -> None:
+def innermost_wait_gevent(token: str, seconds: float) -> None:
     import gevent  # here: the other adapters' workers have no reason to import it
 
+    napping(token)
     gevent.sleep(seconds)

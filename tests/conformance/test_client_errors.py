@@ -35,7 +35,7 @@ from faktory_core import RemoteProtocolError, ServerURL
 from faktory_core.commands import Info
 from tests.support.adapters import SyncClient
 from tests.support.proxy import FaultProxy
-from tests.support.server import FaktoryServer
+from tests.support.server import FaktoryServer, closed_port
 
 pytestmark = pytest.mark.server
 
@@ -47,14 +47,6 @@ GREETING: Final = b'+HI {"v":2}\r\n'
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (the socket only asks the kernel for one)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -120,7 +112,7 @@ def assert_usable(client: SyncClient) -> None:
 
 
 def test_a_refused_connect_is_a_faktory_connection_error(adapter: str) -> None:
-    url = f"tcp://127.0.0.1:{free_port()}"
+    url = f"tcp://127.0.0.1:{closed_port()}"
     with SyncClient(adapter, url) as client:
         for _ in range(2):  # nothing is cached
             error = failure(client)
@@ -300,7 +292,7 @@ def test_a_closed_client_raises_client_closed_error(
 
 
 def test_the_cause_and_the_tls_note_stay_in_the_traceback(adapter: str) -> None:
-    url = f"tcp://127.0.0.1:{free_port()}"
+    url = f"tcp://127.0.0.1:{closed_port()}"
     with SyncClient(adapter, url) as client:
         error = failure(client)
     shown = "".join(traceback.format_exception(error))

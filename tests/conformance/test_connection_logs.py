@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from faktory_adapters import thread
 from faktory_core import EXIT_REFUSED
 from tests.support.adapters import LogCapture, adapter_module, capture_logs, serve
 from tests.support.proxy import FaultProxy
-from tests.support.server import FaktoryServer
+from tests.support.server import FaktoryServer, closed_port
 
 pytestmark = pytest.mark.server
 
@@ -81,12 +80,6 @@ def test_an_outage_is_one_warning_then_one_info_when_it_is_over(
         and not r.getMessage().startswith("worker ")  # its lifecycle: start, stop, exit
     ]
     assert loud == [warnings[0], *connected_again(records.records)], records.text
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_burst_worker_that_cannot_reach_the_server_stops_at_once(

@@ -38,7 +38,7 @@ from typing import ClassVar, Self
 
 from faktory_adapters._supervisor import death_signal
 
-__all__ = ["FAKTORY_VERSION", "SCRIPT", "TEST_PASSWORD", "FaktoryServer"]
+__all__ = ["FAKTORY_VERSION", "SCRIPT", "TEST_PASSWORD", "FaktoryServer", "closed_port"]
 
 FAKTORY_VERSION = "1.9.4"
 # The password of the `faktory_password_server` fixture; exercises percent-encoding in
@@ -372,6 +372,12 @@ class FaktoryServer:
 
 
 # ------------------------------------------------------------------------- helpers
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (it was free a moment ago): connects are refused."""
+    (port,) = _free_ports(1)
+    return port
 
 
 def _free_ports(count: int) -> list[int]:
