@@ -82,12 +82,17 @@ class WorkerOutput:
 
     async def _read(self, stream: asyncio.StreamReader) -> None:
         loop = asyncio.get_running_loop()
+        in_job_traceback = False
         async for raw in stream:
             text = raw.decode(errors="replace").rstrip()
             match = _LOG_LINE.search(text)
             if match is None:
-                self._queue.put_nowait(Line(loop.time(), "worker", text))
+                # A failed job's log line carries its traceback (for error trackers); the demo
+                # shows the line, not the traceback. Any other traceback is shown: a crash.
+                if not in_job_traceback:
+                    self._queue.put_nowait(Line(loop.time(), "worker", text))
             else:
+                in_job_traceback = " failed after " in match["message"]
                 source = "job" if match["logger"] == "demo_jobs" else "worker"
                 message = _WORKER_ID.sub("", match["message"])
                 self._queue.put_nowait(Line(loop.time(), source, message))

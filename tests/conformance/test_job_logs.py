@@ -185,12 +185,16 @@ def test_ttin_logs_each_running_job_down_to_where_it_waits(
         "--adapter", adapter, "-r", registry, "--url", faktory_server.url, "-q", queue
     ) as worker:
         token = uuid.uuid4().hex[:8]
-        jid = client.push("Nap", [token, 30], queue=queue)
+        jid = client.push("Nap", [token, 5], queue=queue)
         worker.expect(f"napping {token}")
         worker.send(signal.SIGTTIN)
         worker.expect(f"Nap {jid} running for ")
         # The stack goes on down to the job's own innermost call, not the adapter's frame.
         worker.expect(rf"jobs_visible\.py.*in innermost_wait_{adapter}")
+        # Then a clean stop: the job ends and is ACKed, nothing is left reserved on the
+        # server the other tests share.
+        worker.send(signal.SIGTERM)
+        assert worker.wait(30) == 0
 
 
 def test_a_worker_puts_the_job_fields_back_when_a_record_factory_set_later_dropped_them(
