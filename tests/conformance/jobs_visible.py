@@ -1,8 +1,9 @@
 """Handlers for ``test_job_logs``: a job that waits a few calls deep, in each runtime's way.
 
 Name one registry with ``-r tests.conformance.jobs_visible:thread_jobs`` (or ``asyncio_jobs``,
-``gevent_jobs``). ``Nap(token, seconds)`` calls ``innermost_wait``, which prints ``napping TOKEN`` on stdout and
-waits: from the moment the line is out, a TTIN stack dump must reach down to that function.
+``gevent_jobs``). ``Nap(token, seconds)`` calls ``innermost_wait``, which prints
+``napping TOKEN`` on stdout and waits: from the moment the line is out, a TTIN stack dump must
+reach down to that function.
 """
 
 from __future__ import annotations
