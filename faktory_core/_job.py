@@ -128,7 +128,7 @@ def _to_at(at: object) -> datetime | None:
     if offset is None:
         raise ArgumentError(
             "at must be timezone-aware: the server rejects naive times "
-            "(write datetime.now(UTC) + delay, or give the datetime a tzinfo)"
+            "(give the datetime a tzinfo, such as datetime.UTC)"
         )
     return _whole_minute_offset(at, offset)
 
