@@ -33,7 +33,7 @@ from .machine_io import (
     TimerFired,
 )
 
-__all__ = ["HEARTBEAT_END_TIMEOUT", "HEARTBEAT_LINK", "Heartbeat"]
+__all__ = ["HEARTBEAT_END_TIMEOUT", "HEARTBEAT_LINK", "HEARTBEAT_WARN_AFTER", "Heartbeat"]
 
 #: The heartbeat machine's only link.
 HEARTBEAT_LINK: Final = 0
