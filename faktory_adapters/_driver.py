@@ -311,38 +311,34 @@ class Driver:
         """Log a job that raised ``error`` and return its report (``error`` is kept for
         drain() to re-raise)."""
         self.worker._job_raised(error)
-        job = context.job
-        with _logging.about(context):
-            log.error(
-                "%s %s failed after %s: %s",
-                job.jobtype,
-                job.jid,
-                self._ran(context),
-                _describe(error),
-                exc_info=error,
-            )
+        self._say(logging.ERROR, context, "failed after %s: %s", _describe(error), exc_info=error)
         return job_error(error)
 
     def cancelled(self, context: JobContextBase) -> None:
         """Log a job whose task something other than the worker cancelled (it is FAILed)."""
-        job = context.job
-        with _logging.about(context):
-            log.error(
-                "%s %s failed after %s: its task was cancelled, not by the worker",
-                job.jobtype,
-                job.jid,
-                self._ran(context),
-            )
+        self._say(
+            logging.ERROR, context, "failed after %s: its task was cancelled, not by the worker"
+        )
 
     def succeeded(self, context: JobContextBase) -> None:
         """Log a job that returned (at DEBUG: the default level pays one check)."""
         if log.isEnabledFor(logging.DEBUG):
-            job = context.job
-            with _logging.about(context):
-                log.debug("%s %s done in %s", job.jobtype, job.jid, self._ran(context))
+            self._say(logging.DEBUG, context, "done in %s")
 
-    def _ran(self, context: JobContextBase) -> str:
-        return f"{self.runtime.now() - context.started:.3f} s"
+    def _say(
+        self,
+        level: int,
+        context: JobContextBase,
+        what: str,
+        *args: object,
+        exc_info: BaseException | None = None,
+    ) -> None:
+        """Log ``"<jobtype> <jid> " + what`` about a job, with its fields in the record; the
+        first ``%s`` of ``what`` is how long the job has run."""
+        job = context.job
+        ran = f"{self.runtime.now() - context.started:.3f} s"
+        with _logging.about(context):
+            log.log(level, f"%s %s {what}", job.jobtype, job.jid, ran, *args, exc_info=exc_info)
 
     def job_finished(self, jid: str, error: JobError | None) -> JobFinished:
         """The job is done: forget it, and return the input to feed (or post) the machine."""
@@ -354,12 +350,7 @@ class Driver:
         contexts = list(self.jobs.values())
         log.warning("worker %s: %d job(s) running", self.worker.wid, len(contexts))
         for context in contexts:
-            job = context.job
-            stack = self.runtime.stack(context)
-            with _logging.about(context):
-                log.warning(
-                    "%s %s running for %s:\n%s", job.jobtype, job.jid, self._ran(context), stack
-                )
+            self._say(logging.WARNING, context, "running for %s:\n%s", self.runtime.stack(context))
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -383,18 +374,10 @@ class Driver:
         context = self.jobs.get(action.jid)
         if context is None:
             return
-        job = context.job
-        with _logging.about(context):
-            log.warning(
-                "%s %s aborted after %s: %s",
-                job.jobtype,
-                job.jid,
-                self._ran(context),
-                action.message,
-            )
+        self._say(logging.WARNING, context, "aborted after %s: %s", action.message)
         context._aborted = True
         context.abort.set(action.message)
-        if self.worker._interrupts(job.jobtype):
+        if self.worker._interrupts(context.job.jobtype):
             self.runtime.interrupt(context)
 
     def _phase_changed(self, action: PhaseChanged) -> None:
