@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Final, Generic, ParamSpec, Protocol, TypedDict, TypeVar, Unpack, overload
 
 from faktory_core import Job
+from faktory_core.commands import DEFAULT_QUEUE
 
 from ._common import new_jid
 from ._options import check_flag
@@ -93,7 +94,7 @@ class JobType(Generic[P, R]):
     @property
     def queue(self) -> str:
         """The queue its jobs are pushed to, unless a push says otherwise."""
-        queue: str = self._options.get("queue", "default")
+        queue: str = self._options.get("queue", DEFAULT_QUEUE)
         return queue
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:

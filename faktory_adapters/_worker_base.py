@@ -17,7 +17,7 @@ from ._common import FaktoryConnectionError, new_wid, resolve_url, tls_context
 from ._jobs import Jobs, JobType, Registrar
 from ._options import check_flag, check_ssl_context
 
-__all__ = ["JobType", "Jobs", "Serving", "WorkerBase", "push_queue"]
+__all__ = ["JobType", "Jobs", "Serving", "WorkerBase"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -166,7 +166,7 @@ class WorkerBase(Registrar):
         self._ssl_context = ssl_context
         self._random = generator
         self._raise_in_job: bool = settings["raise_in_job"]
-        self._jobs._queue = push_queue(config.queues)
+        self._jobs._queue = config.push_queue
 
     def _registry(self) -> Jobs:
         return self._jobs
@@ -275,10 +275,3 @@ class WorkerBase(Registrar):
             jobtypes=frozenset(self._jobs),  # others are FAILed as UnknownJobType
             **{**(self._options if options is None else options), **overrides},
         )
-
-
-def push_queue(queues: Sequence[str] | Mapping[str, int]) -> str:
-    """Where a job type registered on a worker fetching ``queues`` pushes by default:
-    "default" if the worker fetches it, else its first queue (the first in priority order,
-    or the first named of a weighted mapping)."""
-    return "default" if "default" in queues else next(iter(queues))

@@ -10,7 +10,7 @@ import attrs
 
 from ._connection import ClientInfo
 from ._errors import ArgumentError, ArgumentTypeError, OptionError
-from ._job import check_queue_name
+from ._job import DEFAULT_QUEUE, check_queue_name
 from ._resp import DEFAULT_MAX_REPLY_SIZE
 from .commands import FETCH_WAIT_FLOOR, _word
 
@@ -246,7 +246,9 @@ class WorkerConfig:
     password: str | None = attrs.field(default=None, repr=False, validator=_password)
     #: Queue names in strict priority order, or a mapping of names to integer weights
     #: (1 to MAX_QUEUE_WEIGHT).
-    queues: tuple[str, ...] | dict[str, int] = attrs.field(default=("default",), converter=_queues)
+    queues: tuple[str, ...] | dict[str, int] = attrs.field(
+        default=(DEFAULT_QUEUE,), converter=_queues
+    )
     #: Overrides ``queues``: returns the queue list of each FETCH.
     queue_order: Callable[[], Iterable[str]] | None = attrs.field(
         default=None, validator=_queue_order
@@ -313,6 +315,14 @@ class WorkerConfig:
     def time_limit(self, jobtype: str) -> float | None:
         """The time limit of a job of this type, if any."""
         return self.time_limits.get(jobtype, self.job_time_limit)
+
+    @property
+    def push_queue(self) -> str:
+        """Where a job type run by this worker pushes unless told otherwise, so that the
+        worker sees its jobs: the default queue if it fetches it, else its first queue (the
+        first in priority order, or the first named of a weighted mapping)."""
+        queues = self.queues
+        return DEFAULT_QUEUE if DEFAULT_QUEUE in queues else next(iter(queues))
 
 
 @attrs.frozen(kw_only=True)

@@ -26,6 +26,8 @@ __all__ = [
 #: The shortest reservation the server keeps, in seconds: it silently raises a shorter one to
 #: this, so a Job built here refuses it (a fetched job may carry less: another client pushed it).
 MIN_RESERVE_FOR: Final = 60
+#: The queue of a job pushed without one.
+DEFAULT_QUEUE: Final = "default"
 #: The longest reservation the server accepts, in seconds (one day).
 MAX_RESERVE_FOR: Final = 86400
 _QUEUE_NAME: Final = re.compile(r"[a-zA-Z0-9._-]+")
@@ -232,7 +234,7 @@ class Job:
     #: The handler's arguments: a list (kept as is) or a tuple (copied to a list); anything
     #: else, a str or a dict included, is refused rather than spread into arguments.
     args: list[Any] = attrs.field(factory=list, converter=_to_args)
-    queue: str = attrs.field(default="default", validator=_check_queue)
+    queue: str = attrs.field(default=DEFAULT_QUEUE, validator=_check_queue)
     #: Retries before the job is dead; None means the server's default (25), -1 dead at once.
     retry: int | None = attrs.field(default=None, validator=_check_optional_int(None, None))
     #: Seconds the server reserves a fetched job for (MIN_RESERVE_FOR to MAX_RESERVE_FOR, 60
@@ -323,8 +325,8 @@ class Job:
         get = data.get
         queue = get("queue")
         if queue is None or queue == "":
-            queue = "default"
-        elif queue != "default":
+            queue = DEFAULT_QUEUE
+        elif queue != DEFAULT_QUEUE:
             check_queue_name(queue)
         values = {name: get(name) for name in _WIRE_TYPES}
         for name, expected in _WIRE_TYPES.items():

@@ -17,6 +17,7 @@ import attrs
 
 from ._errors import ArgumentError, ArgumentTypeError
 from ._job import (
+    DEFAULT_QUEUE,
     Job,
     _check_jid,
     _check_optional_int,
@@ -28,6 +29,7 @@ from ._resp import command_line, dump_json, encode_json
 
 __all__ = [
     "ALL_QUEUES",
+    "DEFAULT_QUEUE",
     "DEFAULT_RETRY",
     "FETCH_WAIT_FLOOR",
     "MAX_BACKTRACE_LINES",

@@ -506,3 +506,19 @@ def test_every_bound_is_documented_with_its_option(option: str, allowed: str) ->
     rows = [line for line in DOCS.read_text().splitlines() if line.startswith(f"| {option} |")]
     assert rows, f"no row documents {option}"
     assert all(allowed in row for row in rows), (option, allowed, rows)
+
+
+@pytest.mark.parametrize(
+    ("queues", "pushed_to"),
+    [
+        (("default",), "default"),
+        (("critical", "default"), "default"),  # it fetches the default queue: jobs go there
+        (("mail",), "mail"),
+        (("mail", "bulk"), "mail"),  # the first in priority order
+        ({"bulk": 1, "mail": 5}, "bulk"),  # the first named of a weighted mapping
+    ],
+)
+def test_push_queue_is_a_queue_the_worker_fetches(queues: object, pushed_to: str) -> None:
+    config = WorkerConfig(wid="w-push-queue", queues=queues)  # type: ignore[arg-type]
+    assert config.push_queue == pushed_to
+    assert config.push_queue in config.queues
