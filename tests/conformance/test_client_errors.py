@@ -235,16 +235,26 @@ def test_garbage_for_a_greeting_is_a_faktory_protocol_error(adapter: str) -> Non
     )
 
 
-def test_garbage_for_a_reply_is_a_faktory_protocol_error(
-    adapter: str, faktory_server: FaktoryServer
-) -> None:
+@contextlib.contextmanager
+def ahead_of_the_next_reply(
+    adapter: str, server: FaktoryServer, data: bytes
+) -> Iterator[tuple[FaultProxy, SyncClient]]:
+    """A Client, through the proxy, whose next reply comes with ``data`` in front of it (in
+    the same write, as though the server had sent it)."""
     with (
-        FaultProxy(faktory_server.host, faktory_server.port) as proxy,
+        FaultProxy(server.host, server.port) as proxy,
         SyncClient(adapter, proxy.url, timeout=WAIT) as client,
     ):
         client.info()
-        # Garbage in front of the server's next reply, in the same write.
-        assert proxy.inject(b"%not a RESP reply\r\n", glued=True, ahead=True) == 1
+        assert proxy.inject(data, glued=True, ahead=True) == 1
+        yield proxy, client
+
+
+def test_garbage_for_a_reply_is_a_faktory_protocol_error(
+    adapter: str, faktory_server: FaktoryServer
+) -> None:
+    garbage = b"%not a RESP reply\r\n"
+    with ahead_of_the_next_reply(adapter, faktory_server, garbage) as (proxy, client):
         sent = proxy.bytes_to_target
         error = failure(client)
         assert isinstance(error, FaktoryProtocolError)
@@ -259,12 +269,7 @@ def test_an_unexpected_reply_is_a_faktory_protocol_error(
     adapter: str, faktory_server: FaktoryServer
 ) -> None:
     # A well-formed reply of the wrong kind: +OK where INFO's JSON should be (which follows).
-    with (
-        FaultProxy(faktory_server.host, faktory_server.port) as proxy,
-        SyncClient(adapter, proxy.url, timeout=WAIT) as client,
-    ):
-        client.info()
-        assert proxy.inject(b"+OK\r\n", glued=True, ahead=True) == 1
+    with ahead_of_the_next_reply(adapter, faktory_server, b"+OK\r\n") as (_, client):
         error = failure(client)
         assert isinstance(error, FaktoryProtocolError), repr(error)
         assert_usable(client)  # not INFO's own reply, left unread on the failed connection
