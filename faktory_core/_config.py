@@ -15,6 +15,7 @@ from ._resp import DEFAULT_MAX_REPLY_SIZE
 from .commands import FETCH_WAIT_FLOOR, _word
 
 __all__ = [
+    "DEFAULT_CONNECTIONS",
     "MAX_ABORT_GRACE",
     "MAX_CLIENT_TIMEOUT",
     "MAX_CONCURRENCY",
@@ -60,6 +61,9 @@ MAX_RECONNECT: Final = 3_600
 MAX_CONNECT_TIMEOUT: Final = 300
 #: A sanity maximum, not the server's limit (2,000 connections by default, configurable).
 MAX_CONCURRENCY: Final = 10_000
+#: Job connections a worker opens by default (fewer when its concurrency is lower): enough to
+#: keep thousands of slots fed, few enough for many workers to share a server.
+DEFAULT_CONNECTIONS: Final = 20
 #: Weighted queue order costs the same whatever the weights; this only catches typos.
 MAX_QUEUE_WEIGHT: Final = 1_000_000
 #: A Client's connections (each one a server connection, like a worker's slots).
@@ -253,8 +257,13 @@ class WorkerConfig:
     queue_order: Callable[[], Iterable[str]] | None = attrs.field(
         default=None, validator=_queue_order
     )
-    #: Jobs run at the same time, each on a connection of its own (1 to MAX_CONCURRENCY).
+    #: Jobs run at the same time (1 to MAX_CONCURRENCY).
     concurrency: int = attrs.field(default=10, validator=_count(1, MAX_CONCURRENCY))
+    #: Server connections that carry FETCH, ACK and FAIL for those jobs, at most (1 to
+    #: MAX_CONCURRENCY; never more than ``concurrency``): see :attr:`job_links`.
+    connections: int = attrs.field(
+        default=DEFAULT_CONNECTIONS, validator=_count(1, MAX_CONCURRENCY)
+    )
     shutdown_timeout: float = attrs.field(
         default=25.0, validator=_seconds(0, MAX_SHUTDOWN_TIMEOUT, above=False)
     )
@@ -311,6 +320,13 @@ class WorkerConfig:
             labels=self.labels,
             username=self.username,
         )
+
+    @property
+    def job_links(self) -> int:
+        """How many job connections the worker opens: ``connections``, or ``concurrency`` if
+        that is lower (a FETCH fills one slot, so more links than slots would sit idle). The
+        heartbeat opens one more."""
+        return min(self.connections, self.concurrency)
 
     def time_limit(self, jobtype: str) -> float | None:
         """The time limit of a job of this type, if any."""

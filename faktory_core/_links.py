@@ -384,12 +384,12 @@ class LinkMachine(Generic[L]):
     ) -> None:
         message = None
         if not self._over_limit:  # the first: say what to do about it
-            concurrency = self.config.concurrency
+            links = self.config.job_links
             message = (
                 f"the server refused a connection: {error.code} {error.message} "
                 "(Faktory accepts 2,000 connections); this worker process opens "
-                f"{concurrency + 1} ({concurrency} job links and its heartbeat): lower "
-                "its concurrency or run fewer worker processes; refused links retry "
+                f"{links + 1} ({links} job connections and its heartbeat): lower its "
+                "connections option or run fewer worker processes; refused links retry "
                 f"every {self.config.reconnect_cap:g} s or so"
             )
         self._over_limit.add(link.id)

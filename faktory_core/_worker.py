@@ -3,10 +3,13 @@ actions out.
 
 The machine owns its job links' protocol state and decides everything a worker decides: when
 to connect, what to write, which job to start or abort, when to END and with which exit code.
-Each link carries one job slot: FETCH, then the job's ACK or FAIL pipelined with the next
-FETCH, so a finished job's report never waits behind a blocking FETCH (its link is idle while
-the job runs). The heartbeat lives in its own machine (:mod:`faktory_core._heartbeat`), so
-that an adapter can beat from a thread of its own however busy the jobs keep the runtime.
+Job slots are not connections: ``config.job_links`` links (20 at most by default) feed up to
+``concurrency`` running jobs. A link free to send FETCHes while a slot is free (no more
+FETCHes in flight than free slots), and carries every ACK and FAIL owed, pipelined with its
+next FETCH. With more slots than links, one link never waits in a FETCH, which the server
+holds ~2 s on an empty queue, so that a finished or aborted job's report goes out at once.
+The heartbeat lives in its own machine (:mod:`faktory_core._heartbeat`), so that an adapter
+can beat from a thread of its own however busy the jobs keep the runtime.
 """
 
 from __future__ import annotations
@@ -93,17 +96,17 @@ class _Running:
 
 
 @attrs.define(eq=False)
-class _Slot(Link):
-    job: _Running | None = None
+class _JobLink(Link):
     fetching: bool = False
 
 
-class Worker(LinkMachine[_Slot]):
+class Worker(LinkMachine[_JobLink]):
     """The worker machine: feed it inputs with :meth:`handle`, carry out the actions it returns.
 
-    Links are numbered 0..concurrency-1. Randomness (weighted queue order, reconnect jitter)
-    comes only from ``random``, so a run replays exactly from its inputs and a seeded
-    generator; pass a list as ``journal`` to record every ``(now, input)`` pair.
+    Links are numbered 0..config.job_links-1; any of them carries any job's report.
+    Randomness (weighted queue order, reconnect jitter) comes only from ``random``, so a run
+    replays exactly from its inputs and a seeded generator; pass a list as ``journal`` to
+    record every ``(now, input)`` pair.
 
     The server refuses the worker for good (:attr:`refusal`, exit code ``EXIT_REFUSED``) on a
     wrong password, an untrusted certificate, or, in burst mode, when a job link fails to
@@ -120,14 +123,19 @@ class Worker(LinkMachine[_Slot]):
         random: Random,
         journal: list[tuple[float, MachineInput]] | None = None,
     ) -> None:
-        slots = [_Slot(id=index) for index in range(config.concurrency)]
-        super().__init__(config, slots, random=random, journal=journal)
+        links = [_JobLink(id=index) for index in range(config.job_links)]
+        super().__init__(config, links, random=random, journal=journal)
         self._phase = Phase.RUNNING
-        self._by_jid: dict[str, _Slot] = {}
-        #: ACKs and FAILs not yet sent, each with the link it should go on (its job's). Any
-        #: idle link takes those whose own link is busy or down; those sent and then lost with
-        #: their connection come back here, so they survive reconnects.
-        self._owed: list[tuple[Command, int]] = []
+        #: Jobs started and not finished, by jid (aborted ones until they end).
+        self._running: dict[str, _Running] = {}
+        #: Links whose FETCH is awaited: with the running jobs, never more than concurrency.
+        self._fetching = 0
+        #: With more slots than links, one link stays out of FETCH to carry reports at once.
+        spare = 1 if config.concurrency > len(links) > 1 else 0
+        self._max_fetching = len(links) - spare
+        #: ACKs and FAILs not yet sent: the next link free to send takes them all. Those sent
+        #: and then lost with their connection come back here, so they survive reconnects.
+        self._owed: list[Command] = []
         #: Time-limit deadlines of running jobs, by jid.
         self._limits: dict[str, float] = {}
         self._phase_deadline: float | None = None
@@ -167,7 +175,7 @@ class Worker(LinkMachine[_Slot]):
     def running(self) -> tuple[Job, ...]:
         """The jobs started and not yet finished, aborted ones included; after the exit, those
         left running then (every one aborted: the exit ignores their JobFinished)."""
-        return tuple(slot.job.job for slot in self._links if slot.job is not None)
+        return tuple(running.job for running in self._running.values())
 
     @property
     def next_deadline(self) -> float | None:
@@ -188,14 +196,13 @@ class Worker(LinkMachine[_Slot]):
         self._start()
 
     def _on_job_finished(self, event: JobFinished, now: float) -> None:
-        slot = self._by_jid.pop(event.jid, None)
-        if slot is None or slot.job is None:
+        running = self._running.pop(event.jid, None)
+        if running is None:
             raise LocalProtocolError(f"no job {event.jid!r} is running")
-        running, slot.job = slot.job, None
         self._limits.pop(event.jid, None)
         if not running.aborted:  # an aborted job was FAILed when it was aborted
             error = event.error
-            self._owe(
+            self._owed.append(
                 Ack(jid=event.jid)
                 if error is None
                 else Fail(
@@ -203,12 +210,9 @@ class Worker(LinkMachine[_Slot]):
                     errtype=error.errtype,
                     message=error.message,
                     backtrace=cut_backtrace(error.backtrace, running.job.backtrace),
-                ),
-                slot,
-                now,
+                )
             )
-        self._pump(slot, now)
-        self._settle(now)
+        self._settle(now)  # which sends its report, and a FETCH for the slot it freed
 
     def _on_quiet(self, event: QuietRequested, now: float) -> None:
         self._fire(Trigger.QUIET, now)
@@ -234,7 +238,7 @@ class Worker(LinkMachine[_Slot]):
     def _refused_already(self) -> bool:
         return self._refusal is not None
 
-    def _refusal_note(self, link: _Slot, permanent: bool) -> str | None:
+    def _refusal_note(self, link: _JobLink, permanent: bool) -> str | None:
         if permanent:
             return _FINAL
         if (
@@ -261,25 +265,23 @@ class Worker(LinkMachine[_Slot]):
         self._expire_links(now)
         for jid, limit_at in list(self._limits.items()):
             if now >= limit_at:
-                slot = self._by_jid[jid]
-                assert slot.job is not None
-                limit = self.config.time_limit(slot.job.job.jobtype)
-                self._abort(slot, AbortReason.TIME_LIMIT, f"ran longer than {limit:g} s", now)
+                limit = self.config.time_limit(self._running[jid].job.jobtype)
+                self._abort(jid, AbortReason.TIME_LIMIT, f"ran longer than {limit:g} s")
         self._settle(now)
 
     # -- replies ------------------------------------------------------------------------------
 
-    def _on_event(self, slot: _Slot, event: Event, now: float) -> None:
+    def _on_event(self, link: _JobLink, event: Event, now: float) -> None:
         if isinstance(event, OK):
             pass  # an ACK or FAIL delivered: nothing more is owed for it
         elif isinstance(event, Fetched):
-            slot.fetching = False
+            self._fetched(link)
             if event.job is not None:
-                self._on_job(slot, event.job, now)
+                self._on_job(link, event.job, now)
             elif self.config.burst:
                 self._fire(Trigger.QUEUES_EMPTY, now)
         elif isinstance(event, InvalidJobFetched):
-            slot.fetching = False
+            self._fetched(link)
             if event.jid is None:
                 outcome = (
                     "without a jid it cannot be FAILed: the server retries it when its "
@@ -288,59 +290,63 @@ class Worker(LinkMachine[_Slot]):
             else:
                 outcome = f"FAILed as {ERRTYPE_INVALID_JOB}, the server retries it"
                 fail = Fail(jid=event.jid, errtype=ERRTYPE_INVALID_JOB, message=event.reason)
-                self._owe(fail, slot, now)
+                self._owed.append(fail)
             jid = "no jid" if event.jid is None else f"jid {event.jid}"
             message = f"invalid job fetched ({jid}): {event.reason}: {outcome}"
-            self._emit(Notice(message=message, link=slot.id, level=WARNING))
+            self._emit(Notice(message=message, link=link.id, level=WARNING))
         elif isinstance(event, ServerError):
-            self._on_server_error(slot, event, now)
+            self._on_server_error(link, event, now)
 
-    def _on_server_error(self, slot: _Slot, error: ServerError, now: float) -> None:
+    def _fetched(self, link: _JobLink) -> None:
+        """``link``'s FETCH is answered (or lost): its slot is free again, or taken by a job."""
+        if link.fetching:
+            link.fetching = False
+            self._fetching -= 1
+
+    def _on_server_error(self, link: _JobLink, error: ServerError, now: float) -> None:
         command = error.command
         text = f"{error.code} {error.message}"
         if isinstance(command, (Ack, Fail)):
             # "Job not found": the reservation is gone (expired, or already FAILed); nothing
             # more can be done for this job here.
             notice = f"{command.verb} {command.jid} refused: {text}"
-            self._emit(Notice(message=notice, link=slot.id))
+            self._emit(Notice(message=notice, link=link.id))
         elif isinstance(command, Hello):
             # A wrong password (or a HELLO the server will never take): the same every time.
             self._refused(f"the server refused HELLO: {text}", now)
         else:
             # An unasked error precedes a close; a refused FETCH means trouble server-side.
-            self._drop(slot, now, f"server error: {text}")
+            self._drop(link, now, f"server error: {text}")
 
-    def _on_job(self, slot: _Slot, job: Job, now: float) -> None:
+    def _on_job(self, link: _JobLink, job: Job, now: float) -> None:
         if not PHASES[self._phase].starts_fetched_jobs:
             self._aborted_any = True
             errtype = AbortReason.SHUTDOWN.value
-            self._owe(Fail(jid=job.jid, errtype=errtype, message=_LATE_JOB), slot, now)
+            self._owed.append(Fail(jid=job.jid, errtype=errtype, message=_LATE_JOB))
             what = (
                 f"job {job.jobtype!r} (jid {job.jid}) was fetched after the worker began aborting"
             )
-            self._job_notice(slot, job, what, errtype)
+            self._job_notice(link, job, what, errtype)
             return
         jobtypes = self.config.jobtypes
         if jobtypes is not None and job.jobtype not in jobtypes:
             message = f"no handler is registered for job type {job.jobtype!r}"
-            self._owe(
-                Fail(jid=job.jid, errtype=ERRTYPE_UNKNOWN_JOBTYPE, message=message), slot, now
-            )
+            self._owed.append(Fail(jid=job.jid, errtype=ERRTYPE_UNKNOWN_JOBTYPE, message=message))
             self._job_notice(
-                slot,
+                link,
                 job,
                 f"no handler is registered for job type {job.jobtype!r} (jid {job.jid})",
                 ERRTYPE_UNKNOWN_JOBTYPE,
                 "register a handler or check the worker's queues",
             )
             return
-        if job.jid in self._by_jid:
+        if job.jid in self._running:
             # Faktory does not enforce unique jids, but it keeps one reservation per jid: the
             # copy is retried later rather than run alongside.
             message = f"a job with jid {job.jid} is already running here"
-            self._owe(Fail(jid=job.jid, errtype=ERRTYPE_DUPLICATE_JID, message=message), slot, now)
+            self._owed.append(Fail(jid=job.jid, errtype=ERRTYPE_DUPLICATE_JID, message=message))
             self._job_notice(
-                slot,
+                link,
                 job,
                 f"job {job.jobtype!r} (jid {job.jid}) is already running here under that jid",
                 ERRTYPE_DUPLICATE_JID,
@@ -348,20 +354,19 @@ class Worker(LinkMachine[_Slot]):
             )
             return
         limit = self.config.time_limit(job.jobtype)
-        slot.job = _Running(job=job)
+        self._running[job.jid] = _Running(job=job)
         if limit is not None:
             self._limits[job.jid] = now + limit
-        self._by_jid[job.jid] = slot
         self._emit(StartJob(job=job))
 
     def _job_notice(
-        self, slot: _Slot, job: Job, what: str, failed_as: str, advice: str | None = None
+        self, link: _JobLink, job: Job, what: str, failed_as: str, advice: str | None = None
     ) -> None:
         """A WARNING about a fetched job the worker FAILed itself, without running it."""
         message = f"{what}: FAILed as {failed_as} without running it, the server retries it"
         if advice is not None:
             message = f"{message}; {advice}"
-        self._emit(Notice(message=message, link=slot.id, level=WARNING, job=job))
+        self._emit(Notice(message=message, link=link.id, level=WARNING, job=job))
 
     # -- the lifecycle ------------------------------------------------------------------------
 
@@ -385,28 +390,26 @@ class Worker(LinkMachine[_Slot]):
         else:
             timeout = self.config.shutdown_timeout
             why = f"aborted: still running after the {timeout:g} s shutdown timeout"
-        aborted = [slot for slot in self._links if slot.job is not None and not slot.job.aborted]
-        for slot in aborted:  # every FAIL is owed before any is sent: each takes its own link
-            self._abort(slot, AbortReason.SHUTDOWN, why, now, send=False)
-        for slot in aborted:
-            self._owe_flush(slot, now)
+        for jid, running in list(self._running.items()):
+            if not running.aborted:
+                self._abort(jid, AbortReason.SHUTDOWN, why)  # _settle sends every FAIL
 
     def _enter_ending(self, trigger: Trigger, now: float) -> None:
         self._closing = True
-        for slot in self._links:
+        for link in self._links:
             if not self._reconnect_when_closing():
-                self._give_up(slot)
-            self._pump(slot, now)
+                self._give_up(link)
+            self._pump(link, now)
 
     def _enter_exited(self, trigger: Trigger, now: float) -> None:
         undelivered = self._undelivered()
-        for slot in self._links:
-            if slot.status is not LinkStatus.CLOSED:
-                self._emit(Close(link=slot.id))
-                self._move(slot, LinkInput.GIVE_UP)
-            slot.connection = None
-            self._set_reply_due(slot, None)
-            self._set_retry_at(slot, None)
+        for link in self._links:
+            if link.status is not LinkStatus.CLOSED:
+                self._emit(Close(link=link.id))
+                self._move(link, LinkInput.GIVE_UP)
+            link.connection = None
+            self._set_reply_due(link, None)
+            self._set_retry_at(link, None)
         self._limits.clear()
         if undelivered:
             jids = ", ".join(undelivered)
@@ -419,100 +422,84 @@ class Worker(LinkMachine[_Slot]):
 
     def _undelivered(self) -> list[str]:
         """The jids whose ACK or FAIL the server has not confirmed."""
-        reports = [command for command, _ in self._owed] + [
+        reports = self._owed + [
             command
-            for slot in self._links
-            if slot.connection is not None
-            for command in slot.connection.pending
+            for link in self._links
+            if link.connection is not None
+            for command in link.connection.pending
         ]
         return [command.jid for command in reports if isinstance(command, (Ack, Fail))]
 
     def _settle(self, now: float) -> None:
-        if PHASES[self._phase].ends_when_drained and not any(
-            slot.job is not None or slot.fetching for slot in self._links
-        ):
+        self._pump_any(now)
+        if PHASES[self._phase].ends_when_drained and not (self._running or self._fetching):
             self._fire(Trigger.DRAINED, now)
         if self._phase is Phase.ENDING:
             if not self._reconnect_when_closing():
-                for slot in self._links:  # nothing left to deliver: stop reconnecting
-                    self._give_up(slot)
-            if all(slot.status is LinkStatus.CLOSED for slot in self._links):
+                for link in self._links:  # nothing left to deliver: stop reconnecting
+                    self._give_up(link)
+            if all(link.status is LinkStatus.CLOSED for link in self._links):
                 self._fire(Trigger.ENDED, now)
 
-    def _abort(
-        self, slot: _Slot, reason: AbortReason, message: str, now: float, *, send: bool = True
-    ) -> None:
-        running = slot.job
-        assert running is not None
-        running.aborted = True
+    def _abort(self, jid: str, reason: AbortReason, message: str) -> None:
+        """Abort a running job and owe its FAIL (:meth:`_settle` sends what is owed)."""
+        self._running[jid].aborted = True
         if reason is AbortReason.SHUTDOWN:
             self._aborted_any = True
-        jid = running.job.jid
         self._limits.pop(jid, None)
         self._emit(AbortJob(jid=jid, reason=reason, message=message))
-        self._owed.append((Fail(jid=jid, errtype=reason.value, message=message), slot.id))
-        if send:
-            self._owe_flush(slot, now)
+        self._owed.append(Fail(jid=jid, errtype=reason.value, message=message))
 
     # -- links --------------------------------------------------------------------------------
 
-    def _on_drop(self, slot: _Slot, lost: tuple[Command, ...], now: float) -> None:
-        slot.fetching = False  # a job it would have returned stays reserved on the server
+    def _on_drop(self, link: _JobLink, lost: tuple[Command, ...], now: float) -> None:
+        self._fetched(link)  # a job it would have returned stays reserved on the server
         # ACKs and FAILs that got no reply may not have arrived: send them again (an ACK or
         # FAIL that did arrive is answered +OK or "Job not found" the second time), on a free
-        # link now if there is one, else on this one once it is back.
-        reports = [command for command in lost if isinstance(command, (Ack, Fail))]
-        if reports:
-            self._owed.extend((command, slot.id) for command in reports)
-            for other in self._links:
-                if other is not slot and other.idle and other.job is None:
-                    self._pump(other, now)
-                    break
+        # link now if there is one, else on the first to be free (_settle sends them). Its
+        # FETCH may move to another link too.
+        self._owed.extend(command for command in lost if isinstance(command, (Ack, Fail)))
 
     def _reconnect_when_closing(self) -> bool:
         return bool(self._owed) or any(
             isinstance(command, (Ack, Fail))
-            for slot in self._links
-            if slot.connection is not None
-            for command in slot.connection.pending
+            for link in self._links
+            if link.connection is not None
+            for command in link.connection.pending
         )
 
-    def _owe(self, command: Command, slot: _Slot, now: float) -> None:
-        """Queue an ACK or FAIL for ``slot``'s link, or any free one if that one is not."""
-        self._owed.append((command, slot.id))
-        self._owe_flush(slot, now)
+    @property
+    def _may_fetch(self) -> bool:
+        """Whether a FETCH may go out now: the phase fetches, a slot is free for its job, and
+        the links' FETCH budget is not spent."""
+        return (
+            PHASES[self._phase].fetches
+            and self._fetching < self._max_fetching
+            and len(self._running) + self._fetching < self.config.concurrency
+        )
 
-    def _owe_flush(self, slot: _Slot, now: float) -> None:
-        """Send what is owed: on ``slot``'s link if it is free, else on any free link."""
-        self._pump(slot, now)
-        if self._owed and not slot.idle:
-            for other in self._links:
-                if other.idle and other.job is None:
-                    self._pump(other, now)
-                    break
+    def _pump_any(self, now: float) -> None:
+        """Send what is owed, and the FETCHes the free slots allow, on the links free to."""
+        for link in self._links:
+            if not (self._owed or self._may_fetch):
+                return
+            self._pump(link, now)
 
-    def _pump(self, slot: _Slot, now: float) -> None:
-        """Send what is owed on this link, and its next FETCH, if it is free to."""
-        if not slot.idle:
+    def _pump(self, link: _JobLink, now: float) -> None:
+        """Send everything owed on this link, and a FETCH if one may go out, if it is free to;
+        in ENDING, END it once it has nothing left to send."""
+        if not link.idle:
             return
-        commands: list[Command] = []
-        if self._owed:
-            # A link whose job still runs carries only its own reports: its job's FAIL must
-            # go out the moment the job is aborted, never wait behind another job's reply.
-            links, keep, free = self._links, [], slot.job is None
-            for command, link in self._owed:
-                if link == slot.id or (free and not links[link].idle):
-                    commands.append(command)
-                else:
-                    keep.append((command, link))
-            self._owed = keep
-        if PHASES[self._phase].fetches and slot.job is None and not slot.fetching:
-            commands.append(self._fetch())
-            slot.fetching = True
+        fetch = self._fetch() if self._may_fetch else None  # first: a queue_order may raise
+        commands, self._owed = self._owed, []
+        if fetch is not None:
+            commands.append(fetch)
+            link.fetching = True
+            self._fetching += 1
         if commands:
-            self._send(slot, commands, now)
+            self._send(link, commands, now)
         elif self._phase is Phase.ENDING:
-            self._end(slot)
+            self._end(link)
 
     def _fetch(self) -> Fetch:
         if self._strict_fetch is not None:

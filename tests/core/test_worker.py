@@ -461,7 +461,7 @@ def test_quiet_stops_fetching_on_every_link_and_runs_a_job_in_flight() -> None:
     driver.release("w2")
     driver.advance(1.5)
     acts = driver.finish(J1)
-    assert writes(acts) == [(1, ack_line(J1))]
+    assert [data for _, data in writes(acts)] == [ack_line(J1)]  # on a free link, no FETCH
     assert all(now == 0 for key in ("w0", "w1", "w2") for now, *_ in driver.lines(key, "FETCH"))
     assert all(driver.peer.is_open(key) for key in driver.links)
     assert driver.quiet() == []  # quiet is one-way: asking again changes nothing
@@ -813,7 +813,7 @@ def test_links_over_the_server_connection_limit_back_off_with_one_warning() -> N
     assert {notice.level for notice in notices} == {WARNING, DEBUG}
     assert notices[0] is warning
     assert "ERR too many connections: 2001" in warning.message
-    assert "opens 4 (3 job links and its heartbeat)" in warning.message
+    assert "opens 4 (3 job connections and its heartbeat)" in warning.message
     for link in (1, 2):
         attempts = [now for now, c in driver.timed(Connect, "worker") if c.link == link]
         # The first at the start, then the longest backoff (15-30 s) between each two.
@@ -883,7 +883,9 @@ def test_a_connect_given_up_while_ending_is_closed_again_when_it_completes() -> 
         driver.connected(key)
     assert list(driver.started) == [J1]  # on w0; w2's FETCH is held, w1 still connecting
     driver.stop()
-    driver.advance(2)  # the shutdown timeout, then the grace period: J1 never ends
+    driver.release("w0")  # the FETCH w0 sent after J1's: nothing
+    driver.finish(J1)  # its ACK on w0: nothing is owed
+    driver.advance(2)  # the shutdown timeout, then the grace period
     assert driver.worker.phase is Phase.ENDING  # w2's FETCH is still awaited
     assert Close(link=1) in driver.actions(Close, "worker")
     assert driver.worker.handle(ConnectionMade(link=1), 2.5) == [Close(link=1)]
@@ -1430,8 +1432,17 @@ def test_the_actions_of_a_call_that_raised_are_not_handed_to_the_next() -> None:
     reply = b"$%d\r\n%s\r\n" % (len(invalid), invalid)
     with pytest.raises(RuntimeError):
         worker.handle(DataReceived(link=0, data=reply), 0.0)
-    leaked: list[Action] = worker.handle(TimerFired(), 1.0)
-    assert leaked == [], f"a TimerFired at 1.0 returned {leaked}"
+    # The raising call's notice of the invalid job is not handed over; the FAIL it owed is
+    # not lost either: it goes out with the FETCH tried again at the next input.
+    later: list[Action] = worker.handle(TimerFired(), 1.0)
+    assert not [action for action in later if isinstance(action, Notice)], later
+    assert later == [
+        Write(
+            link=0,
+            data=b'FAIL {"jid":"jid-00000009","errtype":"InvalidJob","message":'
+            + b'"a job needs \'jobtype\'","backtrace":[]}\r\nFETCH default\r\n',
+        )
+    ], later
 
 
 def test_a_fail_goes_out_on_a_free_link_when_its_own_is_down() -> None:

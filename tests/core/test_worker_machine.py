@@ -63,7 +63,8 @@ class WorkerMachine(RuleBasedStateMachine):
     driver: Driver
 
     @initialize(
-        concurrency=st.integers(1, 3),
+        concurrency=st.integers(1, 4),
+        connections=st.integers(1, 3),
         shutdown_timeout=st.sampled_from([0.0, 4.0, 25.0]),
         abort_grace=st.sampled_from([0.0, 1.0, 3.0]),
         heartbeat_interval=st.sampled_from([5.0, 15.0]),
@@ -77,6 +78,7 @@ class WorkerMachine(RuleBasedStateMachine):
     def start(
         self,
         concurrency: int,
+        connections: int,
         shutdown_timeout: float,
         abort_grace: float,
         heartbeat_interval: float,
@@ -90,6 +92,7 @@ class WorkerMachine(RuleBasedStateMachine):
         self.config = WorkerConfig(
             wid=WID,
             concurrency=concurrency,
+            connections=connections,
             queues={"a": 3, "b": 1} if weighted else ("a", "b"),
             shutdown_timeout=shutdown_timeout,
             abort_grace=abort_grace,
@@ -110,7 +113,6 @@ class WorkerMachine(RuleBasedStateMachine):
         self.second_stop = False
         self.in_flight: dict[str, tuple[str, int | None]] = {}  # jid -> last report's link
         self.undelivered: set[str] = set()  # jids the worker exited without delivering
-        self.job_link: dict[str, str] = {}
         self.start_at: dict[str, float] = {}
         self.outcomes: dict[str, list[tuple[int | None, str, dict[str, Any]]]] = {}
         self.expected: dict[str, tuple[str, str | None]] = {}  # jid -> (verb, errtype)
@@ -282,7 +284,6 @@ class WorkerMachine(RuleBasedStateMachine):
                 assert job.jid not in driver.started, f"{job.jid} started twice"
                 assert isinstance(call.input, DataReceived)
                 assert input_key is not None
-                self.job_link[job.jid] = input_key
                 event(f"job started while {self.phase.name}")
                 self.start_at[job.jid] = now
                 self.expected[job.jid] = ("ACK", None)
@@ -387,14 +388,14 @@ class WorkerMachine(RuleBasedStateMachine):
             assert now >= self.start_at[jid] + limit - EPSILON
         # Aborts happen on TimerFired or StopRequested, when every reply has been read: the
         # peer's view of the links is the worker's. The FAIL goes out in the same call unless
-        # the job's own link is busy or down.
+        # every link is busy or down.
         sent = any(
             verb == "FAIL" and json.loads(argument)["jid"] == jid
             for lines_ in written.values()
             for verb, argument in lines_
         )
-        key = self.job_link[jid]
-        assert sent or not self.free(key), f"AbortJob {jid} without its FAIL on free {key}"
+        free = self.free_links()
+        assert sent or not free, f"AbortJob {jid} without its FAIL while {free} free"
         self.expected[jid] = ("FAIL", abort.reason.value)
 
     def check_finished(self, finished: JobFinished, written: dict[str, list[Any]]) -> None:
@@ -409,12 +410,15 @@ class WorkerMachine(RuleBasedStateMachine):
             for verb, argument in lines_
             if verb in ("ACK", "FAIL")
         ]
-        key = self.job_link[jid]
-        assert jid in sent or not self.free(key), f"{jid} finished, {key} free, nothing sent"
+        free = self.free_links()
+        assert jid in sent or not free, f"{jid} finished, {free} free, nothing sent"
 
     def free(self, key: str) -> bool:
         """The worker link ``key`` is connected, and no reply is awaited on it."""
         return self.driver.peer.is_ready(key) and not self.driver.peer.awaited(key)
+
+    def free_links(self) -> list[str]:
+        return [key for key in self.driver.links if key != HB and self.free(key)]
 
     def expect_refusals(self, written: dict[str, list[tuple[str, str]]]) -> None:
         """Jobs FETCH returned that were FAILed without being started."""
@@ -513,25 +517,31 @@ class WorkerMachine(RuleBasedStateMachine):
     @invariant()
     def owed_reports_go_out_on_a_free_link(self) -> None:
         """An ACK or FAIL the server lacks waits only while no link could carry it: every
-        link is down, awaiting a reply, or busy with a job of its own."""
+        link is down or awaiting a reply (any link carries any job's report)."""
         if self.exited_at is not None:
             return
         unsettled = self.unsettled()
         if not unsettled:
             return
-        running_on = {self.job_link[jid] for jid in self.driver.running}
-        free = [key for key in self.driver.links[1:] if self.free(key) and key not in running_on]
-        homes = {
-            jid: self.job_link.get(jid, self.driver.peer.handed_out.get(jid)) for jid in unsettled
-        }
-        free += [key for key in homes.values() if key is not None and self.free(key)]
-        if free and all(jid in self.outcomes for jid in unsettled):
-            # Known issue (test_worker.py, test_reports_lost_with_a_link_go_out_on_a_free_one):
-            # reports taken back from a dropped connection wait for their own link to
-            # reconnect instead of going out on a free one.
-            event("known issue: a report taken back from a dropped link waits for it")
-            return
+        free = self.free_links()
         assert not free, f"{unsettled} owed while {free} free"
+        if any(jid in self.outcomes for jid in unsettled):
+            event("a report taken back from a dropped link waits for a free one")
+
+    @invariant()
+    def slots_are_not_connections(self) -> None:
+        """``config.job_links`` links, never more than ``connections``; FETCHes in flight
+        never more than the free slots; with more slots than links, one link never waits in
+        a FETCH (it carries the reports)."""
+        config, driver = self.config, self.driver
+        links = [key for key in driver.links if key != HB]
+        assert len(links) == min(config.connections, config.concurrency)
+        fetching = [key for key in links if driver.peer.holding(key)]
+        assert len(fetching) + len(driver.running) <= config.concurrency
+        if config.concurrency > len(links) > 1:
+            assert len(fetching) < len(links), fetching
+        if len(fetching) + len(driver.running) == config.concurrency:
+            event("every slot taken or fetching")
 
     @invariant()
     def every_job_ends_in_an_outcome(self) -> None:

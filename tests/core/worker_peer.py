@@ -405,7 +405,7 @@ class Driver:
     @property
     def links(self) -> list[str]:
         """Every peer link name, the heartbeat's first."""
-        return [HB] + [f"w{index}" for index in range(self.config.concurrency)]
+        return [HB] + [f"w{index}" for index in range(self.config.job_links)]
 
     # -- inputs --------------------------------------------------------------------------------
 
