@@ -108,6 +108,7 @@ WORKER_KEYWORDS: Final = {
     "url": "url",
     "queue": "queues",
     "concurrency": "concurrency",
+    "connections": "connections",
     "shutdown_timeout": "shutdown_timeout",
     "abort_grace": "abort_grace",
     "label": "labels",
@@ -192,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         type=_positive_int,
         help=f"jobs run at the same time (default: {_DEFAULTS['concurrency']}, or the Worker's)",
+    )
+    add(
+        "--connections",
+        metavar="N",
+        type=_positive_int,
+        help="server connections that feed those jobs, at most (default: "
+        f"{_DEFAULTS['connections']}, or the Worker's; never more than the concurrency); the "
+        "heartbeat opens one more",
     )
     add(
         "--shutdown-timeout",

@@ -216,11 +216,14 @@ class Driver:
     def begin(self) -> None:
         """Start the heartbeat and the machine (after the startup hooks ran); inputs that came
         meanwhile (a stop during the hooks) follow Start."""
+        links = self.config.job_links
         log.info(
-            "worker %s starting: %s, concurrency %d",
+            "worker %s starting: %s, concurrency %d on %d connection%s",
             self.worker.wid,
             self.worker._url,
             self.config.concurrency,
+            links,
+            "" if links == 1 else "s",
         )
         self._say_where_jobs_go()
         self.heartbeat.start()

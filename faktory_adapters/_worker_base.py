@@ -57,6 +57,7 @@ class WorkerBase(Registrar):
         url: str | core.ServerURL | None = None,
         queues: Sequence[str] | Mapping[str, int] = ("default",),
         concurrency: int = 10,
+        connections: int = core.DEFAULT_CONNECTIONS,
         shutdown_timeout: float = 25.0,
         abort_grace: float = 3.0,
         heartbeat_interval: float = 15.0,
@@ -85,6 +86,7 @@ class WorkerBase(Registrar):
                 "url": url,
                 "queues": queues,
                 "concurrency": concurrency,
+                "connections": connections,
                 "shutdown_timeout": shutdown_timeout,
                 "abort_grace": abort_grace,
                 "heartbeat_interval": heartbeat_interval,
@@ -141,6 +143,7 @@ class WorkerBase(Registrar):
         options: dict[str, Any] = {
             "queues": queues,
             "concurrency": settings["concurrency"],
+            "connections": settings["connections"],
             "shutdown_timeout": settings["shutdown_timeout"],
             "abort_grace": settings["abort_grace"],
             "heartbeat_interval": settings["heartbeat_interval"],

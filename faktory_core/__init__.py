@@ -11,7 +11,7 @@ Everything else is internal, importable from its private module for tests and to
 """
 
 from . import commands, events, machine_io
-from ._config import ClientConfig, WorkerConfig
+from ._config import DEFAULT_CONNECTIONS, ClientConfig, WorkerConfig
 from ._connection import ClientInfo, Connection
 from ._errors import (
     ArgumentError,
@@ -34,6 +34,7 @@ from .events import Event
 from .machine_io import Action, MachineInput
 
 __all__ = [
+    "DEFAULT_CONNECTIONS",
     "EXIT_ABORTED",
     "EXIT_CLEAN",
     "EXIT_REFUSED",

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.server
 
 WORKER = "tests.cli.jobs_worker:worker"
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z]+ ")
-STARTED = r"faktory\.worker .*: worker \w+ starting: \S+, concurrency (\d+)$"
+STARTED = r"faktory\.worker .*: worker \w+ starting: \S+, concurrency (\d+) on (\d+) connections?$"
 
 
 def test_a_worker_runs_with_its_hooks_and_middleware_and_the_options_given(
@@ -27,14 +27,15 @@ def test_a_worker_runs_with_its_hooks_and_middleware_and_the_options_given(
 ) -> None:
     job = token()
     jid = client.push("cli_worker_record", [job], queue=queue)
-    args = ("-r", WORKER, "-q", queue, "-c", "2", "--burst", "--url", faktory_server.url)
+    args = ("-r", WORKER, "-q", queue, "-c", "2", "--connections", "1", "--burst")
+    args += ("--url", faktory_server.url)
     with Command(*args) as command:
         assert command.wait() == 0  # --burst: once the queue is empty
     assert (
         "using the Worker tests.cli.jobs_worker:worker (thread adapter), with url, queues, "
-        "concurrency, burst from the command line"
+        "concurrency, connections, burst from the command line"
     ) in command.output
-    assert re.findall(STARTED, command.output, re.MULTILINE) == ["2"]  # -c over its 3
+    assert re.findall(STARTED, command.output, re.MULTILINE) == [("2", "1")]  # -c over its 3
     (pid,) = re.findall(r"^startup (\d+)$", command.output, re.MULTILINE)
     # The hooks and the middleware, in their order.
     ours = [line for line in command.lines if not LOG_LINE.match(line)]
@@ -50,7 +51,8 @@ def test_a_worker_found_in_its_module_keeps_the_options_not_given(
     cli_worker_record.send(client, job)  # to the Worker's own queue: where it fetches
     with Command("-r", "tests.cli.jobs_worker", "--burst", "--url", faktory_server.url) as command:
         assert command.wait() == 0
-    assert re.findall(STARTED, command.output, re.MULTILINE) == ["3"]  # its own concurrency
+    # Its own concurrency, on as many connections (fewer than the default 20).
+    assert re.findall(STARTED, command.output, re.MULTILINE) == [("3", "3")]
     assert re.search(f"^ran {job} ", command.output, re.MULTILINE)
     assert client.info()["faktory"]["queues"].get(OWN_QUEUE, 0) == 0
 
