@@ -20,17 +20,20 @@ from typing import Any, Final, TypeVar
 
 from faktory_core import (
     ArgumentTypeError,
+    Command,
     Event,
     ProtocolError,
     RemoteProtocolError,
     ServerURL,
 )
+from faktory_core.commands import Push, PushBulk
 from faktory_core.events import ServerError, ServerErrorKind
 from faktory_core.machine_io import ConnectionLost, JobError
 
 __all__ = [
     "MAX_SELECT_WAIT",
     "AuthenticationError",
+    "BulkPushProgress",
     "ClientClosedError",
     "DaemonThreadPool",
     "FaktoryConnectionError",
@@ -39,8 +42,11 @@ __all__ = [
     "FaktoryTimeoutError",
     "InvalidJobError",
     "JobAborted",
+    "NoLock",
+    "OutcomeUnknownError",
     "ServerReplyError",
     "WrongEventLoopError",
+    "broke_during",
     "connect_failed",
     "connection_lost",
     "expect",
@@ -51,6 +57,7 @@ __all__ = [
     "logger",
     "new_jid",
     "new_wid",
+    "outcome_unknown",
     "receive",
     "remaining",
     "resolve_url",
@@ -72,7 +79,49 @@ logger: Final = logging.getLogger("faktory")
 class FaktoryError(Exception):
     """Base class of every failure that is the server's or the network's: ``except
     FaktoryError`` catches them all. A mistake of the caller's is never one: it raises a
-    ValueError, TypeError or RuntimeError naming what to change."""
+    ValueError, TypeError or RuntimeError naming what to change.
+
+    ``bulk`` is set on an error that ended a Client's ``push_bulk``: how far it got.
+    """
+
+    bulk: BulkPushProgress | None = None
+
+
+class BulkPushProgress:
+    """How far a ``push_bulk`` got before the error that ended it (``error.bulk``).
+
+    ``push_bulk`` sends its jobs in commands of ``faktory_core.commands.MAX_BULK_JOBS``, one
+    after another, so when one fails the ones before it went through:
+
+    - ``pushed``: the jids the server accepted (those before the command that failed);
+    - ``refused``: ``{jid: reason}`` of the jobs the server refused (all of the failed
+      command's when the server refused it whole);
+    - ``uncertain``: the jids of the failed command when it may or may not have been carried
+      out (it was sent and the connection broke, or its reply never came);
+    - ``unsent``: the jids never sent (every later command's, and the failed one's when it
+      surely was not).
+    """
+
+    __slots__ = ("pushed", "refused", "uncertain", "unsent")
+
+    def __init__(
+        self,
+        *,
+        pushed: tuple[str, ...],
+        refused: dict[str, str],
+        uncertain: tuple[str, ...],
+        unsent: tuple[str, ...],
+    ) -> None:
+        self.pushed = pushed
+        self.refused = refused
+        self.uncertain = uncertain
+        self.unsent = unsent
+
+    def __repr__(self) -> str:
+        return (
+            f"<BulkPushProgress pushed={len(self.pushed)} refused={len(self.refused)} "
+            f"uncertain={len(self.uncertain)} unsent={len(self.unsent)}>"
+        )
 
 
 class FaktoryConnectionError(FaktoryError, ConnectionError):
@@ -82,6 +131,22 @@ class FaktoryConnectionError(FaktoryError, ConnectionError):
     Raised from the error the runtime saw (its ``__cause__``), whose ``errno`` it carries; a
     ConnectionError, so ``except OSError`` catches it too.
     """
+
+
+class OutcomeUnknownError(FaktoryConnectionError):
+    """The connection broke after a command was sent and before its reply came: the server
+    may or may not have carried it out, and Faktory cannot say which (a PUSH is not
+    idempotent). ``command`` is the command, ``jid`` the job's for a PUSH (else None).
+
+    A FaktoryConnectionError, so ``except ConnectionError`` catches it too. For a PUSH: push
+    the same Job again if running it twice is harmless (it keeps its jid, so a handler can
+    tell a duplicate), or have its handler skip a jid it has already run.
+    """
+
+    def __init__(self, message: str, command: Command) -> None:
+        super().__init__(message)
+        self.command = command
+        self.jid = command.job.jid if isinstance(command, Push) else None
 
 
 class FaktoryTimeoutError(FaktoryError, TimeoutError):
@@ -113,6 +178,19 @@ class InvalidJobError(FaktoryError):
         super().__init__(f"the server handed out an invalid job: {reason}")
         self.jid = jid
         self.payload = payload
+
+
+class NoLock:
+    """A lock with nothing to lock, for a runtime that runs one task (or greenlet) at a time
+    when the code holding it never waits."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
 
 
 class ClientClosedError(RuntimeError):
@@ -192,7 +270,40 @@ def connection_lost(
     ``from error``."""
     if isinstance(error, RemoteProtocolError):
         return _wire(error, f"{url} broke the Faktory protocol during {verb}: {error}")
-    return _wire(error, f"the connection to {url} broke during {verb}: {_os_reason(error)}")
+    return _wire(error, broke_during(error, url, verb))
+
+
+def broke_during(error: OSError, url: ServerURL, verb: str) -> str:
+    """How the connection of a command ``verb`` broke with ``error``, in words."""
+    return f"the connection to {url} broke during {verb}: {_os_reason(error)}"
+
+
+def outcome_unknown(
+    command: Command, what: str, cause: OSError | RemoteProtocolError | None = None
+) -> OutcomeUnknownError:
+    """The error of ``command``, sent on a connection that broke before its reply came
+    (``what``: how, naming the server); raise it ``from cause`` (the runtime's error)."""
+    if isinstance(command, Push):
+        outcome = (
+            f"job {command.job.jid} may or may not have been pushed (Faktory cannot tell). "
+            "Push the same Job again if running it twice is harmless (its jid stays the same, "
+            "so a handler can skip one it has run)"
+        )
+    elif isinstance(command, PushBulk):
+        outcome = (
+            f"its {len(command.jobs)} jobs may or may not have been pushed (Faktory cannot "
+            "tell). Push them again if running them twice is harmless (their jids stay the "
+            "same, so a handler can skip one it has run)"
+        )
+    else:
+        outcome = (
+            f"{command.verb} may or may not have been carried out: repeat it if doing it twice "
+            "is harmless"
+        )
+    error = OutcomeUnknownError(f"{what}: {outcome}", command)
+    if isinstance(cause, OSError):
+        error.errno = cause.errno
+    return error
 
 
 def _os_reason(error: OSError) -> str:

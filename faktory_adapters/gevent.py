@@ -45,6 +45,7 @@ from ._common import (
     FaktoryTimeoutError,
     InvalidJobError,
     JobAborted,
+    OutcomeUnknownError,
     ServerReplyError,
     WrongEventLoopError,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "JobContext",
     "JobType",
     "Jobs",
+    "OutcomeUnknownError",
     "ServerReplyError",
     "Worker",
     "WrongEventLoopError",
