@@ -4,56 +4,99 @@
 One Client for the three runtimes: ``_client_async.py`` is written by hand, and
 ``scripts/unasync.py`` generates the blocking ones from it (``_client_sync.py`` for threads,
 ``_client_gevent.py`` for gevent), each over its runtime's network backend (``_net_*.py``).
+
+How calls share connections. Faktory answers a connection's commands in order, so calls need
+not wait for a connection of their own: a call takes an idle connection (opening one while
+there are fewer than ``pool_size``), or else joins the least busy one. There it queues behind
+the commands in flight, and when their replies are in, everything queued goes out in one
+write (a group commit: one system call for many calls, and no command is written while
+another's reply is still coming, as the core's table requires). One of the calls waiting on a
+connection reads it for all, hands each reply to its owner in turn, and passes the reading on
+when its own reply is in. A command the server holds back (FETCH) goes out last in its write,
+and nothing joins its connection until its reply is in.
+
+A call whose caller goes away (a cancelled task, a killed greenlet) leaves its reply to be read
+and dropped. A reply later than its command's ``timeout`` closes the connection: the calls
+written on it fail (:class:`OutcomeUnknownError`, unless their own timeout passed too), and the
+calls not yet written go out on another connection, as they do when a connection breaks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
+from collections import deque
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
 import faktory_core as core
 from faktory_core import ArgumentTypeError, Job, commands, events
 
 from ._common import (
+    BulkPushProgress,
     ClientClosedError,
     FaktoryConnectionError,
+    FaktoryError,
+    FaktoryProtocolError,
     FaktoryTimeoutError,
     InvalidJobError,
     ServerReplyError,
-    connection_lost,
+    broke_during,
     expect,
     handshake_closed,
     handshake_failure,
     new_jid,
+    outcome_unknown,
     resolve_url,
     tls_context,
     unusable,
 )
-from ._net_thread import LoopBinding, Stream, clock, connect, semaphore
+from ._net_thread import Lock, LoopBinding, Stream, Waker, clock, connect
 from ._options import check_callable, check_ssl_context
 
 __all__ = ["Client"]
+
+#: How many connections a call tries when each breaks before its command is written (so it
+#: surely was not carried out, and may go on another).
+SEND_ATTEMPTS: Final = 3
+
+# A call's life. QUEUED: waiting for its connection to open, or for the replies in flight on
+# it. SENT: written, its reply awaited. ABANDONED: written, but its caller is gone: the reply
+# is read and dropped. DONE: answered or failed. UNSENT: its connection broke before it was
+# written: it may go on another.
+_QUEUED: Final = 0
+_SENT: Final = 1
+_ABANDONED: Final = 2
+_DONE: Final = 3
+_UNSENT: Final = 4
+
+
+class _Unsent(Exception):
+    """A call's connection broke before its command was written."""
 
 
 class Client:
     """A producer and admin client: push jobs, inspect and manage the server.
 
-    Connections are opened on demand and kept in a small pool (``pool_size``).
-    ``connect_timeout`` bounds opening one: TCP connect, TLS handshake and Faktory's
-    HI/HELLO/OK together. ``timeout`` bounds each command, from writing it to the last byte of
-    its reply (:meth:`fetch` waits at least ``faktory_core.commands.FETCH_WAIT_FLOOR`` s).
-    Past either bound, FaktoryTimeoutError is raised and that connection closed. Waiting for a
-    free connection when ``pool_size`` are busy is not bounded. A pooled connection that the
+    Connections are opened on demand, up to ``pool_size``, and shared: calls made at the same
+    time queue on them and go out together (Faktory answers a connection's commands in
+    order), so a few connections serve many concurrent callers. :meth:`fetch`, which the
+    server holds up to ~2 s, has its connection to itself meanwhile. ``connect_timeout``
+    bounds opening one: TCP connect, TLS handshake and Faktory's HI/HELLO/OK together.
+    ``timeout`` bounds each command, from writing it to the last byte of its reply
+    (:meth:`fetch` waits at least ``faktory_core.commands.FETCH_WAIT_FLOOR`` s); waiting for
+    the commands ahead of it on its connection is bounded by theirs. Past either bound,
+    FaktoryTimeoutError is raised and that connection closed. A pooled connection that the
     server closed, or wrote to unasked, is replaced before use.
 
     Whatever the server or the network does raises a :class:`FaktoryError`:
     :class:`ServerReplyError` for an ``-ERR`` reply, :class:`FaktoryConnectionError` (a
-    ConnectionError) when the server cannot be reached or the connection breaks,
-    :class:`FaktoryTimeoutError` (a TimeoutError), :class:`FaktoryProtocolError`. A wrong
-    argument raises TypeError or ValueError, a closed Client :class:`ClientClosedError`.
+    ConnectionError) when the server cannot be reached or the connection breaks, its subclass
+    :class:`OutcomeUnknownError` when it broke after the command was sent (the server may or
+    may not have carried it out), :class:`FaktoryTimeoutError` (a TimeoutError),
+    :class:`FaktoryProtocolError`. A wrong argument raises TypeError or ValueError, a closed
+    Client :class:`ClientClosedError`.
     Use it as ``with Client() as client``; it is safe to share between threads.
     """
 
@@ -80,8 +123,8 @@ class Client:
         if self._url.tls and ssl_context is None:
             self._ssl_context = tls_context()
         self._jid_factory = jid_factory
-        self._idle: list[_ClientConnection] = []
-        self._slots = semaphore(config.pool_size)
+        self._lock = Lock()  # guards the connections' shared state
+        self._links: list[_Link] = []  # open or opening, fit for new calls
         self._loop_binding = LoopBinding()
         self._closed = False
 
@@ -97,13 +140,16 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        """Send END on every idle connection and close them; closing twice is harmless."""
+        """Send END on every connection and close them (a busy one once its calls are
+        answered); closing twice is harmless."""
         self._claim_loop()
-        self._closed = True
-        idle, self._idle = self._idle, []
+        with self._lock:
+            self._closed = True
+            links, self._links = self._links, []
+            idle = [link for link in links if link.retire()]
         deadline = clock() + self._timeout
-        for connection in idle:
-            connection.end(deadline)
+        for link in idle:
+            link.end(deadline)
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -118,9 +164,13 @@ class Client:
         args: list[Any] | tuple[Any, ...] = (),
         **options: Any,
     ) -> str:
-        """Push a job (a :class:`Job`, or a job type with its args and options); return jid."""
+        """Push a job (a :class:`Job`, or a job type with its args and options); return jid.
+
+        :class:`OutcomeUnknownError` when the connection broke after the job was sent: it may
+        or may not have been pushed.
+        """
         if isinstance(job, str):
-            job = self.job(job, args, **options)
+            job = Job.create(job, args, jid_factory=self._jid_factory, **options)
         elif not isinstance(job, Job):
             raise ArgumentTypeError(
                 f"push(job): job must be a faktory_core.Job or a job type (a str), got "
@@ -132,9 +182,24 @@ class Client:
         return job.jid
 
     def push_bulk(self, jobs: Iterable[Job]) -> dict[str, str]:
-        """Push many jobs in one command (server 1.6+); return {jid: error} of those refused."""
-        event = expect(self.request(commands.PushBulk(jobs=jobs)), events.BulkPushed)
-        return event.errors
+        """Push many jobs (server 1.6+); return {jid: error} of those the server refused.
+
+        They go in commands of ``faktory_core.commands.MAX_BULK_JOBS``, one after another;
+        every job is checked before the first is sent. When one command fails, the error
+        raised has ``bulk``, a :class:`BulkPushProgress`: the jobs pushed, refused, that may
+        or may not have been pushed, and not sent.
+        """
+        pushes = commands.bulk_pushes(jobs)
+        refused: dict[str, str] = {}
+        for index, command in enumerate(pushes):
+            call = _Call(command, self._timeout)
+            try:
+                event = expect(self._run(call), events.BulkPushed)
+            except FaktoryError as error:
+                _bulk_failed(error, pushes, index, refused, written=call.written)
+                raise
+            refused.update(event.errors)
+        return refused
 
     def fetch(self, *queues: str) -> Job | None:
         """Fetch one job (blocks up to ~2 s on the server); None when there is none.
@@ -276,30 +341,125 @@ class Client:
                 "request(command): command must be a faktory_core.commands command such as "
                 f"commands.Info(), got {type(command).__name__}"
             )
+        if isinstance(command, (commands.Hello, commands.End)):
+            raise ArgumentTypeError(
+                f"request(command): the Client sends {command.verb} itself, when it opens or "
+                "closes a connection"
+            )
         limit = self._timeout if timeout is None else core.ClientConfig(timeout=timeout).timeout
-        self._check_open()
-        self._claim_loop()
-        with self._slots:
-            self._check_open()  # closed while this call waited for a connection
-            connection = self._reusable()
-            try:
-                if connection is None:
-                    connection = self._open()
-                event = connection.request(command, limit)
-            except BaseException:
-                if connection is not None:
-                    connection.abandon()  # its state is unknown: never reuse it
-                raise
-            if self._closed:
-                connection.end(clock() + self._timeout)
-            else:
-                self._idle.append(connection)
+        event = self._run(_Call(command, limit))
         if isinstance(event, events.ServerError):
             raise ServerReplyError(event.code, event.message)
         return event
 
     def _ok(self, command: core.Command) -> None:
-        expect(self.request(command), events.OK)
+        expect(self._run(_Call(command, self._timeout)), events.OK)
+
+    def _run(self, call: _Call) -> core.Event:
+        """Send ``call``'s command on a pooled connection and return its reply event; again on
+        another when its connection breaks before it is written."""
+        attempts = 0
+        while True:
+            if self._closed:
+                self._check_open()
+            self._claim_loop()
+            link, data = self._submit(call)
+            if data is None:
+                self._open(link, call)
+            elif data:
+                link.write(data, call.deadline)
+            try:
+                return link.wait(call)
+            except _Unsent:
+                if not link.failed_opening:
+                    attempts += 1
+                if attempts >= SEND_ATTEMPTS:
+                    raise FaktoryConnectionError(
+                        f"the connection to {self._url} broke {attempts} times before "
+                        f"{call.command.verb} could be sent: it was not sent"
+                    ) from None
+                call.state = _QUEUED
+
+    def _submit(self, call: _Call) -> tuple[_Link, bytes | None]:
+        """Put ``call`` on a connection: (the connection, then the bytes to write now when it
+        was idle, b"" when the call waits its turn there, None when the caller must open
+        it)."""
+        with self._lock:
+            link = self._idle()
+            if link is not None:
+                return link, link.send_alone(call)
+            link = self._least_busy()
+            if link is None:
+                link = _Link(self)
+                self._links.append(link)
+                link.reader = call  # the opener reads first
+                link.queue(call)
+                return link, None
+            link.queue(call)
+            return link, b""
+
+    def _idle(self) -> _Link | None:
+        """(Lock held.) A connection with nothing on it, fit for use; the unfit are retired."""
+        while True:
+            for link in self._links:
+                if link.ready and not link.inflight and not link.queued:
+                    break
+            else:
+                return None
+            if link.fit():
+                return link
+            link.break_(_unfit)  # and it leaves self._links
+
+    def _least_busy(self) -> _Link | None:
+        """(Lock held; none is idle.) None when one more connection may be opened, else the
+        least busy one (one holding a blocking command only when all do)."""
+        links = self._links
+        if len(links) < self._pool_size:
+            return None
+        best: _Link | None = None
+        for link in links:
+            if not link.blocking and (best is None or link.load() < best.load()):
+                best = link
+        return best if best is not None else min(links, key=_Link.load)
+
+    def _forget(self, link: _Link) -> None:
+        """(Lock held.) ``link`` takes no new calls."""
+        with contextlib.suppress(ValueError):
+            self._links.remove(link)
+
+    def _open(self, link: _Link, call: _Call) -> None:
+        """Connect ``link`` for ``call``, its first call (the others queued on it go too)."""
+        url, limit = self._url, self._connect_timeout
+        deadline = clock() + limit
+        try:
+            try:
+                stream = connect(url, self._ssl_context, deadline)
+                link.stream = stream
+                event = link.handshake(deadline)
+            except TimeoutError:
+                raise FaktoryTimeoutError(
+                    f"connecting to {url} took more than {limit:g} s (connect_timeout)"
+                ) from None
+            except (OSError, core.RemoteProtocolError) as error:
+                raise unusable(error, url, timeout=limit) from error
+            if not isinstance(event, events.Ready):
+                if isinstance(event, events.ConnectionClosed):
+                    raise handshake_closed(url)
+                raise handshake_failure(event, url)
+        except BaseException:  # a timeout or a cancellation too: never leak the socket
+            with self._lock:
+                link.failed_opening = True
+                link.reader = None
+                link.break_(_unfit)  # the calls queued on it try again
+                call.state = _DONE  # this one raises
+            raise
+        with self._lock:
+            link.ready = True
+            data = link.next_batch() if link.queued and not link.broken else None
+            if data:
+                deadline = min(other.deadline for other in link.inflight)
+        if data:
+            link.write(data, deadline)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -310,84 +470,138 @@ class Client:
 
     def _claim_loop(self) -> None:
         """Check the event loop this call runs on (none in the blocking runtimes): when the
-        pool belongs to a loop that has closed, its connections are dead, and a new pool starts
+        connections belong to a loop that has closed, they are dead, and a new pool starts
         on this loop."""
         if self._loop_binding.claim():
-            dead, self._idle = self._idle, []
-            for connection in dead:
-                connection.abandon()
-            self._slots = semaphore(self._pool_size)  # the old one may be bound to that loop
-
-    def _reusable(self) -> _ClientConnection | None:
-        """An idle connection fit to carry a command; those found unfit are closed."""
-        while True:
-            try:
-                connection = self._idle.pop()
-            except IndexError:  # none is idle
-                return None
-            if connection.reusable():
-                return connection
-            connection.abandon()
-
-    def _open(self) -> _ClientConnection:
-        url, limit = self._url, self._connect_timeout
-        deadline = clock() + limit
-        try:
-            stream = connect(url, self._ssl_context, deadline)
-            connection = _ClientConnection(
-                url,
-                stream,
-                core.Connection(core.ClientInfo(username=url.username), password=url.password),
-            )
-            try:
-                event = connection.next_event(deadline)
-            except BaseException:  # a timeout or a cancellation: never leak the socket
-                connection.abandon()
-                raise
-        except TimeoutError:
-            raise FaktoryTimeoutError(
-                f"connecting to {url} took more than {limit:g} s (connect_timeout)"
-            ) from None
-        except (OSError, core.RemoteProtocolError) as error:
-            raise unusable(error, url, timeout=limit) from error
-        if isinstance(event, events.Ready):
-            return connection
-        connection.abandon()
-        if isinstance(event, events.ConnectionClosed):
-            raise handshake_closed(url)
-        raise handshake_failure(event, url)
+            with self._lock:
+                dead, self._links = self._links, []
+            for link in dead:
+                link.abandon()
 
 
-class _ClientConnection:
-    """One pooled connection: a network stream and the core's protocol state."""
+class _Call:
+    """One command on its way: its place on a connection, then its outcome."""
 
-    def __init__(self, url: core.ServerURL, stream: Stream, protocol: core.Connection) -> None:
-        self._url = url
-        self._stream = stream
-        self._protocol = protocol
+    __slots__ = ("command", "deadline", "error", "event", "state", "timeout", "waker", "written")
 
-    def request(self, command: core.Command, timeout: float) -> core.Event:
-        """The reply to ``command``; every failure of the server's or the network's is a
-        FaktoryError."""
-        self._protocol.send(command)
-        try:
-            event = self.next_event(clock() + timeout)
-        except TimeoutError:
-            raise FaktoryTimeoutError(
-                f"{command.verb} got no complete reply within {timeout:g} s"
-            ) from None
-        except (OSError, core.RemoteProtocolError) as error:
-            raise connection_lost(error, self._url, command.verb) from error
-        if isinstance(event, events.ConnectionClosed):
-            raise FaktoryConnectionError(
-                f"{self._url} closed the connection before the reply to {command.verb} was complete"
-            )
-        return event
+    def __init__(self, command: core.Command, timeout: float) -> None:
+        self.command = command
+        self.timeout = timeout
+        self.deadline = 0.0  # set when it is written
+        self.state = _QUEUED
+        self.event: core.Event | None = None
+        self.error: BaseException | None = None
+        self.waker: Waker | None = None  # while it waits for another call to wake it
+        self.written = False  # ever, on any connection
 
-    def next_event(self, deadline: float) -> core.Event:
-        """The next event (ConnectionClosed when the server closed the connection), every
+    def outcome(self) -> core.Event:
+        if self.state == _UNSENT:
+            raise _Unsent
+        if self.error is not None:
+            raise self.error
+        assert self.event is not None
+        return self.event
+
+
+def _unfit(call: _Call) -> BaseException:  # pragma: no cover - nothing is in flight then
+    raise AssertionError("a connection retired before use has no command in flight")
+
+
+class _Link:
+    """One pooled connection: its stream, the core's protocol state, and the calls on it.
+
+    Every field but the stream's bytes is guarded by the Client's lock. ``inflight`` holds the
+    calls written, in the order their replies come; ``queued`` the calls waiting to be
+    written; ``reader`` the call that reads the stream for all (None: nobody does).
+    """
+
+    __slots__ = (
+        "blocking",
+        "broken",
+        "client",
+        "closing",
+        "failed_opening",
+        "inflight",
+        "lock",
+        "protocol",
+        "queued",
+        "reader",
+        "ready",
+        "stream",
+    )
+
+    def __init__(self, client: Client) -> None:
+        url = client._url
+        self.client = client
+        self.lock = client._lock
+        self.stream: Stream | None = None
+        self.protocol = core.Connection(
+            core.ClientInfo(username=url.username), password=url.password
+        )
+        self.ready = False  # the handshake is done
+        self.inflight: deque[_Call] = deque()
+        self.queued: list[_Call] = []
+        self.reader: _Call | None = None
+        self.blocking = 0  # blocking commands queued or in flight: nothing new joins then
+        self.broken = False  # takes no more calls; closed once nobody reads it
+        self.closing = False  # the Client closed: END it once idle
+        self.failed_opening = False
+
+    def load(self) -> int:
+        return len(self.inflight) + len(self.queued)
+
+    def fit(self) -> bool:
+        """(Lock held; idle.) Whether it can carry a command: not if the server closed it or
+        sent bytes nobody asked for (while it sat idle, or after the last reply), which a
+        command sent now would take for its reply."""
+        assert self.stream is not None
+        if self.protocol.state is not core.ConnectionState.READY or self.protocol.unread:
+            return False
+        return not self.stream.readable()
+
+    def queue(self, call: _Call) -> None:
+        """(Lock held.) ``call`` waits to be written with the next batch."""
+        self.queued.append(call)
+        if call.command.blocks:
+            self.blocking += 1
+
+    def send_alone(self, call: _Call) -> bytes:
+        """(Lock held; idle.) Move ``call`` in flight now, alone; the bytes to write."""
+        command = call.command
+        call.deadline = clock() + call.timeout
+        call.state = _SENT
+        call.written = True
+        if command.blocks:
+            self.blocking += 1
+        self.protocol.send(command)
+        self.inflight.append(call)
+        if self.reader is None:
+            self.reader = call  # nobody reads the connection: this call will
+        return self.protocol.data_to_send()
+
+    def next_batch(self) -> bytes:
+        """(Lock held; nothing in flight.) Move the calls queued in flight, up to the first
+        blocking one (nothing may wait behind that on the server); the bytes to write."""
+        queued = self.queued
+        end = len(queued)
+        if self.blocking:
+            end = next(n for n, call in enumerate(queued) if call.command.blocks) + 1
+        batch = queued[:end]
+        del queued[:end]
+        now = clock()
+        for call in batch:
+            call.deadline = now + call.timeout
+            call.state = _SENT
+            call.written = True
+        self.protocol.send(*[call.command for call in batch])
+        self.inflight.extend(batch)
+        return self.protocol.data_to_send()
+
+    def handshake(self, deadline: float) -> core.Event:
+        """The event that ends the handshake (Ready, ConnectionClosed, an error reply), every
         write and read it takes done by ``deadline``."""
-        protocol, stream = self._protocol, self._stream
+        protocol, stream = self.protocol, self.stream
+        assert stream is not None
         while True:
             event = protocol.next_event()
             data = protocol.data_to_send()
@@ -397,22 +611,325 @@ class _ClientConnection:
                 return event
             protocol.receive_data(stream.read(deadline))
 
-    def reusable(self) -> bool:
-        """Whether it can carry another command: not if the server closed it or sent bytes
-        nobody asked for (while it sat idle, or after the last reply), which a command sent now
-        would take for its reply."""
-        if self._protocol.state is not core.ConnectionState.READY or self._protocol.unread:
+    def write(self, data: bytes, deadline: float) -> None:
+        """Write the calls just moved in flight; a failure fails them."""
+        assert self.stream is not None
+        try:
+            self.stream.write(data, deadline)
+        except TimeoutError:
+            with self.lock:
+                self.expire()
+        except OSError as error:
+            with self.lock:
+                self.break_(self._broke(error))
+
+    def wait(self, call: _Call) -> core.Event:
+        """``call``'s reply event (or its error), reading the stream for every call on it
+        while nobody else does."""
+        lock = self.lock
+        while True:
+            with lock:
+                if call.state >= _DONE:
+                    break
+                if self.reader is call or (self.reader is None and self.ready):
+                    self.reader = call
+                    waker = None
+                else:
+                    waker = call.waker = Waker()
+            if waker is None:
+                if self._lead(call):
+                    break
+                continue
+            try:
+                waker.wait()
+            except BaseException:  # the caller is gone (cancelled, killed)
+                with lock:
+                    ending = self._abandon(call)
+                if ending:
+                    self.end(clock() + self.client._timeout)
+                raise
+        return call.outcome()
+
+    def _lead(self, call: _Call) -> bool:
+        """Read for every call on the connection, writing the next batch when one is due,
+        until ``call`` is done (True), then pass the reading on."""
+        lock, stream, inflight = self.lock, self.stream, self.inflight
+        assert stream is not None
+        ending = left = False
+        try:
+            while True:
+                with lock:
+                    if call.state >= _DONE:
+                        ending, left = self._leave(), True
+                        return True
+                    if not inflight:  # pragma: no cover - a batch is written as the last ends
+                        return False
+                    deadline = inflight[0].deadline
+                    if len(inflight) > 1:
+                        deadline = min(other.deadline for other in inflight)
+                try:
+                    data = stream.read(deadline)
+                except TimeoutError:
+                    with lock:
+                        self.expire()
+                    continue
+                except OSError as error:
+                    with lock:
+                        self.break_(self._broke(error))
+                    continue
+                with lock:
+                    batch = self._take(data)
+                    if batch:
+                        deadline = min(other.deadline for other in inflight)
+                    elif call.state >= _DONE:
+                        ending, left = self._leave(), True
+                        return True
+                if batch:
+                    self.write(batch, deadline)
+        except BaseException:  # the caller is gone (cancelled, killed)
+            with lock:
+                self._abandon(call)  # as it reads, it ENDs the connection below if need be
+            raise
+        finally:
+            if not left:
+                with lock:
+                    ending = self._leave()
+            if ending:
+                self.end(clock() + self.client._timeout)
+
+    def _take(self, data: bytes) -> bytes | None:
+        """(Lock held.) Hand each reply in ``data`` to its call; the next batch to write when
+        the last reply in flight is in and calls are queued."""
+        protocol, inflight = self.protocol, self.inflight
+        try:
+            protocol.receive_data(data)
+            while True:
+                event = protocol.next_event()
+                if event is core.NEED_DATA:
+                    break
+                if not inflight or isinstance(event, events.ConnectionClosed):
+                    # The server closed it, or sent a reply nobody asked for: neither says
+                    # what became of the calls in flight.
+                    self.break_(self._closed)
+                    return None
+                done = inflight.popleft()
+                if self.blocking and done.command.blocks:
+                    self.blocking -= 1
+                if done.state == _SENT:
+                    done.event = event
+                    done.state = _DONE
+                    if done.waker is not None:
+                        _wake(done)
+        except core.RemoteProtocolError as error:
+            self.break_(self._garbled(error))
+            return None
+        if self.queued and not inflight:
+            return self.next_batch()
+        return None
+
+    def _leave(self) -> bool:
+        """(Lock held.) The reader is done: wake another call to read, if one waits; close
+        the connection if it is broken, and say whether it should END (closing and idle)."""
+        self.reader = None
+        if self.broken:
+            self.abandon()
             return False
-        return not self._stream.readable()
+        if self.inflight or self.queued:
+            for call in (*self.inflight, *self.queued):
+                if call.waker is not None:
+                    _wake(call)
+                    break
+            return False
+        return self._idle_and_closing()
+
+    def _idle_and_closing(self) -> bool:
+        if self.closing and not self.inflight and not self.queued and self.reader is None:
+            self.closing = False
+            return True
+        return False
+
+    def _abandon(self, call: _Call) -> bool:
+        """(Lock held.) ``call``'s caller is gone: drop it, or its reply once it comes. True
+        when the connection should now END (the Client closed, and nothing is left on it)."""
+        call.waker = None
+        if call.state == _QUEUED:
+            self.queued.remove(call)
+            if call.command.blocks:
+                self.blocking -= 1
+            call.state = _DONE
+        elif call.state == _SENT:
+            call.state = _ABANDONED
+            if call.command.blocks:
+                # Its reply may be a job, reserved for whoever reads it, and may take ~2 s,
+                # which nobody should wait out: as before pipelining, close the connection.
+                self.break_(self._cancelled)
+                return False
+        if self.reader is not None:
+            return False
+        for other in (*self.inflight, *self.queued):  # it may have been woken to read
+            if other.waker is not None:
+                _wake(other)
+                return False
+        return self._idle_and_closing()
+
+    def expire(self) -> None:
+        """(Lock held.) A reply is later than its command's timeout: close the connection."""
+        now = clock()
+        late = [call for call in self.inflight if call.deadline <= now]
+        if not late and self.inflight:  # a timer a hair early
+            late = [min(self.inflight, key=lambda call: call.deadline)]
+
+        def failed(call: _Call) -> BaseException:
+            if call in late:
+                return FaktoryTimeoutError(
+                    f"{call.command.verb} got no complete reply within {call.timeout:g} s"
+                )
+            return outcome_unknown(
+                call.command,
+                f"the connection to {self.client._url} was closed before the reply to "
+                f"{call.command.verb} came: a command ahead of it got no reply within its "
+                "timeout",
+            )
+
+        self.break_(failed)
+
+    def _closed(self, call: _Call) -> BaseException:
+        verb = call.command.verb
+        return outcome_unknown(
+            call.command,
+            f"{self.client._url} closed the connection before the reply to {verb} was complete",
+        )
+
+    def _broke(self, error: OSError) -> Callable[[_Call], BaseException]:
+        def failed(call: _Call) -> BaseException:
+            lost = outcome_unknown(
+                call.command, broke_during(error, self.client._url, call.command.verb), error
+            )
+            lost.__cause__ = error
+            return lost
+
+        return failed
+
+    def _garbled(self, error: core.RemoteProtocolError) -> Callable[[_Call], BaseException]:
+        head = self.inflight[0] if self.inflight else None
+        url = self.client._url
+
+        def failed(call: _Call) -> BaseException:
+            wrapped: FaktoryError
+            if call is head:
+                wrapped = FaktoryProtocolError(
+                    f"{url} broke the Faktory protocol during {call.command.verb}: {error}"
+                )
+            else:
+                wrapped = outcome_unknown(
+                    call.command,
+                    f"{url} broke the Faktory protocol in the reply to a command ahead of "
+                    f"{call.command.verb}, so the connection was closed",
+                    error,
+                )
+            wrapped.__cause__ = error
+            return wrapped
+
+        return failed
+
+    def _cancelled(self, call: _Call) -> BaseException:
+        return outcome_unknown(
+            call.command,
+            f"the connection to {self.client._url} was closed before the reply to "
+            f"{call.command.verb} came: a FETCH ahead of it was cancelled",
+        )
+
+    def break_(self, failed: Callable[[_Call], BaseException]) -> None:
+        """(Lock held.) Retire the connection: each call in flight fails with ``failed(call)``,
+        each call queued goes back to be sent on another, and a read waiting on it wakes. The
+        stream is closed now, or by the reader when it leaves."""
+        if self.broken:
+            return
+        self.broken = True
+        self.client._forget(self)
+        for call in self.inflight:
+            if call.state == _SENT:
+                _finish(call, None, failed(call))
+        for call in self.queued:
+            call.state = _UNSENT
+            _wake(call)
+        self.inflight.clear()
+        self.queued.clear()
+        self.blocking = 0
+        if self.stream is not None:
+            if self.reader is None:
+                self.stream.abort()
+            else:
+                self.stream.interrupt()
+
+    def retire(self) -> bool:
+        """(Lock held.) The Client closed: True when idle (END it now), else END it once it
+        is."""
+        self.closing = True
+        if not self.ready or self.broken:
+            return False
+        return self._idle_and_closing()
 
     def end(self, deadline: float) -> None:
         """Send END (when the connection is still open to it), then close."""
-        protocol = self._protocol
+        protocol, stream = self.protocol, self.stream
+        if stream is None:
+            return
         if protocol.state is core.ConnectionState.READY:
             protocol.send(commands.End())
             with contextlib.suppress(OSError):  # closed, reset or stalled: it ends anyway
-                self._stream.write(protocol.data_to_send(), deadline)
-        self._stream.close()
+                stream.write(protocol.data_to_send(), deadline)
+        stream.close()
 
     def abandon(self) -> None:
-        self._stream.abort()
+        if self.stream is not None:
+            self.stream.abort()
+
+
+def _finish(call: _Call, event: core.Event | None, error: BaseException | None) -> None:
+    """(Lock held.) ``call`` is answered (``event``) or failed (``error``): wake its caller."""
+    call.event = event
+    call.error = error
+    call.state = _DONE
+    _wake(call)
+
+
+def _wake(call: _Call) -> None:
+    waker = call.waker
+    if waker is not None:
+        call.waker = None
+        waker.wake()
+
+
+def _bulk_failed(
+    error: FaktoryError,
+    pushes: tuple[commands.PushBulk, ...],
+    index: int,
+    refused: dict[str, str],
+    *,
+    written: bool,
+) -> None:
+    """Tell ``error``, which ended a push_bulk at ``pushes[index]``, how far it got."""
+    failed = tuple(job.jid for job in pushes[index].jobs)
+    later = tuple(job.jid for push in pushes[index + 1 :] for job in push.jobs)
+    pushed = tuple(
+        job.jid for push in pushes[:index] for job in push.jobs if job.jid not in refused
+    )
+    refused = dict(refused)
+    uncertain: tuple[str, ...] = ()
+    unsent = later
+    if isinstance(error, ServerReplyError):
+        refused.update(dict.fromkeys(failed, str(error)))
+    elif written:
+        uncertain = failed
+    else:
+        unsent = failed + later
+    error.bulk = BulkPushProgress(
+        pushed=pushed, refused=refused, uncertain=uncertain, unsent=unsent
+    )
+    total = sum(len(push.jobs) for push in pushes)
+    error.add_note(
+        f"push_bulk: of {total} jobs, {len(pushed)} were pushed, {len(refused)} refused, "
+        f"{len(uncertain)} may or may not have been pushed, {len(unsent)} were not sent "
+        "(error.bulk names them)"
+    )

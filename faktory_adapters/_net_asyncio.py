@@ -5,7 +5,11 @@ that ``scripts/unasync.py`` can turn the asyncio Client into the blocking ones b
 import line alone:
 
 - ``clock()``: monotonic seconds; every deadline below is in them.
-- ``semaphore(size)``: the pool's slots (``async with`` here, ``with`` in the blocking ones).
+- ``Lock()``: guards the pool's shared state for the length of a few statements that never
+  wait (``with``): a thread lock in the thread backend; nothing at all here and with gevent,
+  where no other task or greenlet can run in between.
+- ``Waker()``: how a call waits for another to hand it its reply (or the job of reading):
+  ``wait()`` returns once ``wake()`` was called, before or after; ``wake()`` is called once.
 - ``connect(url, ssl_context, deadline)``: a :class:`Stream` to the server, its TCP connect
   and, for a ``tcp+tls://`` URL, its TLS handshake with ``ssl_context`` done before
   ``deadline``; TimeoutError past it.
@@ -14,7 +18,9 @@ import line alone:
   however its reply is cut up.
 - ``Stream.readable()``: whether anything arrived that nobody read (bytes, the end of the
   stream, a reset), without blocking: a pooled connection showing either is not reused.
-- ``Stream.close()`` (politely: what was written is sent first) and ``Stream.abort()``.
+- ``Stream.close()`` (politely: what was written is sent first), ``Stream.abort()``, and
+  ``Stream.interrupt()``: ends the connection so that a read waiting on it (another task's,
+  thread's or greenlet's) returns now; whoever reads it then aborts it.
 - ``LoopBinding()``: the event loop a Client's connections belong to. ``claim()`` at each use
   returns True when the connections made so far are dead (their loop has closed: the Client
   drops them and starts afresh), and raises WrongEventLoopError when they belong to another
@@ -22,7 +28,7 @@ import line alone:
 
 Here the stream is an :class:`asyncio.Protocol` rather than a StreamReader: it knows exactly
 whether anything arrived while nobody was waiting, and costs less per call (no task, one
-future and one timer per read that must wait).
+future per read that must wait, and one timer re-armed only when a deadline passes).
 """
 
 from __future__ import annotations
@@ -36,15 +42,31 @@ from typing import Final
 
 import faktory_core as core
 
-from ._common import WrongEventLoopError, explain_tls_error, remaining
+from ._common import NoLock, WrongEventLoopError, explain_tls_error, remaining
 
-__all__ = ["LoopBinding", "Stream", "clock", "connect", "semaphore"]
+__all__ = ["Lock", "LoopBinding", "Stream", "Waker", "clock", "connect"]
 
 clock: Final = time.monotonic
 
 
-def semaphore(size: int) -> asyncio.Semaphore:
-    return asyncio.Semaphore(size)
+#: Nothing to lock: one task runs at a time, and the Client never awaits while holding it.
+Lock: Final = NoLock
+
+
+class Waker:
+    """A call waiting for another to wake it: a future of the running loop."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def wait(self) -> None:
+        await self._future  # a cancellation of the waiting task cancels the future too
+
+    def wake(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
 
 
 async def connect(
@@ -66,8 +88,8 @@ async def connect(
 
 
 class LoopBinding:
-    """The event loop a Client's connections (and its pool's semaphore) belong to: the one it
-    was first used on, until that loop closes."""
+    """The event loop a Client's connections belong to: the one it was first used on, until
+    that loop closes."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -91,11 +113,6 @@ class LoopBinding:
         return bound is not None
 
 
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
-
-
 class Stream(asyncio.Protocol):
     """One connection: a transport, and what it received that nobody has read yet."""
 
@@ -105,6 +122,13 @@ class Stream(asyncio.Protocol):
         self._received: list[bytes] = []  # arrived, not yet read
         self._closed = False  # the server closed the connection, or it broke
         self._waiter: asyncio.Future[bool] | None = None  # a reader: True woken, False expired
+        self._deadline = 0.0  # the waiting read's
+        # One timer at a time, armed for the first deadline a read waited for: a read that
+        # ends first leaves it armed, and when it fires it re-arms itself for the deadline of
+        # the read waiting then, if that one is later. So reads that end in time (all of them,
+        # as a rule) cost no timer of their own.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     def write(self, data: bytes, deadline: float) -> None:
         """Hand ``data`` to the transport, which sends it as the socket takes it: it never
@@ -114,15 +138,18 @@ class Stream(asyncio.Protocol):
 
     async def read(self, deadline: float) -> bytes:
         if not self._received and not self._closed:
-            left = remaining(deadline)
-            loop = asyncio.get_running_loop()
+            loop = self._loop
+            assert loop is not None  # connected before anything is read
+            if deadline <= clock():
+                raise TimeoutError("the deadline has passed")
             waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(left, _expire, waiter)
+            self._deadline = deadline
+            if self._timer is None or self._timer_at > deadline:
+                self._arm(loop, deadline)
             try:
                 woken = await waiter
             finally:
                 self._waiter = None
-                timer.cancel()
             if not woken:
                 raise TimeoutError("the deadline has passed")
         received = self._received
@@ -131,14 +158,35 @@ class Stream(asyncio.Protocol):
         self._received = []
         return received[0] if len(received) == 1 else b"".join(received)
 
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_later(max(0.0, deadline - clock()), self._on_timer)
+        self._timer_at = deadline
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # no read waits: the next one arms it again
+        if clock() >= self._deadline:
+            waiter.set_result(False)
+        elif self._loop is not None:
+            self._arm(self._loop, self._deadline)
+
     def readable(self) -> bool:
         return bool(self._received) or self._closed
 
     def close(self) -> None:
+        self._disarm()
         if self._transport is not None:
             self._transport.close()
 
+    def interrupt(self) -> None:
+        self.abort()  # the waiting read wakes with the end of the stream
+
     def abort(self) -> None:
+        self._disarm()
         transport = self._transport
         if transport is None:
             return
@@ -151,6 +199,11 @@ class Stream(asyncio.Protocol):
                     sock.shutdown(socket.SHUT_RDWR)
             return
         transport.abort()
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 

@@ -1,16 +1,16 @@
 """The gevent Client's network backend: gevent sockets (the interface: ``_net_asyncio``).
 
-A plain gevent socket's timeout bounds a whole call, as a blocking socket's does. gevent's
-SSLSocket gives each wait inside one TLS record (and of its handshake) the whole socket
-timeout instead, so a ``gevent.Timeout`` bounds each TLS write and read, and the connect, with
-what is left until the deadline.
+A plain gevent socket's timeout bounds a whole call, as a blocking socket's does (and setting
+it is no system call). gevent's SSLSocket gives each wait inside one TLS record (and of its
+handshake) the whole socket timeout instead, so a ``gevent.Timeout`` bounds each TLS write and
+read, and the connect, with what is left until the deadline.
 """
 
 from __future__ import annotations
 
 try:
     import gevent
-    import gevent.lock
+    import gevent.event
     import gevent.socket
     import gevent.ssl
 except ImportError as missing:  # pragma: no cover - depends on the environment
@@ -26,17 +26,38 @@ from typing import Any, Final
 import faktory_core as core
 
 from . import _net_thread
+from ._common import NoLock, remaining
 from ._common import connect_socket as _connect_socket
-from ._common import remaining
 from ._net_thread import LoopBinding  # a gevent hub is no asyncio loop: nothing to bind
 
-__all__ = ["LoopBinding", "Stream", "clock", "connect", "connect_socket", "semaphore"]
+__all__ = [
+    "Lock",
+    "LoopBinding",
+    "Stream",
+    "Waker",
+    "clock",
+    "connect",
+    "connect_socket",
+]
 
 clock: Final = time.monotonic
+#: Nothing to lock: a greenlet runs until it waits, and the Client never waits holding it.
+Lock: Final = NoLock
 
 
-def semaphore(size: int) -> Any:
-    return gevent.lock.BoundedSemaphore(size)
+class Waker:
+    """A greenlet waiting for another to wake it: a gevent Event."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = gevent.event.Event()
+
+    def wait(self) -> None:
+        self._event.wait()
+
+    def wake(self) -> None:
+        self._event.set()
 
 
 def connect(url: core.ServerURL, ssl_context: ssl.SSLContext | None, deadline: float) -> Stream:
@@ -68,6 +89,11 @@ def _wrap_tls(context: ssl.SSLContext, sock: socket.socket, host: str) -> socket
 
 class Stream(_net_thread.Stream):
     """One connection: a gevent socket, which waits cooperatively."""
+
+    def interrupt(self) -> None:
+        # gevent wakes a greenlet waiting on a socket that is closed, with an OSError: no
+        # descriptor can be reused under it.
+        self._sock.close()
 
 
 class _TLSStream(Stream):

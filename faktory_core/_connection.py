@@ -164,7 +164,7 @@ class Connection:
         self._parser = ReplyParser(max_reply_size=max_reply_size, skim=self._skim)
         self._state = ConnectionState.AWAIT_GREETING
         self._pending: deque[Command] = deque()
-        self._out = bytearray()
+        self._out: list[bytes] = []  # command lines not yet handed out
         self._eof = False
         self._error: ProtocolError | None = None
         self._unanswered: tuple[Command, ...] = ()
@@ -196,7 +196,8 @@ class Connection:
 
     def receive_data(self, data: bytes) -> None:
         """Buffer bytes read from the socket; ``b""`` means the server closed it."""
-        self._check_usable()
+        if self._state is ConnectionState.ERROR:
+            self._check_usable()
         if not data:
             self._eof = True
         elif self._eof:
@@ -206,12 +207,22 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Return, and forget, the bytes waiting to be written."""
-        data = bytes(self._out)
-        self._out.clear()
-        return data
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def send(self, *commands: Command) -> None:
         """Queue the bytes of one or more commands; their replies arrive as events, in order."""
+        if len(commands) == 1 and self._state is ConnectionState.READY:
+            # A client's hot path: one command on a ready connection, checked as below.
+            command = commands[0]
+            if isinstance(command, Command) and not isinstance(command, (Hello, End)):
+                self._state = _AFTER_SEND
+                self._pending.append(command)
+                self._out.append(command.encode())
+                return
         self._check_usable()
         if not commands:
             self._fail(ArgumentError("send() needs at least one command"))
@@ -227,12 +238,12 @@ class Connection:
         else:
             self._move(Input.SEND)
             self._pending.extend(commands)
-        for command in commands:
-            self._out += command.encode()
+        self._out.extend(command.encode() for command in commands)
 
     def next_event(self) -> Event | NeedData:
         """Return the next event, or NEED_DATA when more bytes must be read first."""
-        self._check_usable()
+        if self._state is ConnectionState.ERROR:
+            self._check_usable()
         if self._state is ConnectionState.CLOSED:
             return ConnectionClosed(unanswered=self._unanswered)
         try:
@@ -287,7 +298,7 @@ class Connection:
         self._move(Input.GREETING)
         self._protocol_version = version
         self._pending.append(hello)
-        self._out += hello.encode()
+        self._out.append(hello.encode())
         return self.next_event()
 
     def _on_hello_reply(self, reply: Reply) -> Event:
@@ -314,6 +325,8 @@ class Connection:
 
 
 _REPLY_STATES: Final = frozenset({ConnectionState.READY, ConnectionState.AWAIT_REPLY})
+#: Where sending takes a ready connection (send()'s fast path), from the table.
+_AFTER_SEND: Final = transition(ConnectionState.READY, Input.SEND)
 
 _HANDLERS: Final[dict[ConnectionState, Callable[[Connection, Reply], Event | NeedData]]] = {
     ConnectionState.AWAIT_GREETING: Connection._on_greeting,

@@ -108,7 +108,8 @@ def test_each_client_runs_over_its_runtime_s_network_and_none_subclasses_another
     ]
     for client, net in pairs:
         assert client.Stream is net.Stream
-        assert client.semaphore is net.semaphore
+        assert client.Waker is net.Waker
+        assert client.Lock is net.Lock
         assert client.Client.__mro__ == (client.Client, object)
 
 
