@@ -178,7 +178,9 @@ class Client:
             )
         elif args or options:
             raise ArgumentTypeError("push(job) takes no args or options: they are the Job's fields")
-        self._ok(commands.Push(job=job))
+        event = self._run(_Call(commands.Push(job=job), self._timeout))
+        if type(event) is not events.OK:
+            expect(event, events.OK)
         return job.jid
 
     def push_bulk(self, jobs: Iterable[Job]) -> dict[str, str]:
@@ -362,12 +364,17 @@ class Client:
         while True:
             if self._closed:
                 self._check_open()
-            self._claim_loop()
+            if self._loop_binding.claim():
+                self._drop_links()
             link, data = self._submit(call)
             if data is None:
                 self._open(link, call)
             elif data:
-                link.write(data, call.deadline)
+                try:
+                    link.write(data, call.deadline)
+                except BaseException:  # the caller is gone (a killed greenlet)
+                    link.gone(call)
+                    raise
             try:
                 return link.wait(call)
             except _Unsent:
@@ -459,7 +466,11 @@ class Client:
             if data:
                 deadline = min(other.deadline for other in link.inflight)
         if data:
-            link.write(data, deadline)
+            try:
+                link.write(data, deadline)
+            except BaseException:  # the caller is gone (a killed greenlet)
+                link.gone(call)
+                raise
 
     def _check_open(self) -> None:
         if self._closed:
@@ -473,10 +484,13 @@ class Client:
         connections belong to a loop that has closed, they are dead, and a new pool starts
         on this loop."""
         if self._loop_binding.claim():
-            with self._lock:
-                dead, self._links = self._links, []
-            for link in dead:
-                link.abandon()
+            self._drop_links()
+
+    def _drop_links(self) -> None:
+        with self._lock:
+            dead, self._links = self._links, []
+        for link in dead:
+            link.abandon()
 
 
 class _Call:
@@ -624,78 +638,72 @@ class _Link:
                 self.break_(self._broke(error))
 
     def wait(self, call: _Call) -> core.Event:
-        """``call``'s reply event (or its error), reading the stream for every call on it
-        while nobody else does."""
-        lock = self.lock
+        """``call``'s reply event (or its error). While nobody else does, it reads for every
+        call on the connection (and writes the next batch when one is due) until its own
+        reply is in, then passes the reading on to a call still waiting."""
+        lock, inflight = self.lock, self.inflight
+        deadline = 0.0
+        ending = False
         while True:
             with lock:
                 if call.state >= _DONE:
+                    if self.reader is call:
+                        ending = self._leave()
                     break
-                if self.reader is call or (self.reader is None and self.ready):
+                reader = self.reader
+                if reader is call or (reader is None and self.ready):
                     self.reader = call
                     waker = None
-                else:
-                    waker = call.waker = Waker()
-            if waker is None:
-                if self._lead(call):
-                    break
-                continue
-            try:
-                waker.wait()
-            except BaseException:  # the caller is gone (cancelled, killed)
-                with lock:
-                    ending = self._abandon(call)
-                if ending:
-                    self.end(clock() + self.client._timeout)
-                raise
-        return call.outcome()
-
-    def _lead(self, call: _Call) -> bool:
-        """Read for every call on the connection, writing the next batch when one is due,
-        until ``call`` is done (True), then pass the reading on."""
-        lock, stream, inflight = self.lock, self.stream, self.inflight
-        assert stream is not None
-        ending = left = False
-        try:
-            while True:
-                with lock:
-                    if call.state >= _DONE:
-                        ending, left = self._leave(), True
-                        return True
-                    if not inflight:  # pragma: no cover - a batch is written as the last ends
-                        return False
-                    deadline = inflight[0].deadline
+                    deadline = inflight[0].deadline  # one is in flight while calls wait
                     if len(inflight) > 1:
                         deadline = min(other.deadline for other in inflight)
+                else:
+                    waker = call.waker = Waker()
+            if waker is not None:
                 try:
-                    data = stream.read(deadline)
-                except TimeoutError:
-                    with lock:
-                        self.expire()
-                    continue
-                except OSError as error:
-                    with lock:
-                        self.break_(self._broke(error))
-                    continue
+                    waker.wait()
+                except BaseException:  # the caller is gone (cancelled, killed)
+                    self.gone(call)
+                    raise
+                continue
+            stream = self.stream
+            assert stream is not None  # ready
+            try:
+                data = stream.read(deadline)
+            except TimeoutError:
                 with lock:
-                    batch = self._take(data)
-                    if batch:
-                        deadline = min(other.deadline for other in inflight)
-                    elif call.state >= _DONE:
-                        ending, left = self._leave(), True
-                        return True
-                if batch:
-                    self.write(batch, deadline)
-        except BaseException:  # the caller is gone (cancelled, killed)
+                    self.expire()
+                continue
+            except OSError as error:
+                with lock:
+                    self.break_(self._broke(error))
+                continue
+            except BaseException:
+                self.gone(call)
+                raise
             with lock:
-                self._abandon(call)  # as it reads, it ENDs the connection below if need be
-            raise
-        finally:
-            if not left:
-                with lock:
-                    ending = self._leave()
-            if ending:
-                self.end(clock() + self.client._timeout)
+                batch = self._take(data)
+                if batch is None:
+                    continue
+                deadline = min(other.deadline for other in inflight)
+            try:
+                self.write(batch, deadline)
+            except BaseException:  # the caller is gone (a killed greenlet)
+                self.gone(call)
+                raise
+        if ending:
+            self.end(clock() + self.client._timeout)
+        return call.outcome()
+
+    def gone(self, call: _Call) -> None:
+        """``call``'s caller is gone (a cancelled task, a killed greenlet): drop the call, or
+        its reply once it comes; pass the reading on if it read."""
+        with self.lock:
+            ending = self._abandon(call)
+            if self.reader is call:
+                ending = self._leave()
+        if ending:
+            self.end(clock() + self.client._timeout)
 
     def _take(self, data: bytes) -> bytes | None:
         """(Lock held.) Hand each reply in ``data`` to its call; the next batch to write when
@@ -720,6 +728,8 @@ class _Link:
                     done.state = _DONE
                     if done.waker is not None:
                         _wake(done)
+                if not protocol.unread:
+                    break  # no other reply can be in what arrived
         except core.RemoteProtocolError as error:
             self.break_(self._garbled(error))
             return None

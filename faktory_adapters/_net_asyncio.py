@@ -26,7 +26,7 @@ import line alone:
   drops them and starts afresh), and raises WrongEventLoopError when they belong to another
   loop that is still open. The blocking runtimes have no loop: theirs always returns False.
 
-Here the stream is an :class:`asyncio.Protocol` rather than a StreamReader: it knows exactly
+Here the stream is an asyncio protocol rather than a StreamReader: it knows exactly
 whether anything arrived while nobody was waiting, and costs less per call (no task, one
 future per read that must wait, and one timer re-armed only when a deadline passes).
 """
@@ -47,6 +47,7 @@ from ._common import NoLock, WrongEventLoopError, explain_tls_error, remaining
 __all__ = ["Lock", "LoopBinding", "Stream", "Waker", "clock", "connect"]
 
 clock: Final = time.monotonic
+_READ_SIZE: Final = 65536
 
 
 #: Nothing to lock: one task runs at a time, and the Client never awaits while holding it.
@@ -113,10 +114,15 @@ class LoopBinding:
         return bound is not None
 
 
-class Stream(asyncio.Protocol):
-    """One connection: a transport, and what it received that nobody has read yet."""
+class Stream(asyncio.BufferedProtocol):
+    """One connection: a transport, and what it received that nobody has read yet.
+
+    A buffered protocol: the transport reads into one buffer of ours, where a plain protocol
+    gets a fresh bytes object of 256 KiB per read (allocated, shrunk and freed each time).
+    """
 
     def __init__(self) -> None:
+        self._buffer = memoryview(bytearray(_READ_SIZE))
         self._transport: asyncio.Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the transport's
         self._received: list[bytes] = []  # arrived, not yet read
@@ -212,8 +218,11 @@ class Stream(asyncio.Protocol):
         self._transport = transport
         self._loop = asyncio.get_running_loop()
 
-    def data_received(self, data: bytes) -> None:
-        self._received.append(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._received.append(bytes(self._buffer[:nbytes]))
         self._wake()
 
     def eof_received(self) -> None:
