@@ -370,6 +370,13 @@ class Client:
             if data is None:
                 self._open(link, call)
             elif data:
+                assert link.stream is not None  # ready
+                # It sat idle: if the server closed it or wrote to it meanwhile, a command
+                # written now would take that for its reply. (Checked outside the lock: it is
+                # a system call, during which other threads run.)
+                if link.stream.readable():
+                    link.unfit(call)
+                    continue
                 try:
                     link.write(data, call.deadline)
                 except BaseException:  # the caller is gone (a killed greenlet)
@@ -406,14 +413,16 @@ class Client:
             return link, b""
 
     def _idle(self) -> _Link | None:
-        """(Lock held.) A connection with nothing on it, fit for use; the unfit are retired."""
+        """(Lock held.) A connection with nothing on it; those holding bytes nobody asked for
+        are retired."""
         while True:
             for link in self._links:
                 if link.ready and not link.inflight and not link.queued:
                     break
             else:
                 return None
-            if link.fit():
+            protocol = link.protocol
+            if protocol.state is core.ConnectionState.READY and not protocol.unread:
                 return link
             link.break_(_unfit)  # and it leaves self._links
 
@@ -564,14 +573,16 @@ class _Link:
     def load(self) -> int:
         return len(self.inflight) + len(self.queued)
 
-    def fit(self) -> bool:
-        """(Lock held; idle.) Whether it can carry a command: not if the server closed it or
-        sent bytes nobody asked for (while it sat idle, or after the last reply), which a
-        command sent now would take for its reply."""
-        assert self.stream is not None
-        if self.protocol.state is not core.ConnectionState.READY or self.protocol.unread:
-            return False
-        return not self.stream.readable()
+    def unfit(self, call: _Call) -> None:
+        """``call`` was to go alone on this idle connection, which turns out to hold bytes
+        nobody asked for (or the end of the stream): retire it, nothing written."""
+        with self.lock:
+            self.inflight.remove(call)
+            call.state = _QUEUED
+            call.written = False
+            if self.reader is call:
+                self.reader = None
+            self.break_(_unfit)  # calls queued behind it go elsewhere too
 
     def queue(self, call: _Call) -> None:
         """(Lock held.) ``call`` waits to be written with the next batch."""

@@ -4,6 +4,7 @@ asks for (ids, memory, the environment, TLS), and turning exceptions into FAIL r
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import logging
 import os
@@ -375,9 +376,23 @@ class JobAborted(BaseException):
         self.reason = reason
 
 
+#: Random jids are made this many at a time: one system call for the lot (a producer's hot
+#: path made one per job).
+_JID_BATCH: Final = 256
+_jids: list[str] = []
+# A child process must not hand out the jids its parent has made already.
+os.register_at_fork(after_in_child=_jids.clear)
+
+
 def new_jid() -> str:
     """A random job id: 16 URL-safe characters (96 bits), as the Go client makes them."""
-    return secrets.token_urlsafe(12)
+    try:
+        return _jids.pop()  # atomic: threads may share the stock
+    except IndexError:
+        # 12 random bytes are 16 base64 characters, without padding.
+        text = base64.urlsafe_b64encode(os.urandom(12 * _JID_BATCH)).decode("ascii")
+        _jids.extend([text[start : start + 16] for start in range(16, len(text), 16)])
+        return text[:16]
 
 
 def new_wid() -> str:
