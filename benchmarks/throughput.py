@@ -24,8 +24,19 @@ Per contender it prints the medians over the rounds of:
     tree MiB       the same summed over every process of its session (pyfaktory's pool)
     stop s         from the stop request until the process exited (* when it had to be
                    killed)
+    conns          the most server connections the worker held open at once, as the server
+                   counts them (the highest over the rounds): INFO's ``server.connections``,
+                   read at every poll from spawn until drained, minus the figure read just
+                   before the spawn (the benchmark's own admin connection, which does all the
+                   polling, once a stopped worker's connections are gone: the server counts a
+                   connection until it reads its EOF, up to 2 s for one blocked in a FETCH).
+                   Ours open min(connections, concurrency) job connections plus a heartbeat
+                   one (21 with the default of 20); a peer opens what its design does. A
+                   connection that lives less than --poll between two reads can be missed.
 
-and the ratio of ours to each peer. A peer that cannot be found or does not work is reported
+and the ratio of ours to each peer. Each round's line also gives the machine's CPUs' busy
+share while draining (all processes: the worker, the server, Redis, and anything else running:
+a noisy neighbour shows there). A peer that cannot be found or does not work is reported
 as unavailable, a worker that does not drain within ``--timeout`` s as timed out; both are
 then killed and the run goes on. The peers are installed by hand:
 
@@ -35,7 +46,13 @@ then killed and the run goes on. The peers are installed by hand:
 Usage (a private Faktory is started unless ``--url`` is given; the server is FLUSHed):
 
     .venv/bin/python benchmarks/throughput.py [--jobs 20000] [--concurrency 20] [--rounds 3]
-        [--contenders ours,faktory,pyfaktory,node] [--sleep SECONDS] [--profile ours.prof]
+        [--contenders ours,faktory,pyfaktory,node] [--sleep SECONDS] [--connections N]
+        [--timeout SECONDS] [--profile ours.prof]
+
+``--connections N`` is passed to our three Workers as ``Worker(connections=N)``, the job
+connections that feed their slots (without it, the Worker's default, 20); the peers ignore it.
+``--timeout`` (to drain, from the spawn) defaults to 120 s plus three times what the sleeps
+alone take (jobs x --sleep / concurrency).
 
 ``--profile FILE`` runs only ours, under cProfile, and prints where its time went.
 
@@ -50,7 +67,14 @@ paths, socket buffers and per-link costs show, e.g.:
         --concurrency 500 --jobs 5000 --sleep 0.05 --rounds 2
 
 The drain rate is then bounded by concurrency / SECONDS jobs/s (10,000 for the above); the
-CPU per job includes the cost of the sleeps' timers and wake-ups.
+CPU per job includes the cost of the sleeps' timers and wake-ups. Thousands of slots on a few
+connections:
+
+    .venv/bin/python benchmarks/throughput.py --contenders ours,gevent \\
+        --concurrency 5000 --jobs 50000 --sleep 1 --rounds 2
+
+is bounded by 5,000 jobs/s, and by what the machine's CPUs give the worker and the server
+together (the no-op drain at the same concurrency is the other bound); conns stays at 21.
 """
 
 from __future__ import annotations
@@ -169,7 +193,10 @@ def _child_settings() -> tuple[str, str, int]:
 def _run_ours(adapter: str = "asyncio") -> int:
     module: Any = importlib.import_module(f"faktory_adapters.{adapter}")
     url, queue, concurrency = _child_settings()
-    worker = module.Worker(url=url, queues=[queue], concurrency=concurrency)
+    options: dict[str, Any] = {}
+    if os.environ.get("BENCH_CONNECTIONS"):  # --connections; else the Worker's default
+        options["connections"] = int(os.environ["BENCH_CONNECTIONS"])
+    worker = module.Worker(url=url, queues=[queue], concurrency=concurrency, **options)
     worker.register(JOBTYPE, _handler(adapter))
 
     def stop_on_request() -> None:
@@ -275,9 +302,45 @@ class Admin:
         return event.info
 
     def queue_state(self, queue: str) -> tuple[int, int]:
-        """(jobs waiting in ``queue``, jobs reserved by workers)."""
+        """(jobs waiting in ``queue``, jobs reserved by workers). benchmarks/push.py uses it."""
         stats = self.info()["faktory"]
         return int(stats["queues"].get(queue, 0)), int(stats["sets"]["working"])
+
+    def drain_state(self, queue: str) -> tuple[int, int, int]:
+        """(jobs waiting in ``queue``, jobs reserved by workers, the server's connections), from
+        one INFO. The connections are INFO's ``server.connections``: every client connection
+        open after its handshake, this one included."""
+        info = self.info()
+        stats = info["faktory"]
+        return (
+            int(stats["queues"].get(queue, 0)),
+            int(stats["sets"]["working"]),
+            int(info["server"]["connections"]),
+        )
+
+    def connections(self) -> int:
+        """INFO's ``server.connections``: the server's client connections, this one included."""
+        return int(self.info()["server"]["connections"])
+
+    def settled_connections(self, timeout: float = 8.0, steady: float = 3.0) -> int:
+        """The server's connections once those of a worker just stopped are gone.
+
+        The server counts a connection until its goroutine reads the EOF, and one blocked in a
+        FETCH does not read before the FETCH times out (2 s): wait until the figure is down to
+        this admin connection alone, or (another client of an existing ``--url`` server) has
+        not changed for ``steady`` s, or ``timeout`` s have passed."""
+        deadline = time.monotonic() + timeout
+        count = self.connections()
+        steady_since = time.monotonic()
+        while count > 1:
+            now = time.monotonic()
+            if now >= deadline or now - steady_since >= steady:
+                break
+            time.sleep(0.02)
+            latest = self.connections()
+            if latest != count:
+                count, steady_since = latest, time.monotonic()
+        return count
 
     def push(self, queue: str, count: int) -> None:
         for start in range(0, count, PUSH_CHUNK):
@@ -322,6 +385,12 @@ def _cpu_seconds(pids: Sequence[int]) -> float:
         if stat is not None:
             ticks += int(stat[11]) + int(stat[12])  # utime, stime
     return ticks / _CLK_TCK
+
+
+def _host_ticks() -> tuple[int, int]:
+    """(all CPU ticks of the machine, idle ones) from /proc/stat."""
+    fields = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:8]), fields[3] + fields[4]  # user..steal; idle + iowait
 
 
 def _vm_hwm_kib(pid: int) -> int | None:
@@ -461,6 +530,9 @@ class Run:
     rss_kib: int | None = None
     tree_kib: int | None = None
     processes: int = 0
+    baseline_conns: int | None = None  # the server's connections before the worker started
+    peak_conns: int | None = None  # the most the worker held at once (baseline subtracted)
+    host_busy: float | None = None  # how busy the machine's CPUs were while draining, %
     stop_seconds: float | None = None
     exit_code: int | None = None
     killed: bool = False  # did not stop on its own within --stop-timeout
@@ -476,6 +548,7 @@ class Settings:
     poll: float
     profile: str | None
     sleep: float = 0.0  # each job's, in seconds (--sleep); 0: a no-op
+    connections: int | None = None  # ours: Worker(connections=...) (--connections); None: default
 
 
 def measure(admin: Admin, url: str, contender: Contender, settings: Settings, rnd: int) -> Run:
@@ -488,6 +561,8 @@ def measure(admin: Admin, url: str, contender: Contender, settings: Settings, rn
     if (waiting, working) != (jobs, 0):
         run.error = f"after PUSHB the queue holds {waiting} jobs and {working} are reserved"
         return run
+    # The benchmark's own connections (the admin one; more only with --url and other clients).
+    run.baseline_conns = admin.settled_connections()
     env = dict(os.environ)
     env.pop("BENCH_PROFILE", None)
     env.pop("BENCH_SLEEP", None)
@@ -500,6 +575,9 @@ def measure(admin: Admin, url: str, contender: Contender, settings: Settings, rn
     )
     if settings.sleep:
         env["BENCH_SLEEP"] = repr(settings.sleep)
+    env.pop("BENCH_CONNECTIONS", None)
+    if settings.connections is not None and contender.name in OURS:
+        env["BENCH_CONNECTIONS"] = str(settings.connections)
     if settings.profile and contender.name == "ours":
         env["BENCH_PROFILE"] = settings.profile
     with tempfile.TemporaryFile() as output:
@@ -543,16 +621,21 @@ def _watch(
     first_at: float | None = None
     first_left = 0
     first_cpu = 0.0
+    first_host = (0, 0)
+    baseline = run.baseline_conns or 0
     while True:
         code = proc.poll()
         if code is not None:
             run.error = f"the worker exited with status {code} before the queue was drained"
             return
-        waiting, working = admin.queue_state(queue)
+        waiting, working, connections = admin.drain_state(queue)
         now = time.monotonic()
+        held = connections - baseline
+        run.peak_conns = held if run.peak_conns is None else max(run.peak_conns, held)
         if first_at is None and waiting < settings.jobs:
             first_at, first_left = now, waiting + working
             first_cpu = _cpu_seconds(_session_members(proc.pid))
+            first_host = _host_ticks()
         if waiting == 0 and working == 0:
             break
         if now >= deadline:
@@ -564,6 +647,7 @@ def _watch(
         time.sleep(_STARTUP_POLL if first_at is None else settings.poll)
     members = _session_members(proc.pid)
     cpu = _cpu_seconds(members)
+    host_total, host_idle = _host_ticks()
     assert first_at is not None
     run.drain_rate = first_left / max(now - first_at, 1e-9)
     run.spawn_rate = settings.jobs / (now - spawned)
@@ -572,6 +656,8 @@ def _watch(
     run.rss_kib = _vm_hwm_kib(proc.pid)
     run.tree_kib = sum(_vm_hwm_kib(pid) or 0 for pid in members)
     run.processes = len(members)
+    total, idle = host_total - first_host[0], host_idle - first_host[1]
+    run.host_busy = 100 * (1 - idle / total) if total > 0 else None
 
 
 def _stop(proc: subprocess.Popen[bytes], contender: Contender, timeout: float, run: Run) -> None:
@@ -631,7 +717,9 @@ def _describe(run: Run) -> str:
     text = (
         f"drain {_fmt(run.drain_rate, ',.0f')} jobs/s, spawn {_fmt(run.spawn_rate, ',.0f')} "
         f"jobs/s, startup {_fmt(run.startup, '.2f')} s, {_fmt(run.cpu_us, '.0f')} us CPU/job, "
-        f"RSS {mib:.1f} MiB, stop {_fmt(run.stop_seconds, '.2f')} s"
+        f"RSS {mib:.1f} MiB, stop {_fmt(run.stop_seconds, '.2f')} s, "
+        f"{_fmt(run.peak_conns, 'd')} conns at most (server {_fmt(run.baseline_conns, 'd')} "
+        f"before), host CPUs {_fmt(run.host_busy, '.0f')}% busy"
     )
     if run.processes > 1:
         text += f", {run.processes} processes {(run.tree_kib or 0) / 1024:.1f} MiB"
@@ -641,7 +729,8 @@ def _describe(run: Run) -> str:
 def report(contenders: Sequence[Contender], runs: Sequence[Run], rounds: int) -> None:
     header = (
         f"{'contender':<22} {'drain jobs/s':>12} {'spawn jobs/s':>12} {'startup s':>9} "
-        f"{'CPU us/job':>10} {'RSS MiB':>8} {'tree MiB':>8} {'stop s':>6} {'rounds':>6}"
+        f"{'CPU us/job':>10} {'RSS MiB':>8} {'tree MiB':>8} {'stop s':>6} {'conns':>5} "
+        f"{'rounds':>6}"
     )
     print()
     print(header)
@@ -662,6 +751,8 @@ def report(contenders: Sequence[Contender], runs: Sequence[Run], rounds: int) ->
         medians[contender.name] = (drain, spawn)
         rss = _median([None if run.rss_kib is None else run.rss_kib / 1024 for run in good])
         tree = _median([None if run.tree_kib is None else run.tree_kib / 1024 for run in good])
+        peaks = [run.peak_conns for run in good if run.peak_conns is not None]
+        conns = str(max(peaks)) if peaks else "-"
         print(
             f"{contender.label:<22} {_fmt(drain, ',.0f'):>12} {_fmt(spawn, ',.0f'):>12} "
             f"{_fmt(_median([run.startup for run in good]), '.2f'):>9} "
@@ -669,7 +760,7 @@ def report(contenders: Sequence[Contender], runs: Sequence[Run], rounds: int) ->
             f"{_fmt(rss, '.1f'):>8} {_fmt(tree, '.1f'):>8} "
             f"{_fmt(_median([run.stop_seconds for run in good]), '.2f'):>5}"
             f"{'*' if any(run.killed for run in good) else ' '} "
-            f"{len(good)}/{rounds:<4}"
+            f"{conns:>5} {len(good)}/{rounds:<4}"
         )
     print()
     if any(run.killed for run in runs):
@@ -717,7 +808,18 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(CONTENDERS),
         help=f"comma-separated, of {', '.join(CONTENDERS)} (all)",
     )
-    parser.add_argument("--timeout", type=float, default=120.0, help="to drain, s (120)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="to drain, s (120, plus 3 x jobs x --sleep / concurrency: what the sleeps take)",
+    )
+    parser.add_argument(
+        "--connections",
+        metavar="N",
+        type=int,
+        help="ours: Worker(connections=N), the job connections feeding its slots (default: "
+        "not passed, the Worker's own default); the peers ignore it",
+    )
     parser.add_argument("--stop-timeout", type=float, default=20.0, help="per stop step (20)")
     parser.add_argument("--poll", type=float, default=0.05, help="INFO interval, s (0.05)")
     parser.add_argument("--url", help="an existing server (it is FLUSHed!); default: our own")
@@ -744,6 +846,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--jobs, --concurrency and --rounds must be positive")
     if not 0 <= args.sleep < float("inf"):
         parser.error("--sleep must be a finite number of seconds >= 0")
+    if args.connections is not None and args.connections < 1:
+        parser.error("--connections must be positive")
+    if args.timeout is None:
+        args.timeout = 120.0 + 3 * args.jobs * args.sleep / args.concurrency
     args.names = names
     return args
 
@@ -782,6 +888,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.poll,
         args.profile,
         args.sleep,
+        args.connections,
     )
     contenders = make_contenders(args.names, args.node_modules, args.sleep)
     runs: list[Run] = []
@@ -797,6 +904,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _package_dir() -> str:
+    """Where the workers' faktory_adapters comes from (this script's tree: see REPO_ROOT)."""
+    spec = importlib.util.find_spec("faktory_adapters")
+    origin = spec.origin if spec is not None else None
+    return str(Path(origin).parent) if origin else "?"
+
+
 def _rounds(
     args: argparse.Namespace,
     settings: Settings,
@@ -809,10 +923,16 @@ def _rounds(
         try:
             server = admin.info()["server"]
             work = f"jobs sleeping {args.sleep:g} s" if args.sleep else "no-op jobs"
+            links = (
+                "the Worker's default connections"
+                if args.connections is None
+                else f"connections={args.connections}"
+            )
             print(
-                f"{args.jobs:,} {work}, concurrency {args.concurrency}, {args.rounds} "
-                f"round(s); Faktory {server.get('faktory_version')}, {os.cpu_count()} CPUs, "
-                f"Python {sys.version.split()[0]}"
+                f"{args.jobs:,} {work}, concurrency {args.concurrency} (ours: {links}), "
+                f"{args.rounds} round(s); Faktory {server.get('faktory_version')}, "
+                f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
+                f"ours from {_package_dir()}"
             )
             for contender in contenders:
                 print(f"  {contender.label:<22} {contender.absent or contender.version}")
