@@ -33,8 +33,17 @@ from faktory_adapters.asyncio import (
     ServerReplyError,
 )
 from faktory_core import Job
-from faktory_core.commands import Fetch, Info, MutateOperation, MutateTarget, Push, TrackGet
+from faktory_core.commands import (
+    Fetch,
+    Info,
+    MutateOperation,
+    MutateTarget,
+    Push,
+    QueueLatency,
+    TrackGet,
+)
 from faktory_core.events import OK, Fetched, InfoReply
+from tests.support.proxy import FaultProxy
 from tests.support.server import TEST_PASSWORD, FaktoryServer, closed_port
 
 pytestmark = pytest.mark.server
@@ -576,6 +585,39 @@ def test_a_cancelled_command_does_not_poison_the_pool(faktory_server: FaktorySer
             jid = await client.push("Probe", queue=other)
             assert (await fetch_one(client, other)).jid == jid
             await client.ack(jid)
+
+    run(main())
+
+
+def test_a_cancelled_call_s_reply_is_read_and_dropped_on_a_shared_connection(
+    faktory_server: FaktoryServer,
+) -> None:
+    # One connection, two calls on it: the first is cancelled while its reply trickles in.
+    # The second still gets its own reply (the first's is read and dropped), and the
+    # connection is kept: nothing about it is in doubt.
+    first, second = unique("first"), unique("second")
+    line = len(QueueLatency(queues=(first,)).encode())
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with FaultProxy(faktory_server.host, faktory_server.port) as proxy:
+            async with Client(proxy.url, pool_size=1, timeout=COMMAND_TIMEOUT) as client:
+                await client.info()
+                before = proxy.bytes_to_target
+                proxy.set_trickle(0.05)
+                cancelled = asyncio.create_task(client.queue_latency(first))
+                waiting = asyncio.create_task(client.queue_latency(second))
+                reached = await loop.run_in_executor(
+                    None, proxy.wait_for, lambda: proxy.bytes_to_target >= before + line, 10
+                )
+                assert reached
+                cancelled.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await cancelled
+                proxy.set_trickle(None)
+                assert await waiting == {second: 0.0}
+                assert await client.queue_latency(first) == {first: 0.0}
+                assert proxy.connections == 1
 
     run(main())
 
