@@ -695,6 +695,9 @@ class _Link:
             with lock:
                 batch = self._take(data)
                 if batch is None:
+                    if call.state >= _DONE:  # (as at the top, one lock sooner)
+                        ending = self._leave()
+                        break
                     continue
                 deadline = min(other.deadline for other in inflight)
             try:
@@ -761,7 +764,7 @@ class _Link:
                     _wake(call)
                     break
             return False
-        return self._idle_and_closing()
+        return self.closing and self._idle_and_closing()
 
     def _idle_and_closing(self) -> bool:
         if self.closing and not self.inflight and not self.queued and self.reader is None:

@@ -128,11 +128,16 @@ class _PlainStream(Stream):
                 raise TimeoutError("the deadline has passed")
 
     def read(self, deadline: float) -> bytes:
+        poll = self._poller.poll
         while True:
-            if self._poller.poll(_milliseconds(deadline)):
+            left = deadline - clock()
+            if left <= 0:
+                raise TimeoutError("the deadline has passed")
+            if poll(int(left * 1000) + 1):  # milliseconds, rounded up
                 try:
                     return self._sock.recv(65536)
                 except BlockingIOError:
                     continue  # a spurious wake-up
-            if clock() >= deadline:
-                raise TimeoutError("the deadline has passed")
+
+    def readable(self) -> bool:
+        return bool(self._poller.poll(0))

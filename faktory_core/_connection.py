@@ -318,15 +318,20 @@ class Connection:
                 return ServerError(command=None, code=reply.code, message=reply.message)
             self._move(Input.UNSOLICITED_REPLY)  # not in the table: raises
         command = self._pending.popleft()
-        self._move(Input.REPLY if self._pending else Input.LAST_REPLY)
+        if self._state is ConnectionState.AWAIT_REPLY:  # as ever: the table's moves, looked up
+            self._state = _AFTER_REPLY if self._pending else _AFTER_LAST_REPLY
+        else:
+            self._move(Input.REPLY if self._pending else Input.LAST_REPLY)
         if isinstance(reply, ErrorReply):
             return ServerError(command=command, code=reply.code, message=reply.message)
         return _DECODERS[command.expect](command, reply)
 
 
 _REPLY_STATES: Final = frozenset({ConnectionState.READY, ConnectionState.AWAIT_REPLY})
-#: Where sending takes a ready connection (send()'s fast path), from the table.
+#: The moves of a client's hot path (sending, and each reply), looked up in the table once.
 _AFTER_SEND: Final = transition(ConnectionState.READY, Input.SEND)
+_AFTER_REPLY: Final = transition(ConnectionState.AWAIT_REPLY, Input.REPLY)
+_AFTER_LAST_REPLY: Final = transition(ConnectionState.AWAIT_REPLY, Input.LAST_REPLY)
 
 _HANDLERS: Final[dict[ConnectionState, Callable[[Connection, Reply], Event | NeedData]]] = {
     ConnectionState.AWAIT_GREETING: Connection._on_greeting,
