@@ -136,6 +136,10 @@ class Worker(LinkMachine[_JobLink]):
         #: ACKs and FAILs not yet sent: the next link free to send takes them all. Those sent
         #: and then lost with their connection come back here, so they survive reconnects.
         self._owed: list[Command] = []
+        #: Ids of the links left idle by their last pump, perhaps no longer: the only ones
+        #: _pump_any tries, rather than every link at every input. A link becomes idle only
+        #: when a reply (or the handshake's OK) arrives, and _on_data pumps it then.
+        self._spare: set[int] = set()
         #: Time-limit deadlines of running jobs, by jid.
         self._limits: dict[str, float] = {}
         self._phase_deadline: float | None = None
@@ -480,16 +484,17 @@ class Worker(LinkMachine[_JobLink]):
 
     def _pump_any(self, now: float) -> None:
         """Send what is owed, and the FETCHes the free slots allow, on the links free to."""
-        for link in self._links:
-            if not (self._owed or self._may_fetch):
-                return
-            self._pump(link, now)
+        spare = self._spare
+        while spare and (self._owed or self._may_fetch):
+            self._pump(self._links[spare.pop()], now)  # each one sends, or is not idle
 
     def _pump(self, link: _JobLink, now: float) -> None:
         """Send everything owed on this link, and a FETCH if one may go out, if it is free to;
         in ENDING, END it once it has nothing left to send."""
         if not link.idle:
             return
+        spare = self._spare
+        spare.add(link.id)  # until it sends: one whose queue_order raised is tried again
         fetch = self._fetch() if self._may_fetch else None  # first: a queue_order may raise
         commands, self._owed = self._owed, []
         if fetch is not None:
@@ -497,8 +502,10 @@ class Worker(LinkMachine[_JobLink]):
             link.fetching = True
             self._fetching += 1
         if commands:
+            spare.discard(link.id)
             self._send(link, commands, now)
         elif self._phase is Phase.ENDING:
+            spare.discard(link.id)
             self._end(link)
 
     def _fetch(self) -> Fetch:
