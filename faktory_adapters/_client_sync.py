@@ -663,11 +663,13 @@ class _Link:
                     break
                 reader = self.reader
                 if reader is call or (reader is None and self.ready):
-                    self.reader = call
-                    waker = None
-                    deadline = inflight[0].deadline  # one is in flight while calls wait
+                    # Calls are in flight while any waits: the next batch goes out as the last
+                    # reply of one comes in.
+                    deadline = inflight[0].deadline
                     if len(inflight) > 1:
                         deadline = min(other.deadline for other in inflight)
+                    self.reader = call
+                    waker = None
                 else:
                     waker = call.waker = Waker()
             if waker is not None:

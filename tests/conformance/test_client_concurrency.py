@@ -57,6 +57,8 @@ ABANDON_SHARE: Final = 0.1
 ABANDON_AFTER: Final = 0.002
 #: How long anything may take: a call, the whole run.
 TIMEOUT: Final = 5.0
+#: The Client's timeout where connections stall: each stall costs the calls on it that long.
+STALL_TIMEOUT: Final = 0.5
 WAIT: Final = 120.0
 REFUSED: Final = "jobs must have a jobtype parameter"
 
@@ -76,6 +78,7 @@ class Ledger:
     unsent: set[str] = field(default_factory=set)  # surely not pushed
     wrong: list[str] = field(default_factory=list)  # anything a correct Client never does
     abandoned: int = 0
+    timeouts: int = 0
     failures: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -102,6 +105,7 @@ def caller(call: Call, number: int, prefix: str, queue: str, ledger: Ledger) -> 
                 ledger.abandoned += 1
                 ledger.uncertain |= jids
             elif isinstance(error, (OutcomeUnknownError, FaktoryTimeoutError)):
+                ledger.timeouts += isinstance(error, FaktoryTimeoutError)
                 ledger.uncertain |= jids
             elif type(error) is FaktoryConnectionError:  # nothing was sent
                 ledger.unsent |= jids
@@ -150,14 +154,14 @@ def caller(call: Call, number: int, prefix: str, queue: str, ledger: Ledger) -> 
                     ledger.wrong.append(f"{tag}: queue_latency got {latencies!r}")
 
 
-def run_asyncio(url: str, body: Callable[[Call, int], None]) -> None:
+def run_asyncio(url: str, body: Callable[[Call, int], None], timeout: float) -> None:
     """The callers on threads of their own, each call a task on one loop and one Client."""
     loop = asyncio.new_event_loop()
     runner = threading.Thread(target=loop.run_forever, name="callers-loop", daemon=True)
     runner.start()
 
     async def make() -> aio.Client:
-        return aio.Client(url, pool_size=POOL, timeout=TIMEOUT, connect_timeout=TIMEOUT)
+        return aio.Client(url, pool_size=POOL, timeout=timeout, connect_timeout=TIMEOUT)
 
     client = asyncio.run_coroutine_threadsafe(make(), loop).result(WAIT)
 
@@ -184,9 +188,9 @@ def run_asyncio(url: str, body: Callable[[Call, int], None]) -> None:
         loop.close()
 
 
-def run_thread(url: str, body: Callable[[Call, int], None]) -> None:
+def run_thread(url: str, body: Callable[[Call, int], None], timeout: float) -> None:
     """The callers on threads, sharing one Client (threads cannot be cancelled)."""
-    with thread.Client(url, pool_size=POOL, timeout=TIMEOUT, connect_timeout=TIMEOUT) as client:
+    with thread.Client(url, pool_size=POOL, timeout=timeout, connect_timeout=TIMEOUT) as client:
 
         def call(method: str, *args: Any, abandon: float | None = None) -> Any:
             return getattr(client, method)(*args)
@@ -194,10 +198,10 @@ def run_thread(url: str, body: Callable[[Call, int], None]) -> None:
         run_threads_of(lambda number: body(call, number))
 
 
-def run_gevent(url: str, body: Callable[[Call, int], None]) -> None:
+def run_gevent(url: str, body: Callable[[Call, int], None], timeout: float) -> None:
     """The callers as greenlets of this thread, sharing one Client."""
     with gevent_adapter.Client(
-        url, pool_size=POOL, timeout=TIMEOUT, connect_timeout=TIMEOUT
+        url, pool_size=POOL, timeout=timeout, connect_timeout=TIMEOUT
     ) as client:
 
         def call(method: str, *args: Any, abandon: float | None = None) -> Any:
@@ -307,7 +311,9 @@ def test_concurrent_calls_through_cut_connections_lose_and_mix_up_nothing(
         within(
             WAIT,
             lambda: RUNNERS[adapter](
-                proxy.url, lambda call, number: caller(call, number, prefix, queue, ledger)
+                proxy.url,
+                lambda call, number: caller(call, number, prefix, queue, ledger),
+                TIMEOUT,
             ),
         )
         faults = proxy.faults
@@ -321,3 +327,35 @@ def test_concurrent_calls_through_cut_connections_lose_and_mix_up_nothing(
     assert len(ledger.pushed) > CALLERS * ROUNDS
     if adapter != "thread":
         assert ledger.abandoned > 0
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "thread", "gevent"])
+def test_concurrent_calls_through_stalled_connections_time_out_and_mix_up_nothing(
+    adapter: str, faktory_server: FaktoryServer, names: tuple[str, str]
+) -> None:
+    # Half the faults are stalls: the connection stays open and carries nothing more, so the
+    # calls on it wait for replies that never come, until the first one's timeout closes it.
+    prefix, queue = names
+    ledger = Ledger()
+    with FaultProxy(
+        faktory_server.host,
+        faktory_server.port,
+        seed=11,
+        mean_bytes=MEAN_BYTES,
+        stall_share=0.5,
+    ) as proxy:
+        within(
+            WAIT,
+            lambda: RUNNERS[adapter](
+                proxy.url,
+                lambda call, number: caller(call, number, prefix, queue, ledger),
+                STALL_TIMEOUT,
+            ),
+        )
+        stalls = proxy.stalls
+    with thread.Client(faktory_server.url) as admin:
+        seen = fetch_all(admin, queue)
+    check(ledger, seen)
+    assert stalls > 0
+    assert ledger.timeouts > 0
+    assert len(ledger.pushed) > CALLERS * ROUNDS
