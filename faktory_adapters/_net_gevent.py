@@ -90,6 +90,15 @@ def _wrap_tls(context: ssl.SSLContext, sock: socket.socket, host: str) -> socket
 class Stream(_net_thread.Stream):
     """One connection: a gevent socket, which waits cooperatively."""
 
+    def write(self, data: bytes, deadline: float) -> None:
+        # One send() takes a command, as a rule: gevent's sendall() asks the socket for its
+        # buffer size first, a system call of its own every time.
+        sock = self._sock
+        sock.settimeout(remaining(deadline))
+        sent = sock.send(data)
+        if sent < len(data):
+            sock.sendall(memoryview(data)[sent:])
+
     def interrupt(self) -> None:
         # gevent wakes a greenlet waiting on a socket that is closed, with an OSError: no
         # descriptor can be reused under it.
