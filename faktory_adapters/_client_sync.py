@@ -413,18 +413,12 @@ class Client:
             return link, b""
 
     def _idle(self) -> _Link | None:
-        """(Lock held.) A connection with nothing on it; those holding bytes nobody asked for
-        are retired."""
-        while True:
-            for link in self._links:
-                if link.ready and not link.inflight and not link.queued:
-                    break
-            else:
-                return None
-            protocol = link.protocol
-            if protocol.state is core.ConnectionState.READY and not protocol.unread:
+        """(Lock held.) A connection with nothing on it. (Bytes nobody asked for that came
+        with the last reply retired it already; any that came later, its stream shows.)"""
+        for link in self._links:
+            if link.ready and not link.inflight and not link.queued:
                 return link
-            link.break_(_unfit)  # and it leaves self._links
+        return None
 
     def _least_busy(self) -> _Link | None:
         """(Lock held; none is idle.) None when one more connection may be opened, else the
@@ -709,6 +703,9 @@ class _Link:
                 raise
         if ending:
             self.end(clock() + self.client._timeout)
+        event = call.event
+        if event is not None and call.state == _DONE:  # answered (the common case)
+            return event
         return call.outcome()
 
     def gone(self, call: _Call) -> None:
@@ -749,8 +746,11 @@ class _Link:
         except core.RemoteProtocolError as error:
             self.break_(self._garbled(error))
             return None
-        if self.queued and not inflight:
-            return self.next_batch()
+        if not inflight:
+            if protocol.unread:  # bytes after the last reply, which nobody asked for
+                self.break_(_unfit)
+            elif self.queued:
+                return self.next_batch()
         return None
 
     def _leave(self) -> bool:
