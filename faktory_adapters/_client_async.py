@@ -59,6 +59,11 @@ __all__ = ["Client"]
 #: How many connections a call tries when each breaks before its command is written (so it
 #: surely was not carried out, and may go on another).
 SEND_ATTEMPTS: Final = 3
+#: A call joins a busy connection holding fewer calls than this rather than open another
+#: (up to ``pool_size``): batched on one connection, calls cost fewer system calls and thread
+#: wake-ups than spread over several. Measured with 16 concurrent producers on 2 cores, one
+#: connection served them fastest in all three runtimes (threads by far).
+CALLS_PER_CONNECTION: Final = 16
 
 # A call's life. QUEUED: waiting for its connection to open, or for the replies in flight on
 # it. SENT: written, its reply awaited. ABANDONED: written, but its caller is gone: the reply
@@ -369,7 +374,7 @@ class Client:
                 self._drop_links()
             link, data = self._submit(call)
             if data is None:
-                await self._open(link, call)
+                await self._open(link, call, retry=attempts > 0 or call.retried)
             elif data:
                 assert link.stream is not None  # ready
                 # It sat idle: if the server closed it or wrote to it meanwhile, a command
@@ -386,6 +391,8 @@ class Client:
             try:
                 return await link.wait(call)
             except _Unsent:
+                if clock() >= call.deadline:
+                    raise call.timed_out() from None
                 if not link.failed_opening:
                     attempts += 1
                 if attempts >= SEND_ATTEMPTS:
@@ -394,6 +401,7 @@ class Client:
                         f"{call.command.verb} could be sent: it was not sent"
                     ) from None
                 call.state = _QUEUED
+                call.retried = True
 
     def _submit(self, call: _Call) -> tuple[_Link, bytes | None]:
         """Put ``call`` on a connection: (the connection, then the bytes to write now when it
@@ -403,7 +411,7 @@ class Client:
             link = self._idle()
             if link is not None:
                 return link, link.send_alone(call)
-            link = self._least_busy()
+            link = self._least_busy(call.command.blocks)
             if link is None:
                 link = _Link(self)
                 self._links.append(link)
@@ -421,16 +429,20 @@ class Client:
                 return link
         return None
 
-    def _least_busy(self) -> _Link | None:
-        """(Lock held; none is idle.) None when one more connection may be opened, else the
-        least busy one (one holding a blocking command only when all do)."""
+    def _least_busy(self, blocks: bool) -> _Link | None:
+        """(Lock held; none is idle.) The least busy connection while it holds fewer than
+        CALLS_PER_CONNECTION calls, else None when one more may be opened, else the least busy
+        one anyway (one holding a blocking command only when all do). A blocking command
+        opens a connection of its own when it may."""
         links = self._links
-        if len(links) < self._pool_size:
-            return None
         best: _Link | None = None
         for link in links:
             if not link.blocking and (best is None or link.load() < best.load()):
                 best = link
+        if best is not None and not blocks and best.load() < CALLS_PER_CONNECTION:
+            return best
+        if len(links) < self._pool_size:
+            return None
         return best if best is not None else min(links, key=_Link.load)
 
     def _forget(self, link: _Link) -> None:
@@ -438,16 +450,26 @@ class Client:
         with contextlib.suppress(ValueError):
             self._links.remove(link)
 
-    async def _open(self, link: _Link, call: _Call) -> None:
-        """Connect ``link`` for ``call``, its first call (the others queued on it go too)."""
+    async def _open(self, link: _Link, call: _Call, *, retry: bool) -> None:
+        """Connect ``link`` for ``call``, its first call (the others queued on it go too).
+
+        ``connect_timeout`` bounds it, and the calls' timeouts start afresh once it is open;
+        but a call trying again (its connection broke before it was written) has waited its
+        turn already: its own deadline bounds the connect too.
+        """
         url, limit = self._url, self._connect_timeout
         deadline = clock() + limit
+        late = retry and call.deadline < deadline
+        if late:
+            deadline = call.deadline
         try:
             try:
                 stream = await connect(url, self._ssl_context, deadline)
                 link.stream = stream
                 event = await link.handshake(deadline)
             except TimeoutError:
+                if late:
+                    raise call.timed_out() from None
                 raise FaktoryTimeoutError(
                     f"connecting to {url} took more than {limit:g} s (connect_timeout)"
                 ) from None
@@ -466,6 +488,9 @@ class Client:
             raise
         with self._lock:
             link.ready = True
+            now = clock()
+            for queued in link.queued:  # the wait for the connect does not count
+                queued.deadline = max(queued.deadline, now + queued.timeout)
             data = link.next_batch() if link.queued and not link.broken else None
             if data:
                 deadline = min(other.deadline for other in link.inflight)
@@ -500,17 +525,33 @@ class Client:
 class _Call:
     """One command on its way: its place on a connection, then its outcome."""
 
-    __slots__ = ("command", "deadline", "error", "event", "state", "timeout", "waker", "written")
+    __slots__ = (
+        "command",
+        "deadline",
+        "error",
+        "event",
+        "retried",
+        "state",
+        "timeout",
+        "waker",
+        "written",
+    )
 
     def __init__(self, command: core.Command, timeout: float) -> None:
         self.command = command
         self.timeout = timeout
-        self.deadline = 0.0  # set when it is written
+        self.deadline = clock() + timeout  # its wait behind other calls counts
         self.state = _QUEUED
         self.event: core.Event | None = None
         self.error: BaseException | None = None
         self.waker: Waker | None = None  # while it waits for another call to wake it
         self.written = False  # ever, on any connection
+        self.retried = False  # its connection broke before it was written
+
+    def timed_out(self) -> FaktoryTimeoutError:
+        return FaktoryTimeoutError(
+            f"{self.command.verb} got no complete reply within {self.timeout:g} s"
+        )
 
     def outcome(self) -> core.Event:
         if self.state == _UNSENT:
@@ -588,7 +629,6 @@ class _Link:
     def send_alone(self, call: _Call) -> bytes:
         """(Lock held; idle.) Move ``call`` in flight now, alone; the bytes to write."""
         command = call.command
-        call.deadline = clock() + call.timeout
         call.state = _SENT
         call.written = True
         if command.blocks:
@@ -599,20 +639,30 @@ class _Link:
             self.reader = call  # nobody reads the connection: this call will
         return self.protocol.data_to_send()
 
-    def next_batch(self) -> bytes:
+    def next_batch(self) -> bytes | None:
         """(Lock held; nothing in flight.) Move the calls queued in flight, up to the first
-        blocking one (nothing may wait behind that on the server); the bytes to write."""
+        blocking one (nothing may wait behind that on the server); the bytes to write. A call
+        whose timeout passed while it waited its turn gives up instead, unwritten; None when
+        every one did."""
         queued = self.queued
-        end = len(queued)
-        if self.blocking:
-            end = next(n for n, call in enumerate(queued) if call.command.blocks) + 1
-        batch = queued[:end]
-        del queued[:end]
         now = clock()
-        for call in batch:
-            call.deadline = now + call.timeout
-            call.state = _SENT
-            call.written = True
+        batch: list[_Call] = []
+        while queued and not batch:
+            end = len(queued)
+            if self.blocking:
+                end = next(n for n, call in enumerate(queued) if call.command.blocks) + 1
+            for call in queued[:end]:
+                if call.deadline > now:
+                    call.state = _SENT
+                    call.written = True
+                    batch.append(call)
+                else:
+                    if call.command.blocks:
+                        self.blocking -= 1
+                    _finish(call, None, call.timed_out())
+            del queued[:end]
+        if not batch:
+            return None
         self.protocol.send(*[call.command for call in batch])
         self.inflight.extend(batch)
         return self.protocol.data_to_send()
@@ -658,11 +708,7 @@ class _Link:
                     break
                 reader = self.reader
                 if reader is call or (reader is None and self.ready):
-                    # Calls are in flight while any waits: the next batch goes out as the last
-                    # reply of one comes in.
-                    deadline = inflight[0].deadline
-                    if len(inflight) > 1:
-                        deadline = min(other.deadline for other in inflight)
+                    deadline = self._deadline()
                     self.reader = call
                     waker = None
                 else:
@@ -708,6 +754,17 @@ class _Link:
         if event is not None and call.state == _DONE:  # answered (the common case)
             return event
         return call.outcome()
+
+    def _deadline(self) -> float:
+        """(Lock held.) When the reader must stop waiting: the first deadline of the calls on
+        the connection, in flight (their replies are late then) or queued (they give up)."""
+        inflight = self.inflight
+        deadline = inflight[0].deadline  # one is in flight while calls wait: the next batch
+        if len(inflight) > 1:  # goes out as the last reply of one comes in
+            deadline = min(other.deadline for other in inflight)
+        for queued in self.queued:
+            deadline = min(deadline, queued.deadline)
+        return deadline
 
     def gone(self, call: _Call) -> None:
         """``call``'s caller is gone (a cancelled task, a killed greenlet): drop the call, or
@@ -800,17 +857,24 @@ class _Link:
         return self._idle_and_closing()
 
     def expire(self) -> None:
-        """(Lock held.) A reply is later than its command's timeout: close the connection."""
+        """(Lock held.) A deadline passed: a reply later than its command's timeout closes the
+        connection; a call still queued when its timeout passes gives up, unwritten."""
         now = clock()
         late = [call for call in self.inflight if call.deadline <= now]
-        if not late and self.inflight:  # a timer a hair early
-            late = [min(self.inflight, key=lambda call: call.deadline)]
+        if not late:
+            gave_up = [call for call in self.queued if call.deadline <= now]
+            for call in gave_up:
+                self.queued.remove(call)
+                if call.command.blocks:
+                    self.blocking -= 1
+                _finish(call, None, call.timed_out())
+            if gave_up or not self.inflight:
+                return
+            late = [min(self.inflight, key=lambda call: call.deadline)]  # a timer a hair early
 
         def failed(call: _Call) -> BaseException:
             if call in late:
-                return FaktoryTimeoutError(
-                    f"{call.command.verb} got no complete reply within {call.timeout:g} s"
-                )
+                return call.timed_out()
             return outcome_unknown(
                 call.command,
                 f"the connection to {self.client._url} was closed before the reply to "
