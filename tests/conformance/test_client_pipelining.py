@@ -21,6 +21,7 @@ import pytest
 
 from faktory_adapters._common import (
     FaktoryConnectionError,
+    FaktoryTimeoutError,
     OutcomeUnknownError,
     ServerReplyError,
 )
@@ -169,6 +170,26 @@ def test_a_fetch_the_server_holds_does_not_hold_up_other_calls(
         client.ack(handed)
         assert proxy.connections == 2
         assert fetch_some(client, queue, 20) == jids
+
+
+def test_a_call_queued_past_its_timeout_gives_up_unwritten(
+    adapter: str, proxy: FaultProxy, queue: str
+) -> None:
+    # One connection, held by a FETCH the server keeps (2 s, its timeout at least 5): a push
+    # queued behind it, with a timeout of 0.5 s, gives up unwritten; the FETCH and the
+    # connection carry on.
+    empty = unique("empty")
+    with SyncClient(adapter, proxy.url, pool_size=1, timeout=0.5) as client:
+        client.info()
+        before = proxy.bytes_to_target
+        fetching = started(client, "fetch", empty)
+        wait_until(client, proxy, lambda: proxy.bytes_to_target > before)
+        with pytest.raises(FaktoryTimeoutError) as late:
+            client.push("Probe", queue=queue)
+        assert str(late.value) == "PUSH got no complete reply within 0.5 s"
+        assert fetching.outcome() is None  # the server's own wait ended it
+        assert client.info()["faktory"]["queues"].get(queue, 0) == 0  # never written
+        assert proxy.connections == 1
 
 
 # -- a connection that breaks -------------------------------------------------------------------
