@@ -712,12 +712,18 @@ class _Link:
                     waker = None
                 else:
                     waker = call.waker = Waker()
+                    # The reader waits for the calls in flight; one queued may have to give up
+                    # sooner (a reader reading already does not know of it).
+                    until = call.deadline if call.state == _QUEUED else None
             if waker is not None:
                 try:
-                    waker.wait()
+                    woken = waker.wait(until)
                 except BaseException:  # the caller is gone (cancelled, killed)
                     self.gone(call)
                     raise
+                if not woken:
+                    with lock:
+                        self._give_up(call)
                 continue
             stream = self.stream
             assert stream is not None  # ready
@@ -764,6 +770,16 @@ class _Link:
         for queued in self.queued:
             deadline = min(deadline, queued.deadline)
         return deadline
+
+    def _give_up(self, call: _Call) -> None:
+        """(Lock held.) ``call``'s timeout passed while it waited: still queued, it gives up,
+        unwritten (written meanwhile, the reader minds its deadline)."""
+        call.waker = None
+        if call.state == _QUEUED:
+            self.queued.remove(call)
+            if call.command.blocks:
+                self.blocking -= 1
+            _finish(call, None, call.timed_out())
 
     def gone(self, call: _Call) -> None:
         """``call``'s caller is gone (a cancelled task, a killed greenlet): drop the call, or

@@ -9,7 +9,8 @@ import line alone:
   wait (``with``): a thread lock in the thread backend; nothing at all here and with gevent,
   where no other task or greenlet can run in between.
 - ``Waker()``: how a call waits for another to hand it its reply (or the job of reading):
-  ``wait()`` returns once ``wake()`` was called, before or after; ``wake()`` is called once.
+  ``wait(deadline)`` returns True once ``wake()`` was called, before or after, and False when
+  ``deadline`` (None: none) passes first; ``wake()`` is called once.
 - ``connect(url, ssl_context, deadline)``: a :class:`Stream` to the server, its TCP connect
   and, for a ``tcp+tls://`` URL, its TLS handshake with ``ssl_context`` done before
   ``deadline``; TimeoutError past it.
@@ -54,20 +55,32 @@ _READ_SIZE: Final = 65536
 Lock: Final = NoLock
 
 
+def _expire(future: asyncio.Future[bool]) -> None:
+    if not future.done():
+        future.set_result(False)
+
+
 class Waker:
     """A call waiting for another to wake it: a future of the running loop."""
 
     __slots__ = ("_future",)
 
     def __init__(self) -> None:
-        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
-    async def wait(self) -> None:
-        await self._future  # a cancellation of the waiting task cancels the future too
+    async def wait(self, deadline: float | None) -> bool:
+        future = self._future
+        if deadline is None or future.done():
+            return await future  # a cancellation of the waiting task cancels the future too
+        timer = future.get_loop().call_later(max(0.0, deadline - clock()), _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     def wake(self) -> None:
         if not self._future.done():
-            self._future.set_result(None)
+            self._future.set_result(True)
 
 
 async def connect(

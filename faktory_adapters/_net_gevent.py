@@ -53,8 +53,10 @@ class Waker:
     def __init__(self) -> None:
         self._event = gevent.event.Event()
 
-    def wait(self) -> None:
-        self._event.wait()
+    def wait(self, deadline: float | None) -> bool:
+        if deadline is None:
+            return bool(self._event.wait())
+        return bool(self._event.wait(max(0.0, deadline - clock())))
 
     def wake(self) -> None:
         self._event.set()

@@ -33,8 +33,11 @@ class Waker:
         self._lock = _allocate_lock()
         self._lock.acquire()
 
-    def wait(self) -> None:
-        self._lock.acquire()
+    def wait(self, deadline: float | None) -> bool:
+        if deadline is None:
+            return self._lock.acquire()
+        left = deadline - clock()
+        return self._lock.acquire(True, left) if left > 0 else self._lock.acquire(False)
 
     def wake(self) -> None:
         self._lock.release()

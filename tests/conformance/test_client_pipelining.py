@@ -173,13 +173,17 @@ def test_a_fetch_the_server_holds_does_not_hold_up_other_calls(
 
 
 def test_a_call_queued_past_its_timeout_gives_up_unwritten(
-    adapter: str, proxy: FaultProxy, queue: str
+    adapter: str, faktory_server: FaktoryServer, proxy: FaultProxy, queue: str
 ) -> None:
-    # One connection, held by a FETCH the server keeps (2 s, its timeout at least 5): a push
-    # queued behind it, with a timeout of 0.5 s, gives up unwritten; the FETCH and the
-    # connection carry on.
+    # One connection, held by a FETCH the server keeps (up to 2 s; its timeout is at least
+    # 5): a push queued behind it, with a timeout of 0.5 s, gives up unwritten while the FETCH
+    # still waits (a job pushed then by another client is the one it hands out), and the
+    # FETCH and the connection carry on.
     empty = unique("empty")
-    with SyncClient(adapter, proxy.url, pool_size=1, timeout=0.5) as client:
+    with (
+        SyncClient(adapter, proxy.url, pool_size=1, timeout=0.5) as client,
+        SyncClient("thread", faktory_server.url) as other,
+    ):
         client.info()
         before = proxy.bytes_to_target
         fetching = started(client, "fetch", empty)
@@ -187,7 +191,11 @@ def test_a_call_queued_past_its_timeout_gives_up_unwritten(
         with pytest.raises(FaktoryTimeoutError) as late:
             client.push("Probe", queue=queue)
         assert str(late.value) == "PUSH got no complete reply within 0.5 s"
-        assert fetching.outcome() is None  # the server's own wait ended it
+        handed = other.push("Probe", queue=empty)
+        job = fetching.outcome()
+        assert isinstance(job, Job), job
+        assert job.jid == handed
+        client.ack(handed)
         assert client.info()["faktory"]["queues"].get(queue, 0) == 0  # never written
         assert proxy.connections == 1
 
