@@ -6,19 +6,21 @@ One Client for the three runtimes: ``_client_async.py`` is written by hand, and
 ``_client_gevent.py`` for gevent), each over its runtime's network backend (``_net_*.py``).
 
 How calls share connections. Faktory answers a connection's commands in order, so calls need
-not wait for a connection of their own: a call takes an idle connection (opening one while
-there are fewer than ``pool_size``), or else joins the least busy one. There it queues behind
-the commands in flight, and when their replies are in, everything queued goes out in one
-write (a group commit: one system call for many calls, and no command is written while
-another's reply is still coming, as the core's table requires). One of the calls waiting on a
-connection reads it for all, hands each reply to its owner in turn, and passes the reading on
-when its own reply is in. A command the server holds back (FETCH) goes out last in its write,
-and nothing joins its connection until its reply is in.
+not wait for a connection of their own: a call takes an idle connection, else joins a busy one
+holding fewer than CALLS_PER_CONNECTION calls, else opens another (up to ``pool_size``). There
+it queues behind the commands in flight, and when their replies are in, everything queued goes
+out in one write (a group commit: one system call for many calls, and no command is written
+while another's reply is still coming, as the core's table requires). One of the calls waiting
+on a connection reads it for all, hands each reply to its owner in turn, and passes the
+reading on when its own reply is in. A command the server holds back (FETCH) opens a
+connection of its own when it may, goes out last in its write, and nothing joins its
+connection until its reply is in.
 
 A call whose caller goes away (a cancelled task, a killed greenlet) leaves its reply to be read
-and dropped. A reply later than its command's ``timeout`` closes the connection: the calls
-written on it fail (:class:`OutcomeUnknownError`, unless their own timeout passed too), and the
-calls not yet written go out on another connection, as they do when a connection breaks.
+and dropped. A call's timeout runs from the call: queued past it, the call gives up unwritten;
+a reply later than it closes the connection, the other calls written on it failing with
+:class:`OutcomeUnknownError` and those not yet written going out on another connection, as
+they do when a connection breaks.
 """
 
 from __future__ import annotations
@@ -85,15 +87,15 @@ class Client:
     """A producer and admin client: push jobs, inspect and manage the server.
 
     Connections are opened on demand, up to ``pool_size``, and shared: calls made at the same
-    time queue on them and go out together (Faktory answers a connection's commands in
-    order), so a few connections serve many concurrent callers. :meth:`fetch`, which the
-    server holds up to ~2 s, has its connection to itself meanwhile. ``connect_timeout``
-    bounds opening one: TCP connect, TLS handshake and Faktory's HI/HELLO/OK together.
-    ``timeout`` bounds each command, from writing it to the last byte of its reply
-    (:meth:`fetch` waits at least ``faktory_core.commands.FETCH_WAIT_FLOOR`` s); waiting for
-    the commands ahead of it on its connection is bounded by theirs. Past either bound,
-    FaktoryTimeoutError is raised and that connection closed. A pooled connection that the
-    server closed, or wrote to unasked, is replaced before use.
+    time queue on one and go out together (Faktory answers a connection's commands in order),
+    so one connection serves many concurrent callers. :meth:`fetch`, which the server holds
+    up to ~2 s, has its connection to itself meanwhile. ``connect_timeout`` bounds opening
+    one: TCP connect, TLS handshake and Faktory's HI/HELLO/OK together. ``timeout`` bounds
+    each call, from the call (its wait behind others included) to the last byte of its reply
+    (:meth:`fetch` waits at least ``faktory_core.commands.FETCH_WAIT_FLOOR`` s). Past either
+    bound, FaktoryTimeoutError is raised, and the connection closed if the command was
+    written. A pooled connection that the server closed, or wrote to unasked, is replaced
+    before use.
 
     Whatever the server or the network does raises a :class:`FaktoryError`:
     :class:`ServerReplyError` for an ``-ERR`` reply, :class:`FaktoryConnectionError` (a
@@ -341,7 +343,7 @@ class Client:
         """Send one command and return its reply event; ServerReplyError on ``-ERR``.
 
         FaktoryTimeoutError when the reply is not complete ``timeout`` s (the Client's by
-        default) after the command is sent.
+        default) after the call.
         """
         if not isinstance(command, commands.Command):
             raise ArgumentTypeError(
