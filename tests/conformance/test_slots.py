@@ -165,7 +165,8 @@ def requeued_failures(client: Client, queue: str, count: int) -> list[Failure]:
     failures = []
     for _ in range(count):
         job = client.fetch(queue)
-        assert job is not None and job.failure is not None
+        assert job is not None
+        assert job.failure is not None
         failures.append(job.failure)
         client.ack(job.jid)
     return failures
