@@ -49,9 +49,9 @@ CALLERS: Final = 24
 ROUNDS: Final = 12
 #: Fewer connections than callers: most calls queue behind others on a shared connection.
 POOL: Final = 3
-#: The proxy cuts each connection after this many bytes on average (both ways together):
-#: every few dozen calls (a cut fails every call in flight on the connection).
-MEAN_BYTES: Final = 8000
+#: The proxy cuts each connection after this many bytes on average (both ways together): a
+#: few rounds of a few callers.
+MEAN_BYTES: Final = 3000
 #: A share of the asyncio and gevent calls abandoned after a random delay up to ABANDON_AFTER.
 ABANDON_SHARE: Final = 0.1
 ABANDON_AFTER: Final = 0.002

@@ -156,19 +156,12 @@ def test_the_generated_gevent_client_bounds_each_greenlet_s_command(
     # greenlets' trickled commands each end at their bound, waiting together, not in turn.
     server: FaktoryServer = request.getfixturevalue("tls_server" if tls else "faktory_server")
     context = ssl.create_default_context(cafile=str(certificates.ca_cert)) if tls else None
-    queue = unique("q")
     with FaultProxy(server.host, server.port) as proxy:
         url = f"tcp+tls://127.0.0.1:{proxy.port}" if tls else proxy.url
 
         def scenario() -> tuple[float, list[BaseException | None]]:
             with _client_gevent.Client(url, timeout=BOUND, ssl_context=context) as client:
-                # Two connections in the pool, each idle, so that each greenlet's command goes
-                # on one of its own (concurrent calls share a connection; a FETCH has its own).
-                jids = [client.push("Probe", queue=queue) for _ in range(2)]
-                fetches = [gevent.spawn(client.fetch, queue) for _ in range(2)]
-                gevent.joinall(fetches, raise_error=True)
-                for jid in jids:
-                    client.ack(jid)
+                gevent.joinall([gevent.spawn(client.info) for _ in range(2)], raise_error=True)
                 proxy.set_trickle(TRICKLE / 4 if tls else TRICKLE)
                 started = time.monotonic()
                 greenlets = [gevent.spawn(client.info) for _ in range(2)]
