@@ -778,6 +778,16 @@ class _Link:
             if call.command.blocks:
                 self.blocking -= 1
             _finish(call, None, call.timed_out())
+            if self.reader is None:  # it may have been woken to read just then: wake another
+                self._hand_off()
+
+    def _hand_off(self) -> bool:
+        """(Lock held; nobody reads.) Wake a waiting call to read; False when none waits."""
+        for call in (*self.inflight, *self.queued):
+            if call.waker is not None:
+                _wake(call)
+                return True
+        return False
 
     def gone(self, call: _Call) -> None:
         """``call``'s caller is gone (a cancelled task, a killed greenlet): drop the call, or
@@ -832,10 +842,7 @@ class _Link:
             self.abandon()
             return False
         if self.inflight or self.queued:
-            for call in (*self.inflight, *self.queued):
-                if call.waker is not None:
-                    _wake(call)
-                    break
+            self._hand_off()
             return False
         return self.closing and self._idle_and_closing()
 
@@ -861,12 +868,8 @@ class _Link:
                 # which nobody should wait out: as before pipelining, close the connection.
                 self.break_(self._cancelled)
                 return False
-        if self.reader is not None:
+        if self.reader is not None or self._hand_off():  # it may have been woken to read
             return False
-        for other in (*self.inflight, *self.queued):  # it may have been woken to read
-            if other.waker is not None:
-                _wake(other)
-                return False
         return self._idle_and_closing()
 
     def expire(self) -> None:
