@@ -404,6 +404,7 @@ class Client:
         was idle, b"" when the call waits its turn there, None when the caller must open
         it)."""
         with self._lock:
+            self._check_open()  # again: another thread may have closed it since
             link = self._idle()
             if link is not None:
                 return link, link.send_alone(call)
@@ -562,6 +563,11 @@ class _Call:
 
 def _unfit(call: _Call) -> BaseException:  # pragma: no cover - nothing is in flight then
     raise AssertionError("a connection retired before use has no command in flight")
+
+
+#: How early a timer may fire: a read that times out this close to the first deadline of the
+#: calls in flight takes that call for late.
+_TIMER_SLACK: Final = 0.01
 
 
 class _Link:
@@ -843,9 +849,23 @@ class _Link:
             self.abandon()
             return False
         if self.inflight or self.queued:
-            self._hand_off()
+            if not self._hand_off():
+                self._close_if_orphaned()
             return False
         return self.closing and self._idle_and_closing()
+
+    def _close_if_orphaned(self) -> None:
+        """(Lock held; nobody reads.) When the Client has closed and only replies nobody
+        waits for are due (their callers are gone), nobody would read them or END the
+        connection: close it now."""
+        inflight = self.inflight
+        if (
+            self.closing
+            and inflight
+            and not self.queued
+            and all(call.state == _ABANDONED for call in inflight)
+        ):
+            self.break_(_unfit)  # no call waits on it: none fails
 
     def _idle_and_closing(self) -> bool:
         if self.closing and not self.inflight and not self.queued and self.reader is None:
@@ -871,6 +891,7 @@ class _Link:
                 return False
         if self.reader is not None or self._hand_off():  # it may have been woken to read
             return False
+        self._close_if_orphaned()
         return self._idle_and_closing()
 
     def expire(self) -> None:
@@ -887,7 +908,12 @@ class _Link:
                 _finish(call, None, call.timed_out())
             if gave_up or not self.inflight:
                 return
-            late = [min(self.inflight, key=lambda call: call.deadline)]  # a timer a hair early
+            first = min(self.inflight, key=lambda call: call.deadline)
+            if first.deadline > now + _TIMER_SLACK:
+                # The read waited for a queued call that has left since (it gave up, or its
+                # caller is gone): no reply is late, so the reader reads on.
+                return
+            late = [first]  # a timer a hair early
 
         def failed(call: _Call) -> BaseException:
             if call in late:
@@ -976,6 +1002,8 @@ class _Link:
         self.closing = True
         if not self.ready or self.broken:
             return False
+        if self.reader is None:
+            self._close_if_orphaned()
         return self._idle_and_closing()
 
     def end(self, deadline: float) -> None:

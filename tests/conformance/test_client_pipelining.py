@@ -10,6 +10,7 @@ greenlet); a test waits for the proxy in a way that lets greenlets run (:func:`w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import gevent
 import gevent.event
 import pytest
 
+from faktory_adapters import asyncio as aio
 from faktory_adapters._common import (
     FaktoryConnectionError,
     FaktoryTimeoutError,
@@ -26,7 +28,7 @@ from faktory_adapters._common import (
     ServerReplyError,
 )
 from faktory_core import Job
-from faktory_core.commands import MAX_BULK_JOBS, Fetch, Push, bulk_pushes
+from faktory_core.commands import MAX_BULK_JOBS, Fetch, Push, QueueLatency, bulk_pushes
 from tests.support.adapters import SyncClient
 from tests.support.proxy import FaultProxy
 from tests.support.server import FaktoryServer
@@ -198,6 +200,58 @@ def test_a_call_queued_past_its_timeout_gives_up_unwritten(
         client.ack(handed)
         assert client.info()["faktory"]["queues"].get(queue, 0) == 0  # never written
         assert proxy.connections == 1
+
+
+def test_a_queued_call_that_gives_up_leaves_the_call_ahead_of_it_alone(
+    adapter: str, proxy: FaultProxy, queue: str
+) -> None:
+    # One connection: a QUEUE LATENCY reply trickles in, a byte every 50 ms, and a call with
+    # a 0.3 s timeout waits behind it. Each byte makes the reader wait until the first
+    # deadline on the connection, the queued call's; once it gave up, the reader must read
+    # on, not take the call in flight for late (which failed it with a timeout 9.7 s early
+    # and closed the connection).
+    latency = QueueLatency(queues=(queue,))
+    with SyncClient(adapter, proxy.url, pool_size=1) as client:
+        client.info()
+        proxy.set_trickle(0.05)
+        before = proxy.bytes_to_target
+        ahead = started(client, "queue_latency", queue)
+        wait_until(client, proxy, lambda: proxy.bytes_to_target >= before + len(latency.encode()))
+        with pytest.raises(FaktoryTimeoutError):
+            client.request(latency, timeout=0.3)
+        outcome = ahead.outcome()
+        proxy.set_trickle(None)
+        assert isinstance(outcome, dict), repr(outcome)
+        assert queue in outcome
+        assert proxy.connections == 1
+
+
+def test_closing_closes_a_connection_left_with_only_a_cancelled_calls_reply(
+    proxy: FaultProxy, queue: str
+) -> None:
+    # A call cancelled while its reply is on its way leaves the reply to be read and dropped;
+    # once the Client is closed, nobody will: the connection must close then, not be left to
+    # the garbage collector.
+    async def scenario() -> bool:
+        client = aio.Client(proxy.url)
+        await client.info()
+        proxy.set_trickle(1.0)
+        before = proxy.bytes_to_target
+        task = asyncio.create_task(client.queue_latency(queue))
+        line = len(QueueLatency(queues=(queue,)).encode())
+        sent = await asyncio.to_thread(
+            proxy.wait_for, lambda: proxy.bytes_to_target >= before + line, WAIT
+        )
+        assert sent
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
+        closed = await asyncio.to_thread(proxy.wait_for, lambda: proxy.open_connections == 0, WAIT)
+        proxy.set_trickle(None)
+        return closed
+
+    assert asyncio.run(scenario()), "the connection was left open"
 
 
 # -- a connection that breaks -------------------------------------------------------------------
