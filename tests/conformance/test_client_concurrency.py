@@ -299,27 +299,39 @@ def check(ledger: Ledger, seen: Counter[str]) -> None:
     assert sum(seen.values()) == len(ledger.pushed) + len(ledger.uncertain & set(seen))
 
 
+def run_callers(
+    adapter: str,
+    faktory_server: FaktoryServer,
+    proxy: FaultProxy,
+    names: tuple[str, str],
+    timeout: float,
+) -> Ledger:
+    """Every caller through ``proxy`` at once, each call with ``timeout``; then the queue
+    checked against the ledger."""
+    prefix, queue = names
+    ledger = Ledger()
+    within(
+        WAIT,
+        lambda: RUNNERS[adapter](
+            proxy.url,
+            lambda call, number: caller(call, number, prefix, queue, ledger),
+            timeout,
+        ),
+    )
+    with thread.Client(faktory_server.url) as admin:
+        check(ledger, fetch_all(admin, queue))
+    return ledger
+
+
 @pytest.mark.parametrize("adapter", ["asyncio", "thread", "gevent"])
 def test_concurrent_calls_through_cut_connections_lose_and_mix_up_nothing(
     adapter: str, faktory_server: FaktoryServer, names: tuple[str, str]
 ) -> None:
-    prefix, queue = names
-    ledger = Ledger()
     with FaultProxy(
         faktory_server.host, faktory_server.port, seed=7, mean_bytes=MEAN_BYTES
     ) as proxy:
-        within(
-            WAIT,
-            lambda: RUNNERS[adapter](
-                proxy.url,
-                lambda call, number: caller(call, number, prefix, queue, ledger),
-                TIMEOUT,
-            ),
-        )
+        ledger = run_callers(adapter, faktory_server, proxy, names, TIMEOUT)
         faults = proxy.faults
-    with thread.Client(faktory_server.url) as admin:
-        seen = fetch_all(admin, queue)
-    check(ledger, seen)
     # The run did what it is for: connections were cut under the callers, some calls failed,
     # most went through, and (where a caller can give up) some were abandoned.
     assert faults > 10
@@ -335,8 +347,6 @@ def test_concurrent_calls_through_stalled_connections_time_out_and_mix_up_nothin
 ) -> None:
     # Half the faults are stalls: the connection stays open and carries nothing more, so the
     # calls on it wait for replies that never come, until the first one's timeout closes it.
-    prefix, queue = names
-    ledger = Ledger()
     with FaultProxy(
         faktory_server.host,
         faktory_server.port,
@@ -344,18 +354,8 @@ def test_concurrent_calls_through_stalled_connections_time_out_and_mix_up_nothin
         mean_bytes=MEAN_BYTES,
         stall_share=0.5,
     ) as proxy:
-        within(
-            WAIT,
-            lambda: RUNNERS[adapter](
-                proxy.url,
-                lambda call, number: caller(call, number, prefix, queue, ledger),
-                STALL_TIMEOUT,
-            ),
-        )
+        ledger = run_callers(adapter, faktory_server, proxy, names, STALL_TIMEOUT)
         stalls = proxy.stalls
-    with thread.Client(faktory_server.url) as admin:
-        seen = fetch_all(admin, queue)
-    check(ledger, seen)
     assert stalls > 0
     assert ledger.timeouts > 0
     assert len(ledger.pushed) > CALLERS * ROUNDS
