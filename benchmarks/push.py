@@ -1176,13 +1176,11 @@ def _rounds(
             )
             for contender in contenders:
                 print(f"  {contender.label:<22} {contender.unavailable or contender.version}")
-            for rnd in range(1, args.rounds + 1):
-                shift = (rnd - 1) % max(len(available), 1)
-                for contender in available[shift:] + available[:shift]:
-                    done = measure(admin, url, contender, settings, rnd)
-                    runs.extend(done)
-                    described = ", ".join(_describe(run) for run in done)
-                    print(f"round {rnd} {contender.label:<22} {described}", flush=True)
+            for rnd, contender in throughput.rotating(available, args.rounds):
+                done = measure(admin, url, contender, settings, rnd)
+                runs.extend(done)
+                described = ", ".join(_describe(run) for run in done)
+                print(f"round {rnd} {contender.label:<22} {described}", flush=True)
         finally:
             admin.close()
 

@@ -102,7 +102,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TypeVar
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -874,6 +874,18 @@ def _terminated(signum: int, frame: FrameType | None) -> None:
     raise _Terminated  # unwinds through the clean-ups
 
 
+T = TypeVar("T")
+
+
+def rotating(contenders: Sequence[T], rounds: int) -> Iterator[tuple[int, T]]:
+    """(round, contender) for each round, the order rotating from round to round so that no
+    contender always runs first (a cold server) or last."""
+    for rnd in range(1, rounds + 1):
+        shift = (rnd - 1) % max(len(contenders), 1)
+        for contender in (*contenders[shift:], *contenders[:shift]):
+            yield rnd, contender
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if args.worker:
@@ -936,12 +948,10 @@ def _rounds(
             )
             for contender in contenders:
                 print(f"  {contender.label:<22} {contender.absent or contender.version}")
-            for rnd in range(1, args.rounds + 1):
-                shift = (rnd - 1) % max(len(available), 1)
-                for contender in available[shift:] + available[:shift]:
-                    run = measure(admin, url, contender, settings, rnd)
-                    runs.append(run)
-                    print(f"round {rnd} {contender.label:<22} {_describe(run)}", flush=True)
+            for rnd, contender in rotating(available, args.rounds):
+                run = measure(admin, url, contender, settings, rnd)
+                runs.append(run)
+                print(f"round {rnd} {contender.label:<22} {_describe(run)}", flush=True)
         finally:
             admin.close()
 
