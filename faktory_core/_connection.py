@@ -242,11 +242,19 @@ class Connection:
 
     def next_event(self) -> Event | NeedData:
         """Return the next event, or NEED_DATA when more bytes must be read first."""
-        if self._state is ConnectionState.ERROR:
+        state = self._state
+        if state is ConnectionState.ERROR:
             self._check_usable()
-        if self._state is ConnectionState.CLOSED:
+        if state is ConnectionState.CLOSED:
             return ConnectionClosed(unanswered=self._unanswered)
         try:
+            if state is ConnectionState.AWAIT_REPLY and self._parser.take(_OK_REPLY):
+                # A client's hot path: +OK, unparsed, to a command sent (as _on_reply).
+                command = self._pending.popleft()
+                self._state = _AFTER_REPLY if self._pending else _AFTER_LAST_REPLY
+                if command.expect is Expect.OK:
+                    return OK(command=command)
+                return _DECODERS[command.expect](command, "OK")
             reply = self._parser.next_reply()
             if reply is NEED_DATA:
                 return self._closed() if self._eof else NEED_DATA
@@ -327,6 +335,8 @@ class Connection:
         return _DECODERS[command.expect](command, reply)
 
 
+#: The reply most commands get, whole.
+_OK_REPLY: Final = b"+OK\r\n"
 _REPLY_STATES: Final = frozenset({ConnectionState.READY, ConnectionState.AWAIT_REPLY})
 #: The moves of a client's hot path (sending, and each reply), looked up in the table once.
 _AFTER_SEND: Final = transition(ConnectionState.READY, Input.SEND)

@@ -144,6 +144,18 @@ class ReplyParser:
         """Append bytes received from the server."""
         self._buf += data
 
+    def take(self, reply: bytes) -> bool:
+        """Consume ``reply``, one whole reply with its CRLF (``b"+OK\\r\\n"``), if it comes
+        next; False (nothing consumed) if anything else does. A client's hot path: it
+        stands for :meth:`next_reply` returning that reply, without parsing it."""
+        if self._pending_bulk < 0 and self._error is None:
+            buf = self._buf
+            pos = self._pos
+            if buf.startswith(reply, pos):
+                self._consume(pos + len(reply))
+                return True
+        return False
+
     def next_reply(self) -> Reply | NeedData:
         """Return the next complete reply, or NEED_DATA."""
         if self._error is not None:

@@ -24,6 +24,7 @@ from faktory_core import (
     RemoteProtocolError,
 )
 from faktory_core._connection import PROTOCOL_VERSION
+from faktory_core._resp import ReplyParser
 from faktory_core.commands import (
     Ack,
     BatchCommit,
@@ -357,6 +358,21 @@ OK_COMMANDS = [
 ]
 
 
+#: One command of every kind of reply.
+ALL_COMMANDS = [
+    *OK_COMMANDS,
+    FETCH,
+    BEAT,
+    INFO,
+    LATENCY,
+    PUSHB,
+    BATCH_NEW,
+    BATCH_OPEN,
+    BATCH_STATUS,
+    TRACK_GET,
+]
+
+
 @pytest.mark.parametrize("command", OK_COMMANDS, ids=lambda c: type(c).__name__)
 def test_ok_replies(command: Command) -> None:
     assert exchange(command, b"+OK\r\n") == OK(command=command)
@@ -368,22 +384,7 @@ def test_anything_but_ok_breaks_an_ok_command(command: Command, bad: bytes) -> N
     exchange_fails(command, bad)
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        *OK_COMMANDS,
-        FETCH,
-        BEAT,
-        INFO,
-        LATENCY,
-        PUSHB,
-        BATCH_NEW,
-        BATCH_OPEN,
-        BATCH_STATUS,
-        TRACK_GET,
-    ],
-    ids=lambda c: type(c).__name__,
-)
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=lambda c: type(c).__name__)
 @pytest.mark.parametrize(
     ("data", "code", "message"),
     [
@@ -394,6 +395,67 @@ def test_anything_but_ok_breaks_an_ok_command(command: Command, bad: bytes) -> N
 )
 def test_error_replies_are_events(command: Command, data: bytes, code: str, message: str) -> None:
     assert exchange(command, data) == ServerError(command=command, code=code, message=message)
+
+
+SMALL_MAX = 64
+#: Replies near ``+OK``, the one the connection takes without parsing, and a few others.
+NEAR_OK = [
+    b"+OK\r\n",
+    b"+OKAY\r\n",
+    b"+O\r\n",
+    b"+ok\r\n",
+    b"$5\r\n+OK\r\n\r\n",  # a bulk whose body is +OK
+    b"$2\r\nOK\r\n",
+    b"+{}\r\n",
+    b"$-1\r\n",
+    b"-ERR OK\r\n",
+    b":1\r\n",
+    encode_bulk(b"+OK\r\n" + b"x" * SMALL_MAX),  # too large: a FETCH skims it
+]
+
+
+class _ParsingEverything(ReplyParser):
+    """A parser without the +OK shortcut: every reply goes through ``next_reply``."""
+
+    __slots__ = ()
+
+    def take(self, reply: bytes) -> bool:
+        return False
+
+
+def _outcome(conn: Connection, commands: list[Command], chunks: list[bytes]) -> list[object]:
+    """The events, or the error, ``conn`` gives for ``chunks`` in reply to ``commands``."""
+    conn.send(*commands)
+    outcome: list[object] = []
+    for chunk in chunks:
+        if not chunk:
+            continue  # b"" would mean the end of the stream
+        conn.receive_data(chunk)
+        try:
+            outcome.extend(drain(conn))
+        except RemoteProtocolError as error:
+            return [*outcome, str(error), conn.state]
+    return [*outcome, conn.state, conn.pending, conn.unread]
+
+
+@given(data=st.data())
+def test_the_ok_shortcut_gives_what_parsing_gives(data: st.DataObject) -> None:
+    commands = data.draw(st.lists(st.sampled_from(ALL_COMMANDS), min_size=1, max_size=4))
+    replies = data.draw(st.lists(st.sampled_from(NEAR_OK), min_size=1, max_size=5))
+    chunks = data.draw(cuts(b"".join(replies)))
+    parsing = ready_connection(max_reply_size=SMALL_MAX)
+    parsing._parser = _ParsingEverything(max_reply_size=SMALL_MAX, skim=parsing._skim)
+    taking = ready_connection(max_reply_size=SMALL_MAX)
+    assert _outcome(taking, commands, chunks) == _outcome(parsing, commands, chunks)
+
+
+def test_an_oversized_job_that_starts_like_ok_is_skimmed_not_taken() -> None:
+    # The header first: the skim then stands at the body's first byte, + of +OK.
+    body = b"+OK\r\n" + b"x" * SMALL_MAX
+    conn = ready_connection(max_reply_size=SMALL_MAX)
+    outcome = _outcome(conn, [FETCH, PUSH], [b"$%d\r\n" % len(body), body + b"\r\n+OK\r\n"])
+    assert [type(event) for event in outcome[:2]] == [InvalidJobFetched, OK]
+    assert outcome[2:] == [S.READY, (), 0]
 
 
 def test_fetch_nothing() -> None:
