@@ -68,10 +68,6 @@ def _check_jobtype(_: object, __: object, jobtype: Any) -> None:
         raise ArgumentError("jobtype must be a non-empty string, got ''")
 
 
-def _check_queue(_: object, __: object, queue: Any) -> None:
-    check_queue_name(queue)
-
-
 def _to_args(args: list[Any] | tuple[Any, ...]) -> list[Any]:
     if type(args) is list:  # the common case: kept as is, no copy
         return args
@@ -219,6 +215,14 @@ class Failure:
         return wire
 
 
+_check_retry: Final = _check_optional_int(None, None)
+_check_reserve_for: Final = _check_optional_int(
+    MIN_RESERVE_FOR,
+    MAX_RESERVE_FOR,
+    f" (None: the server's 1800; it would raise less than {MIN_RESERVE_FOR} to {MIN_RESERVE_FOR})",
+)
+
+
 @attrs.frozen(kw_only=True, hash=False)
 class Job:
     """A unit of work: ``jobtype`` names the handler, ``args`` are its JSON arguments.
@@ -229,36 +233,54 @@ class Job:
     are kept as the server wrote them.
     """
 
-    jid: str = attrs.field(validator=_check_jid)
-    jobtype: str = attrs.field(validator=_check_jobtype)
+    jid: str
+    jobtype: str
     #: The handler's arguments: a list (kept as is) or a tuple (copied to a list); anything
     #: else, a str or a dict included, is refused rather than spread into arguments.
     args: list[Any] = attrs.field(factory=list, converter=_to_args)
-    queue: str = attrs.field(default=DEFAULT_QUEUE, validator=_check_queue)
+    queue: str = DEFAULT_QUEUE
     #: Retries before the job is dead; None means the server's default (25), -1 dead at once.
-    retry: int | None = attrs.field(default=None, validator=_check_optional_int(None, None))
+    retry: int | None = None
     #: Seconds the server reserves a fetched job for (MIN_RESERVE_FOR to MAX_RESERVE_FOR, 60
     #: to 86400; None: the server's 1800).
-    reserve_for: int | None = attrs.field(
-        default=None,
-        validator=_check_optional_int(
-            MIN_RESERVE_FOR,
-            MAX_RESERVE_FOR,
-            f" (None: the server's 1800; it would raise less than {MIN_RESERVE_FOR} to "
-            f"{MIN_RESERVE_FOR})",
-        ),
-    )
+    reserve_for: int | None = None
     #: Run no earlier than this (timezone-aware; an RFC 3339 string is parsed); None runs now.
     #: An offset that is not a whole number of minutes is converted to UTC when the job is
     #: built (the same instant): RFC 3339, and the server, have no seconds in an offset.
     at: datetime | None = attrs.field(default=None, converter=_to_at)
     #: How many backtrace lines a worker should send when the job fails: None, as many as the
     #: server keeps (50); 0 none (see ``cut_backtrace``). The server only stores it.
-    backtrace: int | None = attrs.field(default=None, validator=_check_optional_int(None, None))
+    backtrace: int | None = None
     custom: dict[str, Any] | None = attrs.field(default=None, converter=_to_custom)
-    created_at: str | None = attrs.field(default=None, validator=_check_optional_str)
-    enqueued_at: str | None = attrs.field(default=None, validator=_check_optional_str)
-    failure: Failure | None = attrs.field(default=None, validator=_check_failure)
+    created_at: str | None = None
+    enqueued_at: str | None = None
+    failure: Failure | None = None
+
+    def __attrs_post_init__(self) -> None:
+        # Every field's check, in field order. One method rather than a validator per field:
+        # a Job is built for every push, and each validator is a call of its own. The common
+        # case is tested inline; the checkers raise the error that says what is wrong.
+        jid = self.jid
+        if type(jid) is not str or len(jid) < 8:
+            _check_jid(self, None, jid)
+        jobtype = self.jobtype
+        if type(jobtype) is not str or not jobtype:
+            _check_jobtype(self, None, jobtype)
+        queue = self.queue
+        if type(queue) is not str or _QUEUE_NAME.fullmatch(queue) is None:
+            check_queue_name(queue)
+        if self.retry is not None:
+            _check_retry(self, _JOB_FIELDS.retry, self.retry)
+        if self.reserve_for is not None:
+            _check_reserve_for(self, _JOB_FIELDS.reserve_for, self.reserve_for)
+        if self.backtrace is not None:
+            _check_retry(self, _JOB_FIELDS.backtrace, self.backtrace)
+        if self.created_at is not None:
+            _check_optional_str(self, _JOB_FIELDS.created_at, self.created_at)
+        if self.enqueued_at is not None:
+            _check_optional_str(self, _JOB_FIELDS.enqueued_at, self.enqueued_at)
+        if self.failure is not None:
+            _check_failure(self, None, self.failure)
 
     @classmethod
     def create(
@@ -350,6 +372,8 @@ class Job:
         _set(job, "failure", None if failure is None else Failure.from_wire(failure))
         return job
 
+
+_JOB_FIELDS: Final = attrs.fields(Job)
 
 # Optional fields of a fetched job that need only a type check; JSON objects come back as
 # dicts with string keys, so "custom" needs nothing more.
