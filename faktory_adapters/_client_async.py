@@ -404,7 +404,8 @@ class Client:
         was idle, b"" when the call waits its turn there, None when the caller must open
         it)."""
         with self._lock:
-            self._check_open()  # again: another thread may have closed it since
+            if self._closed:  # again: another thread may have closed it since
+                self._check_open()
             link = self._idle()
             if link is not None:
                 return link, link.send_alone(call)
@@ -712,7 +713,10 @@ class _Link:
                     break
                 reader = self.reader
                 if reader is call or (reader is None and self.ready):
-                    deadline = self._deadline()
+                    if len(inflight) == 1 and not self.queued:  # (the common case)
+                        deadline = inflight[0].deadline
+                    else:
+                        deadline = self._deadline()
                     self.reader = call
                     waker = None
                 else:
@@ -815,6 +819,7 @@ class _Link:
             while True:
                 event = protocol.next_event()
                 if event is core.NEED_DATA:
+                    unread = protocol.unread
                     break
                 if not inflight or isinstance(event, events.ConnectionClosed):
                     # The server closed it, or sent a reply nobody asked for: neither says
@@ -829,13 +834,14 @@ class _Link:
                     done.state = _DONE
                     if done.waker is not None:
                         _wake(done)
-                if not protocol.unread:
+                unread = protocol.unread
+                if not unread:
                     break  # no other reply can be in what arrived
         except core.RemoteProtocolError as error:
             self.break_(self._garbled(error))
             return None
         if not inflight:
-            if protocol.unread:  # bytes after the last reply, which nobody asked for
+            if unread:  # bytes after the last reply, which nobody asked for
                 self.break_(_unfit)
             elif self.queued:
                 return self.next_batch()
