@@ -38,8 +38,11 @@ In conc the floors and the Python peers each hold --producers connections, ours 
 It prints the medians over the rounds, then ratios: ours sequential against floor-threads
 sequential, ours concurrent (and bulk) against the floor's (asyncio against floor-asyncio,
 thread and gevent against floor-threads), thread concurrent against the best Python peer's,
-asyncio concurrent against node's; and the machine's CPU count and load average before and
-after (the server, Redis and the contender share the machine: a busy one skews every figure).
+asyncio concurrent against node's; each as the ratio of the medians, and as the median (and
+range) of the ratios taken round by round (a small machine's speed drifts from round to
+round, which the medians mix into the ratio); and the machine's CPU count and load average
+before and after (the server, Redis and the contender share the machine: a busy one skews
+every figure).
 A peer that cannot be found is reported as unavailable, a process that does not answer within
 ``--timeout`` s (300, for its three measurements of a round) as timed out (it is then
 killed), and a queue that does not hold what was
@@ -1009,12 +1012,19 @@ def report(
     print()
     pool = settings.pool_size if settings.pool_size is not None else f"{_default_pool()}, default"
     print(LEGEND.format(producers=settings.producers, pool=pool, chunk=CHUNK))
-    ratios = _ratios(summaries)
+    ratios = _ratios(summaries, runs)
     if ratios:
         print()
-        width = max(len(text) for text, _ in ratios.values())
-        for text, ratio in ratios.values():
-            print(f"{text:<{width}}  x{ratio:.2f}")
+        print("ratios: of the medians; then, round by round, their median and range")
+        width = max(len(text) for text, _, _ in ratios.values())
+        for text, ratio, paired in ratios.values():
+            by_round = ""
+            if paired:
+                by_round = (
+                    f"   by round x{statistics.median(paired):.2f} "
+                    f"(x{paired[0]:.2f} to x{paired[-1]:.2f})"
+                )
+            print(f"{text:<{width}}  x{ratio:.2f}{by_round}")
     errors = [run for run in runs if run.error is not None]
     if errors:
         print(f"\n!!! {len(errors)} measurement(s) FAILED:")
@@ -1031,7 +1041,10 @@ def report(
             "errors": summary.failed,
         }
         for name, summary in summaries.items()
-    } | {"ratios": {key: ratio for key, (_, ratio) in ratios.items()}}
+    } | {
+        "ratios": {key: ratio for key, (_, ratio, _) in ratios.items()},
+        "ratios_by_round": {key: paired for key, (_, _, paired) in ratios.items()},
+    }
 
 
 def _default_pool() -> Any:
@@ -1040,8 +1053,27 @@ def _default_pool() -> Any:
     return inspect.signature(Client).parameters["pool_size"].default
 
 
-def _ratios(summaries: dict[str, Summary]) -> dict[str, tuple[str, float]]:
-    """{key: (what, ratio)} of the medians, for those both sides of which have one."""
+def _paired(runs: Sequence[Run], mine: str, theirs: str, mode: str) -> list[float]:
+    """``mine``'s rate over ``theirs``'s in each round both measured ``mode`` without error:
+    the two ran minutes apart at most, where the medians may come from rounds that ran on a
+    machine faster or slower by more than the difference measured."""
+    rates: dict[tuple[str, int], float] = {
+        (run.contender, run.round): run.rate
+        for run in runs
+        if run.mode == mode and run.error is None and run.skipped is None and run.rate
+    }
+    return sorted(
+        rate / rates[theirs, rnd]
+        for (name, rnd), rate in rates.items()
+        if name == mine and (theirs, rnd) in rates
+    )
+
+
+def _ratios(
+    summaries: dict[str, Summary], runs: Sequence[Run]
+) -> dict[str, tuple[str, float, list[float]]]:
+    """{key: (what, ratio of the medians, the ratios round by round)}, for those both sides
+    of which have a median."""
 
     def rate(name: str, mode: str) -> float | None:
         summary = summaries.get(name)
@@ -1059,7 +1091,7 @@ def _ratios(summaries: dict[str, Summary]) -> dict[str, tuple[str, float]]:
     if best_peer is not None:
         pairs.append(("thread", best_peer, "conc"))
     pairs.append(("asyncio", "node", "conc"))
-    ratios: dict[str, tuple[str, float]] = {}
+    ratios: dict[str, tuple[str, float, list[float]]] = {}
     for mine, theirs, mode in pairs:
         a, b = rate(mine, mode), rate(theirs, mode)
         if a is None or not b:
@@ -1067,7 +1099,11 @@ def _ratios(summaries: dict[str, Summary]) -> dict[str, tuple[str, float]]:
         label = LABELS[theirs]
         if theirs == best_peer:
             label = f"the best Python peer, {label},"
-        ratios[f"{mine}/{theirs} {mode}"] = (f"{LABELS[mine]} {mode} / {label} {mode}", a / b)
+        ratios[f"{mine}/{theirs} {mode}"] = (
+            f"{LABELS[mine]} {mode} / {label} {mode}",
+            a / b,
+            _paired(runs, mine, theirs, mode),
+        )
     return ratios
 
 
