@@ -22,7 +22,7 @@ demo: $(STAMP) server
 server:
 	scripts/faktory-server install
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml faktory_core/__init__.py  # the version is read from there at install
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -8,6 +8,8 @@ Importing it gives every log record of the process ``faktory_jid`` and ``faktory
 attributes (empty outside a job), so a format naming them is safe anywhere.
 """
 
+from faktory_core import __version__ as __version__
+
 from . import _logging
 from ._jobs import Jobs, JobType
 

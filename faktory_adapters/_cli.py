@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import dataclasses
 import importlib
-import importlib.metadata
 import inspect
 import logging
 import os
@@ -143,13 +142,6 @@ def _seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
     return value
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("faktory-sansio")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         "crashed ones (default: %(default)s). The supervisor imports the -r modules and "
         "checks the server once first; each worker process imports them again",
     )
-    add("--version", action="version", version=f"{PROG} {_version()}")
+    add("--version", action="version", version=f"{PROG} {core.__version__}")
     return parser
 
 

@@ -10,6 +10,8 @@ connection reports) and :mod:`faktory_core.machine_io` (the machines' inputs and
 Everything else is internal, importable from its private module for tests and tools.
 """
 
+__version__ = "0.1.0"  # the package's one version: pyproject.toml reads it from here
+
 from . import commands, events, machine_io
 from ._config import DEFAULT_CONNECTIONS, ClientConfig, WorkerConfig
 from ._connection import ClientInfo, Connection

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import faktory_adapters
+import faktory_core
 from faktory_adapters.thread import Client
 from faktory_core import Failure
 from tests.cli.command import Command, run
@@ -104,7 +108,15 @@ def test_the_command_imports_no_runtime_before_it_runs_one() -> None:
 def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
-    assert result.stdout.startswith("faktory-worker ")
+    assert result.stdout.strip() == f"faktory-worker {faktory_core.__version__}"
+
+
+def test_the_version_has_one_source() -> None:
+    """The installed metadata, both packages and the command agree (pyproject.toml reads the
+    version from faktory_core; a stale editable install shows here)."""
+    assert importlib.metadata.version("faktory-sansio") == faktory_core.__version__
+    assert faktory_adapters.__version__ == faktory_core.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?", faktory_core.__version__)
 
 
 @pytest.mark.parametrize(
