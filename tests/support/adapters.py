@@ -9,6 +9,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any, Final
@@ -121,7 +122,11 @@ def serve(adapter: str, worker: Any, *, stop_when: threading.Event | None = None
         event = stop_when
 
         def watch() -> None:
-            event.wait(WAIT)
+            # Until the event, or the worker stopped by itself (then there is nothing to wait
+            # for: the join below would otherwise take WAIT s), or WAIT s.
+            deadline = time.monotonic() + WAIT
+            while not (event.is_set() or done.is_set()) and time.monotonic() < deadline:
+                done.wait(0.05)
             while not done.is_set():
                 with contextlib.suppress(RuntimeError):  # not serving yet
                     worker.stop()
