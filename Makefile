@@ -4,14 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest server clean
+.PHONY: test demo server browser clean
 
-test: $(STAMP) server
+# The full suite runs last, on .venv's Python, two test processes with a server each; before
+# it, the core and conformance suites on every other supported Python found here.
+test: $(STAMP) server browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy faktory_core faktory_adapters
 	$(BIN)/python scripts/unasync.py --check
-	$(BIN)/pytest --cov --cov-report=term
+	scripts/test-pythons
+	$(BIN)/pytest -n 2 --cov --cov-report=term
 
 # A local Faktory, a worker with jobs running, then SIGTERM: the shutdown contract as it
 # happens, in about 5 s. `make demo ARGS=--wire` shows the protocol's bytes instead.
@@ -22,11 +25,15 @@ demo: $(STAMP) server
 server:
 	scripts/faktory-server install
 
+# Installs Debian's Chromium when it is missing, for the docs site's smoke test.
+browser:
+	scripts/install-browser
+
 $(STAMP): pyproject.toml faktory_core/__init__.py  # the version is read from there at install
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e . --group dev  # the tools: pyproject's dependency-groups
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .venv-3.* docs/_build .pytest_cache .mypy_cache .ruff_cache .coverage
