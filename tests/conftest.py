@@ -6,13 +6,16 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from tests.support.server import TEST_PASSWORD, FaktoryServer
 
 # CI replays the same examples every run (a new one found there would fail a run for no
-# change of ours); a developer's runs keep exploring new ones.
-settings.register_profile("ci", derandomize=True, deadline=None)
+# change of ours); a developer's runs keep exploring new ones. CI runs two test processes
+# on two cores, beside servers and workers: how fast examples are drawn there says nothing.
+settings.register_profile(
+    "ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 

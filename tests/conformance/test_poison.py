@@ -7,12 +7,9 @@ The server accepts JSON nested up to 10,000 levels; Python's decoder gives up ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
-import sys
 import uuid
-from collections.abc import Iterator
 from typing import Any, Final
 
 import pytest
@@ -21,6 +18,7 @@ from faktory_adapters import Jobs, thread
 from faktory_adapters import asyncio as aio
 from faktory_adapters import gevent as gevent_adapter
 from faktory_core import NEED_DATA, ClientInfo, Command, Connection, Event, Failure, Job, ServerURL
+from faktory_core._resp import DEFAULT_MAX_REPLY_SIZE
 from faktory_core.commands import Fail, Fetch, Info
 from faktory_core.events import OK, InfoReply, InvalidJobFetched, Ready
 from tests.support.server import FaktoryServer
@@ -36,48 +34,40 @@ def queue() -> str:
     return f"poison-{uuid.uuid4().hex[:10]}"
 
 
-@contextlib.contextmanager
-def deep_recursion() -> Iterator[None]:
-    """Let this thread's json encode and decode DEPTH levels: the test's own side only."""
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(4 * DEPTH)
-    try:
-        yield
-    finally:
-        sys.setrecursionlimit(limit)
+def deep_json(shape: str) -> str:
+    """DEPTH levels of lists (for args) or of objects (for custom), as JSON text.
 
-
-def nested_list(depth: int) -> list[Any]:
-    value: list[Any] = []
-    for _ in range(depth - 1):
-        value = [value]
-    return value
-
-
-def nested_dict(depth: int) -> dict[str, Any]:
-    value: dict[str, Any] = {}
-    for _ in range(depth - 1):
-        value = {"a": value}
-    return value
-
-
-def push_deep(client: thread.Client, queue: str, shape: str) -> str:
-    """Push a job DEPTH levels deep in its args or its custom; retry=1 keeps its failure."""
-    fields: dict[str, Any] = {"queue": queue, "retry": 1, "reserve_for": 60}
+    Written by hand: no json module takes this depth on every Python (3.12 and later bound
+    the C recursion whatever ``sys.setrecursionlimit`` says), and our encoder refuses it too,
+    as it should.
+    """
     if shape == "args":
-        fields["args"] = nested_list(DEPTH)
-    else:
-        fields["custom"] = {"deep": nested_dict(DEPTH)}
-    job = client.job("Poison", **fields)
-    with deep_recursion():  # our encoder refuses such depth too, as it should by default
-        return client.push(job)
+        return "[" * DEPTH + "]" * DEPTH
+    return '{"deep":' + '{"a":' * (DEPTH - 1) + "{}" + "}" * (DEPTH - 1) + "}"
+
+
+def push_deep(server: FaktoryServer, queue: str, shape: str) -> str:
+    """Push a job DEPTH levels deep in its args or its custom; retry=1 keeps its failure."""
+    jid = uuid.uuid4().hex
+    deep = deep_json(shape)
+    args, custom = (deep, "{}") if shape == "args" else ("[]", deep)
+    job = (
+        f'{{"jid":"{jid}","jobtype":"Poison","queue":"{queue}","retry":1,"reserve_for":60,'
+        f'"args":{args},"custom":{custom}}}'
+    )
+    core = CoreClient(server.url)
+    try:
+        assert core.ask_raw(f"PUSH {job}\r\n".encode()) == b"+OK\r\n"
+    finally:
+        core.close()
+    return jid
 
 
 def working(client: thread.Client) -> int:
     return int(client.info()["faktory"]["sets"]["working"])
 
 
-def failure_of(client: thread.Client, queue: str, jid: str) -> Failure | None:
+def failure_of(client: thread.Client, queue: str, jid: str, shape: str) -> Failure | None:
     """The failure recorded for ``jid`` if it sits in the retry set (the queue is empty).
 
     The job is requeued and fetched back; fetch() cannot build it either, so the failure is
@@ -91,9 +81,9 @@ def failure_of(client: thread.Client, queue: str, jid: str) -> Failure | None:
         client.fetch(queue)
     assert raised.value.jid == jid
     client.ack(jid)
-    with deep_recursion():
-        payload = json.loads(raised.value.payload)
-    return Failure.from_wire(payload["failure"])
+    # The server writes the deep part back as it was sent: cut it out to decode the rest.
+    shallow = raised.value.payload.decode().replace(deep_json(shape), "0")
+    return Failure.from_wire(json.loads(shallow)["failure"])
 
 
 def drain(adapter: str, server: FaktoryServer, queue: str, jobs: Jobs) -> int:
@@ -121,12 +111,12 @@ def test_a_job_too_deep_to_decode_is_failed_at_once_as_invalid(
     def after() -> None:
         ran.append("after")
 
-    jid = push_deep(client, queue, shape)
+    jid = push_deep(faktory_server, queue, shape)
     client.push("After", queue=queue)
     assert drain(adapter, faktory_server, queue, jobs) == 0
     assert ran == ["after"]  # the worker went on after the poison job
     assert working(client) == 0  # nothing left reserved
-    failure = failure_of(client, queue, jid)
+    failure = failure_of(client, queue, jid, shape)
     assert failure is not None, "the poison job was not FAILed"
     assert failure.errtype == "InvalidJob"
     assert failure.message is not None
@@ -135,9 +125,9 @@ def test_a_job_too_deep_to_decode_is_failed_at_once_as_invalid(
 
 
 def test_client_fetch_of_a_job_too_deep_raises_invalid_job_error_with_its_jid(
-    client: thread.Client, queue: str
+    faktory_server: FaktoryServer, client: thread.Client, queue: str
 ) -> None:
-    jid = push_deep(client, queue, "args")
+    jid = push_deep(faktory_server, queue, "args")
     with pytest.raises(thread.InvalidJobError, match="nested too deeply") as raised:
         client.fetch(queue)
     assert raised.value.jid == jid
@@ -151,7 +141,7 @@ def test_client_fetch_of_a_job_too_deep_raises_invalid_job_error_with_its_jid(
 class CoreClient:
     """A core Connection with a small max_reply_size over a blocking socket."""
 
-    def __init__(self, url: str, max_reply_size: int) -> None:
+    def __init__(self, url: str, max_reply_size: int = DEFAULT_MAX_REPLY_SIZE) -> None:
         address = ServerURL.parse(url)
         self.connection = Connection(ClientInfo(), max_reply_size=max_reply_size)
         self.sock = socket.create_connection((address.host, address.port), timeout=10)
@@ -160,6 +150,16 @@ class CoreClient:
     def ask(self, command: Command) -> Event:
         self.connection.send(command)
         return self._next_event()
+
+    def ask_raw(self, line: bytes) -> bytes:
+        """Send a command line the core would refuse to build; read its one-line reply."""
+        self.sock.sendall(line)
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = self.sock.recv(65536)
+            assert chunk, f"the server closed the connection after {reply!r}"
+            reply += chunk
+        return reply
 
     def _next_event(self) -> Event:
         while True:

@@ -530,7 +530,8 @@ def test_fetch_of_a_job_nested_too_deeply_is_invalid_with_its_jid(
     depth: int, shape: str, where: str
 ) -> None:
     # Faktory 1.9.4 writes retry, custom, then jid... args last (the server takes 10,000
-    # levels; json recurses and gives up near 1,000). A "jid" decoy sits in the deep part.
+    # levels; json recurses and gives up near 1,000 on 3.11, a few thousand on 3.12 and
+    # later). A "jid" decoy sits in the deep part.
     nested = b'[{"jid":"decoy-0001"},%s]' % _deep(shape, depth)
     custom, args = (nested, b"[]") if where == "custom" else (b"{}", nested)
     payload = b'{"retry":25,"custom":{"x":%s},"jid":"%s","queue":"q","jobtype":"T","args":%s}' % (
@@ -539,6 +540,16 @@ def test_fetch_of_a_job_nested_too_deeply_is_invalid_with_its_jid(
         args,
     )
     event = exchange(FETCH, encode_bulk(payload))
+    try:
+        json.loads(payload)
+    except RecursionError:
+        pass
+    else:  # this Python's json takes this depth: the job is built as it is
+        assert isinstance(event, Fetched)
+        assert event.job is not None
+        assert event.job.jid == JID
+        assert depth < 5_000  # the depths above stay too deep on every Python we support
+        return
     assert event == InvalidJobFetched(
         command=FETCH,
         payload=payload,
