@@ -6,7 +6,9 @@ time, inline, so an abort cannot interrupt them: for real use, see faktory_adapt
 
     FAKTORY_URL=tcp://localhost:7419 python docs/examples/minimal_adapter.py
 
-TERM or INT stops it (a second one aborts the running job); it exits with the worker's code.
+It works the queue "default" and FAILs every job there that is not an Add or an Explode, so
+point it at a server of its own. TERM or INT stops it (a second one aborts the running job);
+it exits with the worker's code.
 """
 
 from __future__ import annotations
