@@ -14,7 +14,7 @@ test: $(STAMP) server browser
 	$(BIN)/mypy faktory_core faktory_adapters
 	$(BIN)/python scripts/unasync.py --check
 	scripts/test-pythons
-	$(BIN)/pytest -n 2 --cov --cov-report=term
+	$(BIN)/pytest -n 2 --dist loadgroup --cov --cov-report=term
 
 # A local Faktory, a worker with jobs running, then SIGTERM: the shutdown contract as it
 # happens, in about 5 s. `make demo ARGS=--wire` shows the protocol's bytes instead.

@@ -23,6 +23,9 @@ QUICKSTART = ROOT / "docs" / "quickstart.md"
 TIMEOUT = 300.0
 NAME = f"faktory_sansio-{faktory_core.__version__}"
 
+# One build and one install, shared by the module: its tests stay on one pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group("wheel")
+
 
 def run(command: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
@@ -82,8 +85,11 @@ def test_the_published_metadata_has_no_development_tools(wheel: Path) -> None:
     classifiers = metadata.get_all("Classifier") or []
     for version in ("3.11", "3.12", "3.13"):
         assert f"Programming Language :: Python :: {version}" in classifiers
-    # The README is the package's page: every link in it must work off the repository.
-    assert metadata.get_payload().startswith("# faktory-sansio")
+    urls = dict(url.split(", ", 1) for url in metadata.get_all("Project-URL") or [])
+    assert set(urls) == {"Documentation", "Changelog"}
+    # The package's page is the README, whose links tests/test_readme.py checks are absolute.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert metadata.get_payload().strip() == readme.strip()
 
 
 def test_the_sdist_holds_what_a_rebuild_needs(sdist: Path) -> None:
