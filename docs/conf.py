@@ -73,7 +73,7 @@ def _public_names() -> Iterator[tuple[str, str, Any]]:
         except ImportError as error:
             raise RuntimeError(
                 f"the API reference documents {module_name}, which needs {error.name}: "
-                "pip install -e '.[gevent,testing]'"
+                "pip install -e . --group docs"
             ) from error
         for name in module.__all__:
             yield module_name, name, getattr(module, name)
