@@ -109,7 +109,8 @@ def test_a_job_that_cleans_up_on_abort_is_failed_and_the_exit_code_is_1(
         assert "shutdown" in " ".join(words)  # the abort reason names the timeout
         assert process.wait(15) == 1
         elapsed = time.monotonic() - stopped_at
-    assert 1.0 <= elapsed < 3.0  # the timeout, then a prompt end: cleanup was quick
+    # The timeout, then an end before the grace period is out: the cleanup was quick.
+    assert 1.0 <= elapsed < 1.0 + 3.0
     failure = failure_of(client, queue, jid)
     assert failure is not None
     assert failure.errtype == "ShutdownAbort"
@@ -122,16 +123,17 @@ def test_serve_interrupted_by_sigint_fails_the_running_job_and_reraises(
 ) -> None:
     """serve() installs no signal handler: SIGINT is the caller's KeyboardInterrupt (with
     asyncio.run, a cancellation first). The running job must not stay reserved for 30 min."""
-    jid = push(client, queue, "CleanupOnAbort", 60)
-    options = ("--serve", "--shutdown-timeout", "30", "--abort-grace", "3")
+    jid = push(client, queue, "CleanupOnAbort", 120)
+    options = ("--serve", "--shutdown-timeout", "60", "--abort-grace", "3")
     with worker(faktory_server, queue, adapter, *options) as process:
         process.expect("started", jid)
         process.send(signal.SIGINT)
         interrupted_at = time.monotonic()
-        process.expect("cleanup", jid)  # the abort reached the job at once, not after 30 s
+        process.expect("cleanup", jid)  # the abort reached the job at once, not after 60 s
         process.expect("raised", "KeyboardInterrupt")
         assert process.wait(15) == 130
-        assert time.monotonic() - interrupted_at < 5.0
+        # Far from the 60 s timeout, however loaded the machine (CI runs 4 test processes).
+        assert time.monotonic() - interrupted_at < 30.0
     failure = failure_of(client, queue, jid)
     assert failure is not None
     assert failure.errtype == "ShutdownAbort"
