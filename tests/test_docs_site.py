@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -28,6 +29,7 @@ from urllib.parse import urljoin, urlsplit
 
 import attrs
 import pytest
+import yaml
 
 # One build, shared by the module: its tests stay on one pytest-xdist worker.
 pytestmark = [pytest.mark.docs_site, pytest.mark.xdist_group("docs_site")]
@@ -341,3 +343,17 @@ def test_the_checks_see_a_script_error_and_a_missing_file(chromium: Path, tmp_pa
     assert page.h1 == "broken"
     assert any("Uncaught ReferenceError" in line for line in page.console), page.console
     assert page.failed_requests == [("/missing.css", 404)]
+
+
+# -- Read the Docs -------------------------------------------------------------------------------
+
+
+def test_read_the_docs_builds_this_site_as_strictly_with_the_docs_group() -> None:
+    config = yaml.safe_load((ROOT / ".readthedocs.yaml").read_text(encoding="utf-8"))
+    assert config["version"] == 2
+    assert config["sphinx"] == {"configuration": "docs/conf.py", "fail_on_warning": True}
+    install = " ".join(config["build"]["jobs"]["install"])
+    assert "pip install -e . --group docs" in install
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    docs_group = groups["dependency-groups"]["docs"]
+    assert any(requirement.startswith("sphinx==") for requirement in docs_group)
