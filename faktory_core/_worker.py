@@ -46,6 +46,8 @@ from .machine_io import (
     DataReceived,
     Exit,
     JobFinished,
+    JobOutcome,
+    JobReport,
     MachineInput,
     Notice,
     PhaseChanged,
@@ -92,6 +94,7 @@ def weighted_order(weights: Mapping[str, int], random: Random) -> list[str]:
 @attrs.define(eq=False)
 class _Running:
     job: Job
+    started: float
     aborted: bool = False
 
 
@@ -106,7 +109,8 @@ class Worker(LinkMachine[_JobLink]):
     Links are numbered 0..config.job_links-1; any of them carries any job's report.
     Randomness (weighted queue order, reconnect jitter) comes only from ``random``, so a run
     replays exactly from its inputs and a seeded generator; pass a list as ``journal`` to
-    record every ``(now, input)`` pair.
+    record every ``(now, input)`` pair, and ``reports=True`` to keep a report of how each job
+    ended, for :meth:`take_reports`.
 
     The server refuses the worker for good (:attr:`refusal`, exit code ``EXIT_REFUSED``) on a
     wrong password, an untrusted certificate, or, in burst mode, when a job link fails to
@@ -122,6 +126,7 @@ class Worker(LinkMachine[_JobLink]):
         *,
         random: Random,
         journal: list[tuple[float, MachineInput]] | None = None,
+        reports: bool = False,
     ) -> None:
         links = [_JobLink(id=index) for index in range(config.job_links)]
         super().__init__(config, links, random=random, journal=journal)
@@ -148,6 +153,8 @@ class Worker(LinkMachine[_JobLink]):
         self._abort_reason: str | None = None
         #: Why the server refused this worker for good, if it did.
         self._refusal: str | None = None
+        #: How jobs ended, until take_reports() takes them; None: not kept (reports=False).
+        self._reports: list[JobReport] | None = [] if reports else None
         self._exit_code: int | None = None
         self._strict_fetch = (
             Fetch(queues=config.queues)
@@ -181,6 +188,15 @@ class Worker(LinkMachine[_JobLink]):
         left running then (every one aborted: the exit ignores their JobFinished)."""
         return tuple(running.job for running in self._running.values())
 
+    def take_reports(self) -> list[JobReport]:
+        """How the jobs ended since the last call, in order: one report per job the worker
+        ACKed or FAILed (aborted jobs at their abort; a job it could not even build, FAILed as
+        InvalidJob, has no job to report). For metrics; nothing else reads them."""
+        if self._reports is None:
+            raise LocalProtocolError("this Worker keeps no reports: create it with reports=True")
+        reports, self._reports = self._reports, []
+        return reports
+
     @property
     def next_deadline(self) -> float | None:
         """When to send TimerFired next (monotonic seconds), or None if nothing is timed."""
@@ -204,7 +220,7 @@ class Worker(LinkMachine[_JobLink]):
         if running is None:
             raise LocalProtocolError(f"no job {event.jid!r} is running")
         self._limits.pop(event.jid, None)
-        if not running.aborted:  # an aborted job was FAILed when it was aborted
+        if not running.aborted:  # an aborted job was FAILed (and reported) at its abort
             error = event.error
             self._owed.append(
                 Ack(jid=event.jid)
@@ -216,6 +232,9 @@ class Worker(LinkMachine[_JobLink]):
                     backtrace=cut_backtrace(error.backtrace, running.job.backtrace),
                 )
             )
+            outcome = JobOutcome.SUCCEEDED if error is None else JobOutcome.FAILED
+            errtype = None if error is None else error.errtype
+            self._report(running.job, outcome, errtype, running.started, now)
         self._settle(now)  # which sends its report, and a FETCH for the slot it freed
 
     def _on_quiet(self, event: QuietRequested, now: float) -> None:
@@ -270,7 +289,7 @@ class Worker(LinkMachine[_JobLink]):
         for jid, limit_at in list(self._limits.items()):
             if now >= limit_at:
                 limit = self.config.time_limit(self._running[jid].job.jobtype)
-                self._abort(jid, AbortReason.TIME_LIMIT, f"ran longer than {limit:g} s")
+                self._abort(jid, AbortReason.TIME_LIMIT, f"ran longer than {limit:g} s", now)
         self._settle(now)
 
     # -- replies ------------------------------------------------------------------------------
@@ -330,7 +349,7 @@ class Worker(LinkMachine[_JobLink]):
             what = (
                 f"job {job.jobtype!r} (jid {job.jid}) was fetched after the worker began aborting"
             )
-            self._job_notice(link, job, what, errtype)
+            self._job_notice(link, job, what, errtype, now, outcome=JobOutcome.ABORTED)
             return
         jobtypes = self.config.jobtypes
         if jobtypes is not None and job.jobtype not in jobtypes:
@@ -341,7 +360,8 @@ class Worker(LinkMachine[_JobLink]):
                 job,
                 f"no handler is registered for job type {job.jobtype!r} (jid {job.jid})",
                 ERRTYPE_UNKNOWN_JOBTYPE,
-                "register a handler or check the worker's queues",
+                now,
+                advice="register a handler or check the worker's queues",
             )
             return
         if job.jid in self._running:
@@ -354,23 +374,42 @@ class Worker(LinkMachine[_JobLink]):
                 job,
                 f"job {job.jobtype!r} (jid {job.jid}) is already running here under that jid",
                 ERRTYPE_DUPLICATE_JID,
-                "give every job a jid of its own",
+                now,
+                advice="give every job a jid of its own",
             )
             return
         limit = self.config.time_limit(job.jobtype)
-        self._running[job.jid] = _Running(job=job)
+        self._running[job.jid] = _Running(job=job, started=now)
         if limit is not None:
             self._limits[job.jid] = now + limit
         self._emit(StartJob(job=job))
 
     def _job_notice(
-        self, link: _JobLink, job: Job, what: str, failed_as: str, advice: str | None = None
+        self,
+        link: _JobLink,
+        job: Job,
+        what: str,
+        failed_as: str,
+        now: float,
+        *,
+        advice: str | None = None,
+        outcome: JobOutcome = JobOutcome.FAILED,
     ) -> None:
-        """A WARNING about a fetched job the worker FAILed itself, without running it."""
+        """A WARNING, and the report, about a fetched job the worker FAILed itself, without
+        running it."""
         message = f"{what}: FAILed as {failed_as} without running it, the server retries it"
         if advice is not None:
             message = f"{message}; {advice}"
         self._emit(Notice(message=message, link=link.id, level=WARNING, job=job))
+        self._report(job, outcome, failed_as, now, now)
+
+    def _report(
+        self, job: Job, outcome: JobOutcome, errtype: str | None, started: float, now: float
+    ) -> None:
+        if self._reports is not None:
+            self._reports.append(
+                JobReport(job=job, outcome=outcome, errtype=errtype, started=started, finished=now)
+            )
 
     # -- the lifecycle ------------------------------------------------------------------------
 
@@ -396,7 +435,7 @@ class Worker(LinkMachine[_JobLink]):
             why = f"aborted: still running after the {timeout:g} s shutdown timeout"
         for jid, running in list(self._running.items()):
             if not running.aborted:
-                self._abort(jid, AbortReason.SHUTDOWN, why)  # _settle sends every FAIL
+                self._abort(jid, AbortReason.SHUTDOWN, why, now)  # _settle sends every FAIL
 
     def _enter_ending(self, trigger: Trigger, now: float) -> None:
         self._closing = True
@@ -445,9 +484,11 @@ class Worker(LinkMachine[_JobLink]):
             if all(link.status is LinkStatus.CLOSED for link in self._links):
                 self._fire(Trigger.ENDED, now)
 
-    def _abort(self, jid: str, reason: AbortReason, message: str) -> None:
+    def _abort(self, jid: str, reason: AbortReason, message: str, now: float) -> None:
         """Abort a running job and owe its FAIL (:meth:`_settle` sends what is owed)."""
-        self._running[jid].aborted = True
+        running = self._running[jid]
+        running.aborted = True
+        self._report(running.job, JobOutcome.ABORTED, reason.value, running.started, now)
         if reason is AbortReason.SHUTDOWN:
             self._aborted_any = True
         self._limits.pop(jid, None)

@@ -34,6 +34,8 @@ __all__ = [
     "Finished",
     "JobError",
     "JobFinished",
+    "JobOutcome",
+    "JobReport",
     "MachineInput",
     "MemoryUsage",
     "Notice",
@@ -193,6 +195,40 @@ class AbortReason(enum.Enum):
 
     SHUTDOWN = "ShutdownAbort"
     TIME_LIMIT = "JobTimeLimit"
+
+
+class JobOutcome(enum.Enum):
+    """How a job fetched by a worker ended, as its report to the server says."""
+
+    #: It returned: ACKed.
+    SUCCEEDED = "succeeded"
+    #: It raised, or the worker FAILed it without running it (an unknown job type, say).
+    FAILED = "failed"
+    #: The worker aborted it (shutdown, time limit): FAILed with the reason as errtype.
+    ABORTED = "aborted"
+
+
+@attrs.frozen(kw_only=True)
+class JobReport:
+    """One job's end, for metrics: what the worker reported to the server, and when.
+
+    Not an action: a worker keeps its reports until :meth:`faktory_core.Worker.take_reports`
+    takes them, so an adapter that counts nothing pays nothing. ``started`` and ``finished``
+    are the machine's ``now`` (equal for a job FAILed without running).
+    """
+
+    job: Job
+    outcome: JobOutcome
+    #: The FAIL's errtype (``ShutdownAbort``, ``JobTimeLimit``, ``UnknownJobType``...), or
+    #: None for an ACK.
+    errtype: str | None
+    started: float
+    finished: float
+
+    @property
+    def duration(self) -> float:
+        """How long it ran, in seconds (until its abort, for an aborted job)."""
+        return self.finished - self.started
 
 
 @attrs.frozen(kw_only=True)

@@ -45,6 +45,8 @@ from faktory_core.machine_io import (
     Finished,
     JobError,
     JobFinished,
+    JobOutcome,
+    JobReport,
     MemoryUsage,
     Notice,
     PhaseChanged,
@@ -613,6 +615,69 @@ def test_concurrency_is_respected() -> None:
     acts = driver.finish(jids[1])
     assert [s.job.jid for s in of(acts, StartJob)] == [jids[3]]
     assert {job.jid for job in driver.worker.running} == {jids[0], jids[2], jids[3]}
+
+
+# -- job reports, for metrics ----------------------------------------------------------------
+
+
+def outcomes(driver: Driver) -> list[tuple[str, JobOutcome, str | None, float, float]]:
+    return [
+        (r.job.jid, r.outcome, r.errtype, r.started, r.finished)
+        for r in driver.worker.take_reports()
+    ]
+
+
+def test_each_job_is_reported_once_as_it_ends_with_its_outcome_and_times() -> None:
+    driver = started(J1, J2, J3, concurrency=3)
+    assert outcomes(driver) == []  # started, not ended
+    driver.advance(2)
+    driver.finish(J1)
+    driver.advance(1)
+    driver.finish(J2, JobError(errtype="KeyError", message="'x'"))
+    assert outcomes(driver) == [
+        (J1, JobOutcome.SUCCEEDED, None, 0.0, 2.0),
+        (J2, JobOutcome.FAILED, "KeyError", 0.0, 3.0),
+    ]
+    assert outcomes(driver) == []  # taken
+    driver.stop()
+    driver.advance(25)  # the shutdown timeout: J3 is aborted, and reported then
+    [report] = driver.worker.take_reports()
+    assert (report.job.jid, report.outcome, report.errtype) == (
+        J3,
+        JobOutcome.ABORTED,
+        "ShutdownAbort",
+    )
+    assert report.duration == 28.0
+    driver.finish(J3)  # its end after the abort adds nothing
+    assert outcomes(driver) == []
+
+
+def test_a_job_over_its_time_limit_is_reported_aborted_as_job_time_limit() -> None:
+    driver = started(J1, job_time_limit=5)
+    driver.advance(5)
+    assert outcomes(driver) == [(J1, JobOutcome.ABORTED, "JobTimeLimit", 0.0, 5.0)]
+
+
+def test_a_worker_keeps_no_reports_unless_asked() -> None:
+    worker = Worker(make_config(), random=random.Random(0).random)
+    assert worker._reports is None  # nothing piles up in a worker whose adapter counts nothing
+    with pytest.raises(LocalProtocolError, match="reports=True"):
+        worker.take_reports()
+
+
+def test_a_job_failed_without_running_is_reported_with_its_errtype() -> None:
+    driver = Driver(make_config(jobtypes=["T"]), fetch_wait=2.0)
+    driver.peer.push(J1, jobtype="Other")
+    driver.start()
+    [report] = driver.worker.take_reports()
+    assert report == JobReport(
+        job=report.job,
+        outcome=JobOutcome.FAILED,
+        errtype=ERRTYPE_UNKNOWN_JOBTYPE,
+        started=0.0,
+        finished=0.0,
+    )
+    assert (report.job.jid, report.job.jobtype, report.duration) == (J1, "Other", 0.0)
 
 
 # -- per-job time limits -----------------------------------------------------------------------

@@ -28,6 +28,8 @@ from faktory_core.machine_io import (
     Finished,
     JobError,
     JobFinished,
+    JobOutcome,
+    JobReport,
     Notice,
     PhaseChanged,
     PhaseReported,
@@ -116,6 +118,7 @@ class WorkerMachine(RuleBasedStateMachine):
         self.start_at: dict[str, float] = {}
         self.outcomes: dict[str, list[tuple[int | None, str, dict[str, Any]]]] = {}
         self.expected: dict[str, tuple[str, str | None]] = {}  # jid -> (verb, errtype)
+        self.reports: dict[str, JobReport] = {}  # jid -> take_reports()'s report
         self.last_io: dict[str, float] = {}
         self.exited_at: float | None = None
         self.shutdown_aborts = False
@@ -295,6 +298,11 @@ class WorkerMachine(RuleBasedStateMachine):
             self.check_abort(abort, phase, written, now, call)
         if isinstance(call.input, JobFinished):
             self.check_finished(call.input, written)
+        for report in driver.worker.take_reports():
+            jid = report.job.jid
+            assert jid not in self.reports, f"{jid} reported twice"
+            assert report.started <= report.finished == now
+            self.reports[jid] = report
         self.expect_refusals(written)
         self.check_deadline(call)
 
@@ -498,6 +506,25 @@ class WorkerMachine(RuleBasedStateMachine):
                 verb, errtype = self.expected[jid]
                 assert sent[0][1] == verb, (jid, sent, self.expected[jid])
                 assert errtype is None or sent[0][2]["errtype"] == errtype
+
+    @invariant()
+    def every_ack_and_fail_has_its_report(self) -> None:
+        """The report of each job says what the worker told the server about it (a job it
+        could not even build, FAILed as InvalidJob, has none)."""
+        for jid, sent in self.outcomes.items():
+            verb, payload = sent[0][1], sent[0][2]
+            if verb == "FAIL" and payload["errtype"] == "InvalidJob":
+                assert jid not in self.reports
+                continue
+            report = self.reports.get(jid)
+            assert report is not None, f"{verb} {jid} without a report"
+            if verb == "ACK":
+                assert (report.outcome, report.errtype) == (JobOutcome.SUCCEEDED, None)
+            else:
+                assert report.outcome is not JobOutcome.SUCCEEDED
+                assert report.errtype == payload["errtype"]
+                aborted = payload["errtype"] in ("ShutdownAbort", "JobTimeLimit")
+                assert (report.outcome is JobOutcome.ABORTED) == aborted, report
 
     def unsettled(self) -> list[str]:
         """Jids owed a report that the server has not received and that is not in flight."""

@@ -370,7 +370,9 @@ class Driver:
     ) -> None:
         self.config = config
         self.seed = seed
-        self.worker = Worker(config, random=random.Random(seed).random, journal=journal)
+        self.worker = Worker(
+            config, random=random.Random(seed).random, journal=journal, reports=True
+        )
         self.heartbeat = Heartbeat(config, random=random.Random(seed + 1).random)
         self.peer = peer if peer is not None else ServerPeer()
         self.now = now
