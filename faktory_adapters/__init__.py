@@ -12,7 +12,8 @@ from faktory_core import __version__ as __version__
 
 from . import _logging
 from ._jobs import Jobs, JobType
+from ._observe import WorkerObserver
 
 _logging.install()
 
-__all__ = ["JobType", "Jobs"]
+__all__ = ["JobType", "Jobs", "WorkerObserver"]

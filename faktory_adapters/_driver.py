@@ -176,11 +176,15 @@ class Driver:
         self.worker = worker
         self.config = config
         self.runtime = runtime
-        self.machine = core.Worker(config, random=worker._random.random)
+        self.observers = tuple(worker._observers)
+        self.machine = core.Worker(
+            config, random=worker._random.random, reports=bool(self.observers)
+        )
         self.jobs: dict[str, Any] = {}
         self._inbox: deque[MachineInput] = deque()  # appends and pops are thread-safe
         self._feeding = False
         self._started = False
+        self._now = 0.0
         self._actions: dict[type[Action], Callable[[Any], None]] = {
             Write: self._write,
             Connect: self._connect,
@@ -226,6 +230,7 @@ class Driver:
             "" if links == 1 else "s",
         )
         self._say_where_jobs_go()
+        self._tell("serving", self.config)
         self.heartbeat.start()
         self._started = True
         self._inbox.appendleft(Start())
@@ -295,8 +300,12 @@ class Driver:
                 self._actions,
             )
             while inbox:  # after the exit, the machine ignores what comes
-                for action in handle(inbox.popleft(), now()):
+                self._now = now()  # the machine's now, for what its actions start
+                for action in handle(inbox.popleft(), self._now):
                     actions[type(action)](action)
+            if self.observers:
+                for report in self.machine.take_reports():
+                    self._tell("job_ended", report)
             self.runtime.arm_timer(self.machine.next_deadline)
         finally:
             self._feeding = False
@@ -369,8 +378,10 @@ class Driver:
     def _start_job(self, action: StartJob) -> None:
         job = action.job
         context = self.runtime.new_context(job)
-        context.started = self.runtime.now()
+        context.started = self._now  # the machine's start, as in the job's report
         self.jobs[job.jid] = context
+        if self.observers:
+            self._tell("job_started", job, context.started)
         self.runtime.start_job(context, self.worker._handler(job.jobtype))
 
     def _abort(self, action: AbortJob) -> None:
@@ -386,6 +397,7 @@ class Driver:
     def _phase_changed(self, action: PhaseChanged) -> None:
         log.info("worker %s: %s (%s)", self.worker.wid, action.phase.value, action.trigger.value)
         self.heartbeat.report_phase(action.phase)
+        self._tell("phase_changed", action.phase)
         if action.stops_fetching:
             self.runtime.run_hooks_later("quiet")
 
@@ -398,6 +410,17 @@ class Driver:
 
     def _exited(self, action: Exit) -> None:
         self.runtime.exited(action.code)
+
+    def _tell(self, method: str, *args: Any) -> None:
+        """Call ``method`` of every observer; one that raises is logged, and the worker goes
+        on (metrics must never cost a job)."""
+        for observer in self.observers:
+            try:
+                getattr(observer, method)(*args)
+            except Exception:
+                log.exception(
+                    "worker %s: observer %r failed in %s", self.worker.wid, observer, method
+                )
 
 
 def _describe(error: BaseException) -> str:

@@ -15,11 +15,13 @@ from faktory_core.machine_io import QuietRequested, StopRequested
 
 from ._common import FaktoryConnectionError, new_wid, resolve_url, tls_context
 from ._jobs import Jobs, JobType, Registrar
+from ._observe import WorkerObserver
 from ._options import check_flag, check_ssl_context
 
 __all__ = ["JobType", "Jobs", "Serving", "WorkerBase"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_O = TypeVar("_O", bound=WorkerObserver)
 
 
 class Serving(Protocol):
@@ -75,6 +77,7 @@ class WorkerBase(Registrar):
         # While drain() runs: what jobs raised, the first to be re-raised.
         self._raised: list[BaseException] | None = None
         self._middleware: list[Callable[..., Any]] = []
+        self._observers: list[WorkerObserver] = []
         self._hooks: dict[str, list[Callable[[], Any]]] = {
             "startup": [],
             "quiet": [],
@@ -183,6 +186,19 @@ class WorkerBase(Registrar):
         """Wrap every job: ``middleware(context, call_next)`` must call ``call_next()``."""
         self._middleware.append(middleware)
         return middleware
+
+    def observe(self, observer: _O) -> _O:
+        """Tell ``observer`` (a :class:`~faktory_adapters.WorkerObserver`) what the worker
+        does: its jobs as they start and end, its phase. For metrics."""
+        if not isinstance(observer, WorkerObserver):
+            raise TypeError(
+                f"observer must be a faktory_adapters.WorkerObserver, not {observer!r}: "
+                "subclass it and override the methods you need"
+            )
+        if self._driver is not None:
+            raise RuntimeError("observe() before the worker serves, not while it does")
+        self._observers.append(observer)
+        return observer
 
     def on_startup(self, hook: _F) -> _F:
         """Run ``hook`` before the first FETCH."""
