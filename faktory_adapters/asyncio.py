@@ -460,10 +460,14 @@ class _Runtime:
 
             call: Callable[[], Awaitable[Any]] = innermost
         else:
-            run = contextvars.copy_context().run
-            call = functools.partial(
-                self.loop.run_in_executor, self._executor, run, _in_thread, context, handler
-            )
+
+            def innermost_in_thread() -> Awaitable[Any]:
+                # The context as the middleware left it (a tracker's per-job scope), copied
+                # when the middleware calls it, not before the middleware ran.
+                run = contextvars.copy_context().run
+                return self.loop.run_in_executor(self._executor, run, _in_thread, context, handler)
+
+            call = innermost_in_thread
         try:
             await self.driver.chain(context, call)()
         except asyncio.CancelledError:
