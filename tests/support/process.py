@@ -127,3 +127,8 @@ class WorkerProcess:
     def wait(self, timeout: float) -> int:
         """The exit code, waiting at most ``timeout`` s."""
         return self.process.wait(timeout)
+
+    def read_the_rest(self, timeout: float = 15.0) -> list[str]:
+        """Once it has exited: every stdout line, those not awaited included."""
+        self._stdout.rest(timeout)
+        return self.lines
