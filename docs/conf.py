@@ -62,6 +62,7 @@ PUBLIC_MODULES = (
     "faktory_adapters.asyncio",
     "faktory_adapters.thread",
     "faktory_adapters.gevent",
+    "faktory_adapters.prometheus",
 )
 _PACKAGES = ("faktory_core", "faktory_adapters")
 
@@ -109,8 +110,10 @@ nitpick_ignore_regex = [
     # fetch its inventory over the network at every build.
     ("py:.*", rf"(?:{'|'.join(sorted(sys.stdlib_module_names))})\..+"),
     ("py:mod", "|".join(sorted(sys.stdlib_module_names))),
-    # Third-party: hypothesis's strategies, in faktory_core.testing's signatures.
+    # Third-party: hypothesis's strategies, in faktory_core.testing's signatures, and
+    # prometheus_client's registry, in faktory_adapters.prometheus's.
     ("py:class", r"hypothesis\..+"),
+    ("py:class", r"prometheus_client\..+"),
 ]
 # Internal classes that public signatures or docstrings name: not exported, so not documented.
 # A new one fails the build, so that whether to export it is decided first.

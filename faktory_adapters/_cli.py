@@ -5,7 +5,7 @@ options given on the command line over its own) or makes one of the chosen adapt
 every :class:`~faktory_adapters.Jobs` they define, checks that the server answers, and runs
 the worker with its signals: TERM/INT stop (a second one aborts at once), TSTP quiets, TTIN
 logs stacks. ``--processes N`` runs N such workers under a supervisor; ``--watch`` restarts
-the worker when a ``.py`` file changes.
+the worker when a ``.py`` file changes; ``--metrics-port`` serves Prometheus metrics.
 
 Exit codes (names in ``faktory_adapters._exits``):
 
@@ -67,6 +67,9 @@ ADAPTERS: Final = ("asyncio", "thread", "gevent")
 #: The adapter of the Worker the command makes when no -r module defines one.
 DEFAULT_ADAPTER: Final = "asyncio"
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Where ``--metrics-port`` listens by default: every IPv4 interface, since Prometheus scrapes
+#: from outside the machine or container.
+METRICS_ADDRESS: Final = "0.0.0.0"
 #: The reachability check's two bounds: on opening the connection (TCP, TLS and the Faktory
 #: handshake together), then on the whole INFO reply. So it ends within twice this.
 CHECK_TIMEOUT: Final = 5.0
@@ -141,6 +144,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, not {value}")
     return value
 
 
@@ -263,6 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="run N worker processes under a supervisor that forwards signals and restarts "
         "crashed ones (default: %(default)s). The supervisor imports the -r modules and "
         "checks the server once first; each worker process imports them again",
+    )
+    add(
+        "--metrics-port",
+        metavar="PORT",
+        type=_port,
+        help="serve Prometheus metrics over HTTP on PORT, at /metrics (0: any free port, "
+        "logged). Needs the prometheus extra: pip install 'faktory-sansio[prometheus]'. Not "
+        "with --processes",
+    )
+    add(
+        "--metrics-address",
+        metavar="ADDRESS",
+        help=f"the address the metrics server listens on (default: {METRICS_ADDRESS}, every "
+        "IPv4 interface, for a scraper outside the machine or container; 127.0.0.1 keeps it "
+        "local)",
     )
     add("--version", action="version", version=f"{PROG} {core.__version__}")
     return parser
@@ -480,6 +508,7 @@ def _without(argv: Sequence[str], option: str, *, takes_value: bool) -> list[str
 def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
     given = given_options(options)
     _check_options(given)
+    _check_metrics_options(options)
     if not (options.require or options.check):
         raise UsageError("no job handlers: name the modules that register them with -r MODULE")
     if options.watch and not options.check:
@@ -502,12 +531,63 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
         from ._supervisor import supervise
 
         return supervise(_without(argv, "--processes", takes_value=True), options.processes)
+    if options.metrics_port is not None:
+        _serve_metrics(worker, options.metrics_port, options.metrics_address or METRICS_ADDRESS)
     try:
         code: int = worker.run()
     except Exception:
         _log.exception("the worker crashed")
         return EXIT_CRASHED
     return code
+
+
+def _check_metrics_options(options: argparse.Namespace) -> None:
+    """``--metrics-*``: given together, not with ``--processes``, and prometheus_client
+    importable (``--check`` checks that too)."""
+    if options.metrics_port is None:
+        if options.metrics_address is not None:
+            raise UsageError("--metrics-address needs --metrics-port")
+        return
+    if options.processes > 1:
+        raise UsageError(
+            "--metrics-port cannot be used with --processes: the worker processes would each "
+            "need a port. Run one worker process per container (or per port) instead"
+        )
+    _import_prometheus()
+
+
+def _import_prometheus() -> Any:
+    try:
+        return importlib.import_module("faktory_adapters.prometheus")
+    except ImportError as error:
+        reason = error.__cause__ or error  # "No module named 'prometheus_client'"
+        raise UsageError(
+            f"--metrics-port needs prometheus_client ({reason}); "
+            "install it with: pip install 'faktory-sansio[prometheus]'"
+        ) from None
+
+
+def _serve_metrics(worker: WorkerBase, port: int, address: str) -> None:
+    """Have ``worker`` count its jobs on prometheus_client's global registry (unless it does
+    already) and serve that registry over HTTP, on a thread of its own."""
+    prometheus = _import_prometheus()
+    from prometheus_client import REGISTRY, start_http_server
+
+    counted = any(
+        isinstance(observer, prometheus.PrometheusMetrics) and observer.registry is REGISTRY
+        for observer in worker._observers
+    )
+    if not counted:
+        with _usage_error("--metrics-port: "):  # a module registered metrics of these names
+            worker.observe(prometheus.PrometheusMetrics())
+    try:
+        server, _ = start_http_server(port, addr=address)
+    except OSError as error:
+        raise UsageError(
+            f"cannot serve metrics on {address} port {port}: {error.strerror or error}"
+        ) from None
+    host = f"[{address}]" if ":" in address else address
+    _log.info("serving metrics on http://%s:%d/metrics", host, server.server_port)
 
 
 @contextlib.contextmanager

@@ -59,7 +59,7 @@ def test_importing_the_package_imports_no_runtime() -> None:
 
     probe = (
         "import sys, faktory_adapters; "
-        "print(sorted(m for m in ('asyncio', 'gevent') if m in sys.modules))"
+        "print(sorted(m for m in ('asyncio', 'gevent', 'prometheus_client') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
@@ -73,6 +73,18 @@ def test_one_abort_exception_that_except_exception_does_not_catch() -> None:
     (kind,) = aborted
     assert issubclass(kind, BaseException)
     assert not issubclass(kind, Exception)
+
+
+def test_the_prometheus_module_without_prometheus_client_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; sys.modules['prometheus_client'] = None; import faktory_adapters.prometheus"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "faktory-sansio[prometheus]" in out.stderr
 
 
 def test_the_gevent_adapter_without_gevent_names_the_extra() -> None:
