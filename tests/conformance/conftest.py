@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import gevent
 import pytest
 
 from faktory_adapters import thread
@@ -12,9 +13,14 @@ from tests.support.server import FaktoryServer
 
 
 @pytest.fixture(params=ADAPTERS)
-def adapter(request: pytest.FixtureRequest) -> str:
-    """Each test taking it runs once per adapter."""
-    return str(request.param)
+def adapter(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test taking it runs once per adapter; a gevent one on a hub of its own."""
+    yield str(request.param)
+    if request.param == "gevent":
+        # The next gevent test gets a fresh hub and threadpool, as a process would. After
+        # some orders of tests, the shared hub's threadpool was left with dead threads it
+        # still counted, and a getaddrinfo queued there never ran.
+        gevent.get_hub().destroy(destroy_loop=True)
 
 
 @pytest.fixture
