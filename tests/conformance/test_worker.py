@@ -203,7 +203,9 @@ def test_a_second_sigterm_aborts_at_once(
 def test_sigtstp_stops_fetching_while_running_jobs_finish(
     faktory_server: FaktoryServer, client: BlockingClient, queue: str, adapter: str
 ) -> None:
-    first = push(client, queue, "Sleep", 1.0)
+    # Long enough that the quiet comes before the job ends, however loaded the machine: a job
+    # that ended first would have sent its ACK with the next FETCH, which may take `second`.
+    first = push(client, queue, "Sleep", 3.0)
     with worker(faktory_server, queue, adapter, "--concurrency", "1") as process:
         process.expect("started", first)  # the only slot is busy: no FETCH is in flight
         process.send(signal.SIGTSTP)
