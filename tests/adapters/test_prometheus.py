@@ -7,7 +7,6 @@ import contextlib
 import re
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,21 +16,19 @@ import gevent
 import pytest
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, start_http_server
-from prometheus_client.parser import text_string_to_metric_families
 
 from faktory_adapters import thread
 from faktory_adapters.prometheus import PrometheusMetrics
 from faktory_core import Job, Phase, WorkerConfig
 from faktory_core.machine_io import JobOutcome, JobReport
 from tests.support.adapters import ADAPTERS, WAIT, adapter_module, serve
+from tests.support.metrics import Samples, scrape
 from tests.support.server import FaktoryServer
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
+
 #: A scrape: each sample's value by its name and labels.
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
 @contextlib.contextmanager
 def metrics_endpoint(registry: CollectorRegistry) -> Iterator[str]:
     """``registry`` served over HTTP on a free port of 127.0.0.1; its URL."""
@@ -42,16 +39,6 @@ def metrics_endpoint(registry: CollectorRegistry) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         server_thread.join(WAIT)
-
-
-def scrape(url: str) -> Samples:
-    with urllib.request.urlopen(url, timeout=WAIT) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def sample(samples: Samples, name: str, **labels: str) -> float | None:
@@ -112,7 +99,7 @@ def test_a_worker_draining_jobs_counts_them_and_serves_them_while_they_run(
         def scrape_while_blocked() -> None:
             try:
                 if blocked.wait(WAIT):
-                    seen.update(scrape(url))
+                    seen.update(scrape(url, WAIT))
             except BaseException as error:
                 errors.append(error)
             finally:
@@ -122,7 +109,7 @@ def test_a_worker_draining_jobs_counts_them_and_serves_them_while_they_run(
         prober.start()
         assert serve(adapter, worker) == 0
         prober.join(WAIT)
-        final = scrape(url)
+        final = scrape(url, WAIT)
     assert not errors
 
     # While PromBlocked ran: one running, started and not ended; the worker's two slots.

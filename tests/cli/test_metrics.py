@@ -8,39 +8,26 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from faktory_adapters.thread import Client
 from tests.cli.command import ROOT, Command, run
 from tests.cli.test_cli import one_error_line, token
+from tests.support.metrics import Samples, scrape
 from tests.support.server import FaktoryServer
 
 #: How long the metrics may take to show what the worker did: a scrape has no event to await.
 SCRAPE_TIMEOUT = 20.0
 SCRAPE_INTERVAL = 0.05
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(url: str) -> Samples:
-    with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
 
 def scrape_until(url: str, done: Callable[[Samples], bool]) -> Samples:
     """Scrape ``url`` until ``done(samples)``, for SCRAPE_TIMEOUT s at most."""
     deadline = time.monotonic() + SCRAPE_TIMEOUT
     while True:
-        samples = scrape(url)
+        samples = scrape(url, SCRAPE_TIMEOUT)
         if done(samples):
             return samples
         if time.monotonic() > deadline:
