@@ -12,8 +12,8 @@ from faktory_core import __version__ as __version__
 
 from . import _logging
 from ._jobs import Jobs, JobType
-from ._observe import WorkerObserver
+from ._observe import ClientObserver, PushOutcome, WorkerObserver
 
 _logging.install()
 
-__all__ = ["JobType", "Jobs", "WorkerObserver"]
+__all__ = ["ClientObserver", "JobType", "Jobs", "PushOutcome", "WorkerObserver"]

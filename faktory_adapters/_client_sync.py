@@ -29,7 +29,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, TypeVar
 
 import faktory_core as core
 from faktory_core import ArgumentTypeError, Job, commands, events
@@ -44,9 +44,11 @@ from ._common import (
     InvalidJobError,
     ServerReplyError,
     broke_during,
+    describe_error,
     expect,
     handshake_closed,
     handshake_failure,
+    logger,
     new_jid,
     outcome_unknown,
     resolve_url,
@@ -54,9 +56,13 @@ from ._common import (
     unusable,
 )
 from ._net_thread import Lock, LoopBinding, Stream, Waker, clock, connect
+from ._observe import ClientObserver, PushOutcome
 from ._options import check_callable, check_ssl_context
 
 __all__ = ["Client"]
+
+_log: Final = logger.getChild("client")
+_O = TypeVar("_O", bound=ClientObserver)
 
 #: How many connections a call tries when each breaks before its command is written (so it
 #: surely was not carried out, and may go on another).
@@ -128,6 +134,7 @@ class Client:
         self._links: list[_Link] = []  # open or opening, fit for new calls
         self._loop_binding = LoopBinding()
         self._closed = False
+        self._observers: tuple[ClientObserver, ...] = ()
 
     def __enter__(self) -> Self:
         return self
@@ -151,6 +158,17 @@ class Client:
         deadline = clock() + self._timeout
         for link in idle:
             link.end(deadline)
+
+    def observe(self, observer: _O) -> _O:
+        """Tell ``observer`` (a :class:`~faktory_adapters.ClientObserver`) of every job
+        pushed from now on, before and after; return it."""
+        if not isinstance(observer, ClientObserver):
+            raise ArgumentTypeError(
+                f"observe(observer): observer must be a faktory_adapters.ClientObserver, got "
+                f"{type(observer).__name__}"
+            )
+        self._observers = (*self._observers, observer)
+        return observer
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -179,9 +197,21 @@ class Client:
             )
         elif args or options:
             raise ArgumentTypeError("push(job) takes no args or options: they are the Job's fields")
-        event = self._run(_Call(commands.Push(job=job), self._timeout))
-        if type(event) is not events.OK:
-            expect(event, events.OK)
+        observers = self._observers
+        if observers:
+            job = _pushing(observers, job)
+        call = _Call(commands.Push(job=job), self._timeout)
+        try:
+            event = self._run(call)
+            if type(event) is not events.OK:
+                expect(event, events.OK)
+        except BaseException as error:
+            if observers:
+                outcome = _push_outcome(error, written=call.written)
+                _pushed(observers, (job,), outcome, describe_error(error))
+            raise
+        if observers:
+            _pushed(observers, (job,), PushOutcome.PUSHED, None)
         return job.jid
 
     def push_bulk(self, jobs: Iterable[Job]) -> dict[str, str]:
@@ -193,15 +223,28 @@ class Client:
         or may not have been pushed, and not sent.
         """
         pushes = commands.bulk_pushes(jobs)
+        observers = self._observers
+        if observers:  # each job as its observers would push it (all checked first)
+            pushes = commands.bulk_pushes(
+                _pushing(observers, job) for push in pushes for job in push.jobs
+            )
         refused: dict[str, str] = {}
         for index, command in enumerate(pushes):
             call = _Call(command, self._timeout)
             try:
                 event = expect(self._run(call), events.BulkPushed)
-            except FaktoryError as error:
-                _bulk_failed(error, pushes, index, refused, written=call.written)
+            except BaseException as error:
+                if isinstance(error, FaktoryError):
+                    _bulk_failed(error, pushes, index, refused, written=call.written)
+                if observers:
+                    _bulk_pushes_ended(observers, pushes[index:], error, written=call.written)
                 raise
             refused.update(event.errors)
+            if observers:
+                for job in command.jobs:
+                    error_text = event.errors.get(job.jid)
+                    outcome = PushOutcome.PUSHED if error_text is None else PushOutcome.REFUSED
+                    _pushed(observers, (job,), outcome, error_text)
         return refused
 
     def fetch(self, *queues: str) -> Job | None:
@@ -1040,6 +1083,64 @@ def _wake(call: _Call) -> None:
     if waker is not None:
         call.waker = None
         waker.wake()
+
+
+def _pushing(observers: tuple[ClientObserver, ...], job: Job) -> Job:
+    """``job`` as ``observers`` would push it: each may return a changed copy."""
+    for observer in observers:
+        try:
+            changed = observer.pushing(job)
+        except Exception:
+            _log.exception("client observer %r failed in pushing", observer)
+            continue
+        if not isinstance(changed, Job) or changed.jid != job.jid:
+            _log.error(
+                "client observer %r: pushing() must return the job, or a Job with the same "
+                "jid; got %r (ignored)",
+                observer,
+                changed,
+            )
+            continue
+        job = changed
+    return job
+
+
+def _pushed(
+    observers: tuple[ClientObserver, ...],
+    jobs: Iterable[Job],
+    outcome: PushOutcome,
+    error: str | None,
+) -> None:
+    """Tell ``observers`` how the push of each of ``jobs`` ended (one that raises is
+    logged: it never changes the push's result)."""
+    for job in jobs:
+        for observer in observers:
+            try:
+                observer.pushed(job, outcome, error)
+            except Exception:
+                _log.exception("client observer %r failed in pushed", observer)
+
+
+def _push_outcome(error: BaseException, *, written: bool) -> PushOutcome:
+    """How a push that raised ``error`` ended, its command ``written`` or not."""
+    if isinstance(error, ServerReplyError):
+        return PushOutcome.REFUSED
+    return PushOutcome.UNKNOWN if written else PushOutcome.NOT_SENT
+
+
+def _bulk_pushes_ended(
+    observers: tuple[ClientObserver, ...],
+    pushes: tuple[commands.PushBulk, ...],
+    error: BaseException,
+    *,
+    written: bool,
+) -> None:
+    """Tell ``observers`` of the jobs of ``pushes``: the first failed with ``error``, the
+    others were not sent."""
+    text = describe_error(error)
+    _pushed(observers, pushes[0].jobs, _push_outcome(error, written=written), text)
+    later = [job for push in pushes[1:] for job in push.jobs]
+    _pushed(observers, later, PushOutcome.NOT_SENT, f"not sent: an earlier command failed ({text})")
 
 
 def _bulk_failed(

@@ -441,6 +441,12 @@ def rss_kb() -> int | None:
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def describe_error(error: BaseException) -> str:
+    """An exception in a few words: its type, and its message if it has one."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def job_error(error: BaseException) -> JobError:
     """The FAIL report of an exception: its type, its message and its traceback's lines (the
     worker machine keeps as many as the job's ``backtrace`` setting asks for)."""

@@ -35,7 +35,7 @@ from faktory_core.machine_io import (
 )
 
 from . import _logging
-from ._common import job_error, logger
+from ._common import describe_error, job_error, logger
 from ._heartbeat import HeartbeatThread
 
 if TYPE_CHECKING:
@@ -185,6 +185,7 @@ class Driver:
         self._feeding = False
         self._started = False
         self._now = 0.0
+        self._connections = (0, 0)  # what observers were told: ready links, reconnects
         self._actions: dict[type[Action], Callable[[Any], None]] = {
             Write: self._write,
             Connect: self._connect,
@@ -304,11 +305,20 @@ class Driver:
                 for action in handle(inbox.popleft(), self._now):
                     actions[type(action)](action)
             if self.observers:
-                for report in self.machine.take_reports():
-                    self._tell("job_ended", report)
+                self._tell_observers()
             self.runtime.arm_timer(self.machine.next_deadline)
         finally:
             self._feeding = False
+
+    def _tell_observers(self) -> None:
+        """Tell observers how jobs ended, and how the connections changed, since last time."""
+        machine = self.machine
+        for report in machine.take_reports():
+            self._tell("job_ended", report)
+        connections = (machine.ready_links, machine.reconnects)
+        if connections != self._connections:
+            self._connections = connections
+            self._tell("connections_changed", *connections)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -323,7 +333,9 @@ class Driver:
         """Log a job that raised ``error`` and return its report (``error`` is kept for
         drain() to re-raise)."""
         self.worker._job_raised(error)
-        self._say(logging.ERROR, context, "failed after %s: %s", _describe(error), exc_info=error)
+        self._say(
+            logging.ERROR, context, "failed after %s: %s", describe_error(error), exc_info=error
+        )
         return job_error(error)
 
     def cancelled(self, context: JobContextBase) -> None:
@@ -421,9 +433,3 @@ class Driver:
                 log.exception(
                     "worker %s: observer %r failed in %s", self.worker.wid, observer, method
                 )
-
-
-def _describe(error: BaseException) -> str:
-    """An exception in a few words: its type, and its message if it has one."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -218,6 +218,21 @@ class LinkMachine(Generic[L]):
         self._trouble_warned = False  # this episode has given its WARNING
         #: Whether the server ever accepted a HELLO of this machine.
         self._accepted_once = False
+        self._ready_links = 0
+        self._reconnects = 0
+        self._served_links: set[int] = set()  # links that were READY once
+
+    @property
+    def ready_links(self) -> int:
+        """How many of the machine's connections are ready now (the server accepted their
+        HELLO, and they are not lost since)."""
+        return self._ready_links
+
+    @property
+    def reconnects(self) -> int:
+        """How many times a connection that had been ready was ready again, after it was
+        lost (a restarted server, a broken network)."""
+        return self._reconnects
 
     def handle(self, event: MachineInput, now: float) -> list[Action]:
         """Take one input at time ``now``; return the actions to carry out, in order.
@@ -433,8 +448,15 @@ class LinkMachine(Generic[L]):
     def _move(self, link: Link, link_input: LinkInput) -> None:
         """Move ``link`` by ``link_input``, keeping count of the links not settled."""
         before = link.status in _SETTLED
+        was_ready = link.status is LinkStatus.READY
         link.move(link_input)
         self._unsettled += before - (link.status in _SETTLED)
+        ready = link.status is LinkStatus.READY
+        self._ready_links += ready - was_ready
+        if ready and not was_ready:
+            if link.id in self._served_links:
+                self._reconnects += 1
+            self._served_links.add(link.id)
 
     def _drop(
         self,

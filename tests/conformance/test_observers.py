@@ -26,6 +26,7 @@ class Recorder(WorkerObserver):
         self.started: list[tuple[str, float]] = []
         self.ended: list[JobReport] = []
         self.phases: list[Phase] = []
+        self.connections: list[tuple[int, int]] = []
 
     def serving(self, config: WorkerConfig) -> None:
         self.config = config
@@ -38,6 +39,9 @@ class Recorder(WorkerObserver):
 
     def phase_changed(self, phase: Phase) -> None:
         self.phases.append(phase)
+
+    def connections_changed(self, ready: int, reconnects: int) -> None:
+        self.connections.append((ready, reconnects))
 
 
 class Broken(WorkerObserver):
@@ -94,6 +98,9 @@ def test_observers_hear_every_job_start_and_end(
             assert report.started == started_at[report.job.jid]
             assert report.duration >= 0
     assert recorder.phases[-1] is Phase.EXITED
+    # Every job connection was ready, then closed at the end; none was lost.
+    assert max(ready for ready, _ in recorder.connections) == recorder.config.job_links
+    assert recorder.connections[-1] == (0, 0)
     # The broken observer was logged at every report, and cost nothing: every job was
     # reported to the server (none left in the queue, none reserved).
     failures = [r for r in caplog.records if "observer" in r.getMessage()]

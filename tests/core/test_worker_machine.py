@@ -18,6 +18,7 @@ from hypothesis.stateful import (
 )
 
 from faktory_core import Phase, Trigger, WorkerConfig
+from faktory_core._links import LinkStatus
 from faktory_core.machine_io import (
     AbortJob,
     AbortReason,
@@ -119,6 +120,7 @@ class WorkerMachine(RuleBasedStateMachine):
         self.outcomes: dict[str, list[tuple[int | None, str, dict[str, Any]]]] = {}
         self.expected: dict[str, tuple[str, str | None]] = {}  # jid -> (verb, errtype)
         self.reports: dict[str, JobReport] = {}  # jid -> take_reports()'s report
+        self.reconnects_seen = 0
         self.last_io: dict[str, float] = {}
         self.exited_at: float | None = None
         self.shutdown_aborts = False
@@ -554,6 +556,17 @@ class WorkerMachine(RuleBasedStateMachine):
         assert not free, f"{unsettled} owed while {free} free"
         if any(jid in self.outcomes for jid in unsettled):
             event("a report taken back from a dropped link waits for a free one")
+
+    @invariant()
+    def ready_links_are_counted(self) -> None:
+        """``ready_links`` is the number of links READY now; ``reconnects`` never falls."""
+        machine = self.driver.worker
+        ready = [link for link in machine._links if link.status is LinkStatus.READY]
+        assert machine.ready_links == len(ready)
+        assert machine.reconnects >= self.reconnects_seen
+        self.reconnects_seen = machine.reconnects
+        if machine.reconnects:
+            event("a link was ready again after it was lost")
 
     @invariant()
     def slots_are_not_connections(self) -> None:
