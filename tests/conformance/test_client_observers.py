@@ -95,7 +95,8 @@ def test_a_refused_push_is_told_and_raised(client: Any) -> None:
         client.push(job)
     [(jid, outcome, error, _)] = stamper.ended
     assert (jid, outcome) == (job.jid, PushOutcome.REFUSED)
-    assert error is not None and error.startswith("ServerReplyError: ERR jobs cannot be reserved")
+    assert error is not None
+    assert error.startswith("ServerReplyError: ERR jobs cannot be reserved")
 
 
 def test_a_push_to_no_server_is_not_sent(faktory_server: FaktoryServer) -> None:
@@ -105,7 +106,8 @@ def test_a_push_to_no_server_is_not_sent(faktory_server: FaktoryServer) -> None:
             client.push("Nowhere")
         [(_, outcome, error, _)] = stamper.ended
         assert outcome is PushOutcome.NOT_SENT
-        assert error is not None and "FaktoryConnectionError" in error
+        assert error is not None
+        assert "FaktoryConnectionError" in error
 
 
 def test_an_observer_that_raises_costs_no_push(
@@ -118,9 +120,10 @@ def test_an_observer_that_raises_costs_no_push(
     assert [outcome for _, outcome, _, _ in stamper.ended] == [PushOutcome.PUSHED]
     failures = [record.getMessage() for record in caplog.records]
     assert len(failures) == 2
-    assert "failed in pushing" in failures[0] and "failed in pushed" in failures[1]
+    assert "failed in pushing" in failures[0]
+    assert "failed in pushed" in failures[1]
 
 
 def test_observe_takes_only_client_observers(client: Any) -> None:
-    with pytest.raises(TypeError, match="must be a faktory_adapters.ClientObserver"):
+    with pytest.raises(TypeError, match=r"must be a faktory_adapters\.ClientObserver"):
         client.observe(object())
