@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo server browser clean
+.PHONY: test demo server browser prometheus clean
 
 # Test processes (pytest-xdist), each with servers of its own. Most tests wait on servers and
 # subprocesses, so 4 finish sooner than 2 even on 2 cores.
@@ -12,7 +12,7 @@ TEST_PROCESSES ?= 4
 
 # The core and conformance suites on every other supported Python found here, then the full
 # suite, last, on .venv's Python.
-test: $(STAMP) server browser
+test: $(STAMP) server browser prometheus
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy faktory_core faktory_adapters
@@ -32,6 +32,11 @@ server:
 # Installs Debian's Chromium when it is missing, for the docs site's smoke test.
 browser:
 	scripts/install-browser
+
+# Installs Debian's prometheus (and promtool) when it is missing, for the metrics tests that
+# run a real Prometheus; its own service is not started.
+prometheus:
+	scripts/install-prometheus
 
 $(STAMP): pyproject.toml faktory_core/__init__.py  # the version is read from there at install
 	$(PYTHON) -m venv $(VENV)
