@@ -5,7 +5,8 @@ options given on the command line over its own) or makes one of the chosen adapt
 every :class:`~faktory_adapters.Jobs` they define, checks that the server answers, and runs
 the worker with its signals: TERM/INT stop (a second one aborts at once), TSTP quiets, TTIN
 logs stacks. ``--processes N`` runs N such workers under a supervisor; ``--watch`` restarts
-the worker when a ``.py`` file changes; ``--metrics-port`` serves Prometheus metrics.
+the worker when a ``.py`` file changes; ``--metrics-port`` serves Prometheus metrics (with
+``--processes``, the supervisor serves the sum of its worker processes').
 
 Exit codes (names in ``faktory_adapters._exits``):
 
@@ -70,6 +71,9 @@ LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Where ``--metrics-port`` listens by default: every IPv4 interface, since Prometheus scrapes
 #: from outside the machine or container.
 METRICS_ADDRESS: Final = "0.0.0.0"
+#: What a supervisor serving ``--metrics-port`` gives its worker processes instead (not in
+#: ``--help``): count the metrics in prometheus_client's multiprocess files, serve nothing.
+METRICS_FOR_SUPERVISOR: Final = "--metrics-for-supervisor"
 #: The reachability check's two bounds: on opening the connection (TCP, TLS and the Faktory
 #: handshake together), then on the whole INFO reply. So it ends within twice this.
 CHECK_TIMEOUT: Final = 5.0
@@ -282,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         type=_port,
         help="serve Prometheus metrics over HTTP on PORT, at /metrics (0: any free port, "
-        "logged). Needs the prometheus extra: pip install 'faktory-sansio[prometheus]'. Not "
-        "with --processes",
+        "logged). Needs the prometheus extra: pip install 'faktory-sansio[prometheus]'. With "
+        "--processes, the supervisor serves the sum of the worker processes' metrics",
     )
     add(
         "--metrics-address",
@@ -292,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         "IPv4 interface, for a scraper outside the machine or container; 127.0.0.1 keeps it "
         "local)",
     )
+    add(METRICS_FOR_SUPERVISOR, action="store_true", help=argparse.SUPPRESS)
     add("--version", action="version", version=f"{PROG} {core.__version__}")
     return parser
 
@@ -528,11 +533,11 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
         print(f"{PROG}: ok: Faktory {version} at {url}")
         return EXIT_CLEAN
     if options.processes > 1:
-        from ._supervisor import supervise
-
-        return supervise(_without(argv, "--processes", takes_value=True), options.processes)
+        return _supervise(options, _without(argv, "--processes", takes_value=True))
     if options.metrics_port is not None:
         _serve_metrics(worker, options.metrics_port, options.metrics_address or METRICS_ADDRESS)
+    elif options.metrics_for_supervisor:
+        _count_metrics_for_supervisor(worker)
     try:
         code: int = worker.run()
     except Exception:
@@ -541,18 +546,33 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
     return code
 
 
+def _supervise(options: argparse.Namespace, argv: list[str]) -> int:
+    """``--processes``: the worker processes run with ``argv``; with ``--metrics-port``, they
+    count their metrics for the supervisor, which serves them."""
+    from ._supervisor import SharedMetrics, supervise
+
+    if options.metrics_port is None:
+        return supervise(argv, options.processes)
+    port, address = options.metrics_port, options.metrics_address or METRICS_ADDRESS
+    argv = _without(argv, "--metrics-port", takes_value=True)
+    argv = [*_without(argv, "--metrics-address", takes_value=True), METRICS_FOR_SUPERVISOR]
+    try:
+        metrics = SharedMetrics(port, address)
+    except OSError as error:
+        raise _unservable(port, address, error) from None
+    with metrics:
+        _log.info("serving metrics on %s", metrics.url)
+        return supervise(argv, options.processes, metrics)
+
+
 def _check_metrics_options(options: argparse.Namespace) -> None:
-    """``--metrics-*``: given together, not with ``--processes``, and prometheus_client
-    importable (``--check`` checks that too)."""
+    """``--metrics-*``: given together, and prometheus_client importable (``--check`` checks
+    that too)."""
     if options.metrics_port is None:
         if options.metrics_address is not None:
             raise UsageError("--metrics-address needs --metrics-port")
-        return
-    if options.processes > 1:
-        raise UsageError(
-            "--metrics-port cannot be used with --processes: the worker processes would each "
-            "need a port. Run one worker process per container (or per port) instead"
-        )
+        if not options.metrics_for_supervisor:
+            return
     _import_prometheus()
 
 
@@ -568,26 +588,30 @@ def _import_prometheus() -> Any:
 
 
 def _serve_metrics(worker: WorkerBase, port: int, address: str) -> None:
-    """Have ``worker`` count its jobs on prometheus_client's global registry (unless it does
-    already) and serve that registry over HTTP, on a thread of its own."""
+    """``prometheus.serve_metrics``, its errors one line each."""
     prometheus = _import_prometheus()
-    from prometheus_client import REGISTRY, start_http_server
-
-    counted = any(
-        isinstance(observer, prometheus.PrometheusMetrics) and observer.registry is REGISTRY
-        for observer in worker._observers
-    )
-    if not counted:
-        with _usage_error("--metrics-port: "):  # a module registered metrics of these names
-            worker.observe(prometheus.PrometheusMetrics())
     try:
-        server, _ = start_http_server(port, addr=address)
+        with _usage_error("--metrics-port: "):  # a module registered metrics of these names
+            server, _ = prometheus.serve_metrics(worker, port, address)
     except OSError as error:
-        raise UsageError(
-            f"cannot serve metrics on {address} port {port}: {error.strerror or error}"
-        ) from None
-    host = f"[{address}]" if ":" in address else address
-    _log.info("serving metrics on http://%s:%d/metrics", host, server.server_port)
+        raise _unservable(port, address, error) from None
+    _log.info("serving metrics on %s", prometheus._metrics_url(address, server.server_port))
+
+
+def _unservable(port: int, address: str, error: OSError) -> UsageError:
+    return UsageError(f"cannot serve metrics on {address} port {port}: {error.strerror or error}")
+
+
+def _count_metrics_for_supervisor(worker: WorkerBase) -> None:
+    """A worker process of a supervisor serving ``--metrics-port``: count the worker's metrics,
+    unless a PrometheusMetrics of its own does already (in multiprocess mode, every registry's
+    metrics go to the files the supervisor serves)."""
+    prometheus = _import_prometheus()
+    if not any(
+        isinstance(observer, prometheus.PrometheusMetrics) for observer in worker._observers
+    ):
+        with _usage_error("--metrics-port: "):
+            worker.observe(prometheus.PrometheusMetrics())
 
 
 @contextlib.contextmanager

@@ -6,6 +6,9 @@ capped exponential backoff, and exits once all have stopped, with the highest ex
 them. A worker that exits by itself with 0 or 1 (a terminate from the Web UI, ``--burst``),
 or with 2 or 3 (its configuration or the server), is not restarted. The processes get TERM
 if the supervisor dies (Linux), so none outlives it.
+
+With ``--metrics-port``, the supervisor serves the metrics of every worker process, added up
+(:class:`SharedMetrics`); the worker processes open no port.
 """
 
 from __future__ import annotations
@@ -16,18 +19,20 @@ import fcntl
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Final
 
 from ._exits import EXIT_CLEAN, EXIT_UNREACHABLE
 
-__all__ = ["SignalInbox", "exit_code", "spawn", "supervise"]
+__all__ = ["SharedMetrics", "SignalInbox", "exit_code", "spawn", "supervise"]
 
 #: The signals a parent passes on to its worker processes.
 FORWARDED: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGTSTP, signal.SIGTTIN)
@@ -84,14 +89,16 @@ def _note(signum: int, frame: object) -> None:
     """The signal is in the inbox; nothing else to do here."""
 
 
-def spawn(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
     """``python -m faktory_adapters ARGV`` in its own process group, so a terminal's Ctrl-C
-    reaches it once, through its parent; it gets TERM if the parent dies (Linux)."""
+    reaches it once, through its parent; it gets TERM if the parent dies (Linux). ``env``:
+    its environment, if not this process's."""
     return subprocess.Popen(
         [sys.executable, "-m", "faktory_adapters", *argv],
         stdin=subprocess.DEVNULL,
         process_group=0,
         preexec_fn=death_signal(),
+        env=env,
     )
 
 
@@ -122,6 +129,57 @@ def _load_prctl() -> Callable[..., int] | None:
     return prctl
 
 
+class SharedMetrics:
+    """One metrics endpoint for every worker process: ``--metrics-port`` with ``--processes``.
+
+    The worker processes count their metrics in files of a private directory (prometheus_client's
+    multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` in their environment, :attr:`env`), and the
+    supervisor serves the sum on ``address`` and ``port`` from the start. When a process ends,
+    :meth:`process_ended` takes its gauges' files away, so its slots and running jobs no longer
+    count; its counters and histograms stay in the sums, as they should. :meth:`close` stops
+    serving and removes the directory. ``OSError`` if the port cannot be had.
+    """
+
+    def __init__(self, port: int, address: str) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        from .prometheus import _metrics_url
+
+        self.directory = tempfile.mkdtemp(prefix="faktory-metrics-")
+        try:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.directory)  # type: ignore[no-untyped-call]
+            self._server, _ = start_http_server(port, addr=address, registry=registry)
+        except BaseException:
+            shutil.rmtree(self.directory)
+            raise
+        #: The worker processes' environment.
+        self.env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": self.directory}
+        self.url = _metrics_url(address, self._server.server_port)
+
+    def process_ended(self, pid: int) -> None:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(pid, self.directory)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self._server.shutdown()  # returns once its thread stopped serving
+        self._server.server_close()
+        shutil.rmtree(self.directory)
+
+    def __enter__(self) -> SharedMetrics:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 def exit_code(returncode: int) -> int:
     """A process's exit code, or 128+N when it was killed by signal N (as shells report it)."""
     return 128 - returncode if returncode < 0 else returncode
@@ -139,8 +197,8 @@ class _Slot:
         self.restart_at: float | None = None
         self.code = EXIT_CLEAN
 
-    def start(self, argv: Sequence[str]) -> None:
-        self.process = spawn(argv)
+    def start(self, argv: Sequence[str], env: Mapping[str, str] | None) -> None:
+        self.process = spawn(argv, env)
         self.sent = set()
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -151,10 +209,11 @@ class _Slot:
             self.sent.add(signum)
             self.process.send_signal(signum)
 
-    def reap(self, restarts: bool) -> None:
-        """If the process has ended: note its code and whether to restart it."""
+    def reap(self, restarts: bool) -> int | None:
+        """If the process has ended: note its code and whether to restart it, and return its
+        pid."""
         if self.process is None or self.process.poll() is None:
-            return
+            return None
         returncode, pid = self.process.returncode, self.process.pid
         self.process = None
         self.code = exit_code(returncode)
@@ -164,7 +223,7 @@ class _Slot:
             unexpected = returncode > EXIT_UNREACHABLE  # 0 to 3 are a worker's own decisions
         if not unexpected:
             _log.info("worker process %d (pid %d) exited with %d", self.number, pid, self.code)
-            return
+            return pid
         how = (
             f"was killed by {signal.Signals(-returncode).name}"
             if returncode < 0
@@ -172,7 +231,7 @@ class _Slot:
         )
         if not restarts:
             _log.warning("worker process %d (pid %d) %s", self.number, pid, how)
-            return
+            return pid
         now = time.monotonic()
         self.crashes = 1 if now - self.started_at > RESTART_DELAY_CAP else self.crashes + 1
         delay = min(RESTART_DELAY_CAP, RESTART_DELAY * 2 ** (self.crashes - 1))
@@ -180,22 +239,27 @@ class _Slot:
         _log.warning(
             "worker process %d (pid %d) %s; restarting it in %g s", self.number, pid, how, delay
         )
+        return pid
 
 
-def supervise(argv: Sequence[str], count: int) -> int:
-    """Run ``count`` workers with ``argv`` until all have stopped; the highest exit code."""
+def supervise(argv: Sequence[str], count: int, metrics: SharedMetrics | None = None) -> int:
+    """Run ``count`` workers with ``argv`` until all have stopped; the highest exit code.
+    With ``metrics``, they count in its directory, and each one's end is told to it."""
     slots = [_Slot(number) for number in range(1, count + 1)]
+    env = None if metrics is None else metrics.env
     stopping = quiet = False
     with SignalInbox(FORWARDED) as inbox:
         for slot in slots:
-            slot.start(argv)
+            slot.start(argv, env)
         while True:
             for slot in slots:
-                slot.reap(restarts=not (stopping or quiet))
+                ended = slot.reap(restarts=not (stopping or quiet))
+                if ended is not None and metrics is not None:
+                    metrics.process_ended(ended)
                 if slot.restart_at is not None and (stopping or quiet):
                     slot.restart_at = None  # a stopping or quiet supervisor starts nothing
                 if slot.restart_at is not None and slot.restart_at <= time.monotonic():
-                    slot.start(argv)
+                    slot.start(argv, env)
             if all(slot.process is None and slot.restart_at is None for slot in slots):
                 break
             restarts = [slot.restart_at for slot in slots if slot.restart_at is not None]

@@ -1,15 +1,23 @@
-"""Prometheus metrics for workers: ``worker.observe(PrometheusMetrics())``.
+"""Prometheus metrics for workers and clients: ``worker.observe(PrometheusMetrics())``,
+``client.observe(PrometheusMetrics())``.
 
 It needs the ``prometheus`` extra (``pip install 'faktory-sansio[prometheus]'``), which brings
-``prometheus_client``; serve the metrics with ``prometheus_client.start_http_server(port)``,
-or run ``faktory-worker --metrics-port PORT``. Every metric, and queries to start with:
+``prometheus_client``. Serve a worker's metrics with :func:`serve_metrics`, or run
+``faktory-worker --metrics-port PORT``. Every metric, and queries to start with:
 docs/operations.md.
 """
 
 from __future__ import annotations
 
 try:
-    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client import (
+        REGISTRY,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        start_http_server,
+    )
 except ImportError as missing:  # pragma: no cover - depends on the environment
     raise ImportError(
         "faktory_adapters.prometheus needs prometheus_client: "
@@ -19,16 +27,22 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
 import threading
 import time
 import weakref
+import wsgiref.simple_server
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from faktory_core import Job, Phase, WorkerConfig
 from faktory_core.machine_io import JobReport
 
-from ._observe import WorkerObserver
+from ._observe import ClientObserver, PushOutcome, WorkerObserver
 
-__all__ = ["DEFAULT_BUCKETS", "PrometheusMetrics"]
+if TYPE_CHECKING:  # full names: the docs link them
+    import faktory_adapters.asyncio
+    import faktory_adapters.gevent
+    import faktory_adapters.thread
+
+__all__ = ["DEFAULT_BUCKETS", "PrometheusMetrics", "serve_metrics"]
 
 # fmt: off
 #: The buckets of the duration and queue latency histograms, in seconds: background jobs
@@ -44,7 +58,13 @@ _JOB: Final = ("queue", "jobtype")
 
 class _Metrics:
     """The metrics of one namespace on one registry, shared by every PrometheusMetrics that
-    uses them: a registry takes each name once."""
+    uses them: a registry takes each name once.
+
+    The gauges say what live workers are doing: under prometheus_client's multiprocess mode
+    (``faktory-worker --processes``) they add up the processes still running (``livesum``),
+    so a killed process's slots and running jobs stop counting once its supervisor marks it
+    dead.
+    """
 
     def __init__(
         self, registry: CollectorRegistry, namespace: str, buckets: tuple[float, ...]
@@ -77,22 +97,41 @@ class _Metrics:
             registry=None,
             buckets=buckets,
         )
-        self.running = Gauge("jobs_running", "Jobs running now.", _JOB, namespace=ns, registry=None)
-        self.slots = Gauge(
-            "worker_job_slots",
-            "Jobs the serving workers can run at once (their concurrency).",
-            namespace=ns,
-            registry=None,
+        self.running = _live_gauge(ns, "jobs_running", "Jobs running now.", _JOB)
+        self.slots = _live_gauge(
+            ns, "worker_job_slots", "Jobs the serving workers can run at once (their concurrency)."
         )
-        self.phase = Gauge(
+        self.phase = _live_gauge(
+            ns,
             "worker_phase",
             "Workers in each phase (running, quiet, draining, stopping, aborting, ending, exited).",
             ("phase",),
-            namespace=ns,
-            registry=None,
         )
         for phase in Phase:
             self.phase.labels(_phase_name(phase))  # each phase shows, at 0
+        self.connections = _live_gauge(
+            ns,
+            "worker_job_connections",
+            "Job connections the serving workers keep to the server (not the heartbeat's).",
+        )
+        self.ready_connections = _live_gauge(
+            ns,
+            "worker_ready_job_connections",
+            "Job connections ready now: the server accepted their HELLO.",
+        )
+        self.reconnects = Counter(
+            "worker_reconnects",
+            "Times a job connection was ready again after it was lost.",
+            namespace=ns,
+            registry=None,
+        )
+        self.pushes = Counter(
+            "pushes",
+            "Jobs clients pushed, by outcome (pushed, refused, unknown, not_sent).",
+            ("queue", "jobtype", "outcome"),
+            namespace=ns,
+            registry=None,
+        )
         collectors = (
             self.started,
             self.ended,
@@ -101,6 +140,10 @@ class _Metrics:
             self.running,
             self.slots,
             self.phase,
+            self.connections,
+            self.ready_connections,
+            self.reconnects,
+            self.pushes,
         )
         registered = []
         try:
@@ -111,10 +154,22 @@ class _Metrics:
             for collector in registered:
                 registry.unregister(collector)
             raise ValueError(
-                f"cannot register the worker metrics on this registry ({error}): something "
+                f"cannot register the faktory metrics on this registry ({error}): something "
                 "else already uses these names; give PrometheusMetrics another namespace= "
                 "or registry="
             ) from None
+
+
+def _live_gauge(namespace: str, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+    """A gauge of the live workers: the sum over live processes in multiprocess mode."""
+    return Gauge(
+        name,
+        documentation,
+        labels,
+        namespace=namespace,
+        registry=None,
+        multiprocess_mode="livesum",
+    )
 
 
 _SHARED: Final[weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Metrics]]] = (
@@ -160,14 +215,15 @@ def _queue_latency(job: Job, now: float) -> float | None:
     return max(0.0, now - enqueued.timestamp())
 
 
-class PrometheusMetrics(WorkerObserver):
-    """A worker's jobs and phase as Prometheus metrics, on ``registry`` (by default
-    prometheus_client's global one), named ``<namespace>_...``.
+class PrometheusMetrics(WorkerObserver, ClientObserver):
+    """A worker's jobs, phase and connections, and a client's pushes, as Prometheus metrics,
+    on ``registry`` (by default prometheus_client's global one), named ``<namespace>_...``.
 
-    Give each Worker its own: ``worker.observe(PrometheusMetrics())``. Several on one registry
-    and namespace (several Workers in one process) share its metrics, so the counts are the
-    process's. ``buckets`` are those of the duration and queue latency histograms (the same
-    for every PrometheusMetrics of a registry and namespace).
+    Give each Worker its own: ``worker.observe(PrometheusMetrics())``. Clients may share one,
+    a worker's included: ``client.observe(metrics)`` (its pushes may come from many threads
+    at once). Several on one registry and namespace (several Workers in one process) share its
+    metrics, so the counts are the process's. ``buckets`` are those of the duration and queue
+    latency histograms (the same for every PrometheusMetrics of a registry and namespace).
     """
 
     def __init__(
@@ -184,6 +240,9 @@ class PrometheusMetrics(WorkerObserver):
         self._slots = 0
         self._phase: Phase | None = None
         self._running: dict[str, tuple[str, str]] = {}  # started jobs not ended, by jid
+        self._connections = 0  # the worker's job connections, and those ready
+        self._ready = 0
+        self._reconnects = 0  # the run's reconnects counted so far
 
     def serving(self, config: WorkerConfig) -> None:
         if self._wid is not None:
@@ -196,6 +255,9 @@ class PrometheusMetrics(WorkerObserver):
         self._wid = config.wid
         self._slots = config.concurrency
         self._metrics.slots.inc(self._slots)
+        self._connections = config.job_links
+        self._metrics.connections.inc(self._connections)
+        self._reconnects = 0  # the worker counts them again in each run
         self._enter(Phase.RUNNING)
 
     def job_started(self, job: Job, now: float) -> None:
@@ -221,6 +283,19 @@ class PrometheusMetrics(WorkerObserver):
         if phase is Phase.EXITED:
             self._stopped_serving()
 
+    def connections_changed(self, ready: int, reconnects: int) -> None:
+        if self._wid is None:  # the worker exited: its connections are out of the gauges
+            return
+        metrics = self._metrics
+        metrics.ready_connections.inc(ready - self._ready)
+        self._ready = ready
+        if reconnects > self._reconnects:
+            metrics.reconnects.inc(reconnects - self._reconnects)
+            self._reconnects = reconnects
+
+    def pushed(self, job: Job, outcome: PushOutcome, error: str | None) -> None:
+        self._metrics.pushes.labels(job.queue, job.jobtype, outcome.value).inc()
+
     def _enter(self, phase: Phase) -> None:
         if self._phase is not None:
             self._metrics.phase.labels(_phase_name(self._phase)).dec()
@@ -228,9 +303,13 @@ class PrometheusMetrics(WorkerObserver):
         self._phase = phase
 
     def _stopped_serving(self) -> None:
-        """Take the worker's slots, and jobs never reported, out of the gauges."""
+        """Take the worker's slots and connections, and jobs never reported, out of the
+        gauges."""
         self._metrics.slots.dec(self._slots)
         self._slots = 0
+        self._metrics.connections.dec(self._connections)
+        self._metrics.ready_connections.dec(self._ready)
+        self._connections = self._ready = 0
         for labels in self._running.values():
             self._metrics.running.labels(*labels).dec()
         self._running.clear()
@@ -238,3 +317,34 @@ class PrometheusMetrics(WorkerObserver):
 
     def __repr__(self) -> str:
         return f"PrometheusMetrics(namespace={self.namespace!r})"
+
+
+def serve_metrics(
+    worker: faktory_adapters.asyncio.Worker
+    | faktory_adapters.thread.Worker
+    | faktory_adapters.gevent.Worker,
+    port: int,
+    address: str = "0.0.0.0",
+) -> tuple[wsgiref.simple_server.WSGIServer, threading.Thread]:
+    """Count ``worker``'s metrics on prometheus_client's global registry and serve that
+    registry over HTTP, at ``http://ADDRESS:PORT/metrics``, on a thread of its own: what
+    ``faktory-worker --metrics-port`` does. Call it before the worker serves.
+
+    The worker is given a ``PrometheusMetrics()`` unless it observes one on the global
+    registry already. ``port`` 0 takes any free port: ``server.server_port`` says which.
+    ``address`` is every IPv4 interface by default, for a scraper outside the machine or
+    container. Returns what ``prometheus_client.start_http_server`` does, the server and its
+    thread: ``server.shutdown()`` stops it. ``OSError`` if the port cannot be had.
+    """
+    if not any(
+        isinstance(observer, PrometheusMetrics) and observer.registry is REGISTRY
+        for observer in worker._observers
+    ):
+        worker.observe(PrometheusMetrics())
+    return start_http_server(port, addr=address)
+
+
+def _metrics_url(address: str, port: int) -> str:
+    """Where a metrics server listening on ``address`` and ``port`` serves, for the log."""
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}/metrics"

@@ -1,5 +1,6 @@
 """``PrometheusMetrics``: a real worker of each adapter drains real jobs while its metrics are
-scraped over HTTP; the metrics several workers share; the table of docs/operations.md."""
+scraped over HTTP; the metrics several workers share; connections and pushes counted;
+``serve_metrics``; the table of docs/operations.md."""
 
 from __future__ import annotations
 
@@ -17,18 +18,17 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, start_http_server
 
-from faktory_adapters import thread
-from faktory_adapters.prometheus import PrometheusMetrics
+from faktory_adapters import PushOutcome, thread
+from faktory_adapters.prometheus import PrometheusMetrics, serve_metrics
 from faktory_core import Job, Phase, WorkerConfig
 from faktory_core.machine_io import JobOutcome, JobReport
 from tests.support.adapters import ADAPTERS, WAIT, adapter_module, serve
-from tests.support.metrics import Samples, scrape
+from tests.support.metrics import Samples, sample, scrape
 from tests.support.server import FaktoryServer
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 
-#: A scrape: each sample's value by its name and labels.
 @contextlib.contextmanager
 def metrics_endpoint(registry: CollectorRegistry) -> Iterator[str]:
     """``registry`` served over HTTP on a free port of 127.0.0.1; its URL."""
@@ -39,10 +39,6 @@ def metrics_endpoint(registry: CollectorRegistry) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         server_thread.join(WAIT)
-
-
-def sample(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
 
 
 # -- a real worker ----------------------------------------------------------------------------
@@ -166,11 +162,35 @@ def test_a_worker_draining_jobs_counts_them_and_serves_them_while_they_run(
         assert registry.get_sample_value(name, dict(scraped_labels)) == scraped
 
 
+@pytest.mark.server
+@pytest.mark.parametrize("observed", [False, True])
+def test_serve_metrics_serves_the_global_registry_and_counts_each_job_once(
+    faktory_server: FaktoryServer, observed: bool
+) -> None:
+    queue = f"prometheus-{uuid.uuid4().hex[:10]}"
+    worker = thread.Worker(url=faktory_server.url, queues=[queue], concurrency=1)
+    if observed:  # a PrometheusMetrics of its own on the global registry is kept, not doubled
+        worker.observe(PrometheusMetrics())
+    worker.register("PromServed", lambda: None)
+    server, server_thread = serve_metrics(worker, 0, "127.0.0.1")
+    try:
+        with thread.Client(faktory_server.url) as client:
+            client.push("PromServed", queue=queue)
+        worker.drain()
+        samples = scrape(f"http://127.0.0.1:{server.server_port}/metrics", WAIT)
+    finally:
+        server.shutdown()
+        server.server_close()
+        server_thread.join(WAIT)
+    assert sample(samples, "faktory_jobs_started_total", queue=queue, jobtype="PromServed") == 1
+    assert any(name == "process_cpu_seconds_total" for name, _ in samples)  # the global one
+
+
 # -- the observer alone -------------------------------------------------------------------------
 
 
-def config(wid: str, concurrency: int = 4) -> WorkerConfig:
-    return WorkerConfig(wid=wid, concurrency=concurrency)
+def config(wid: str, concurrency: int = 4, connections: int = 20) -> WorkerConfig:
+    return WorkerConfig(wid=wid, concurrency=concurrency, connections=connections)
 
 
 def job(enqueued_at: str | None = None, jid: str = "job-0001") -> Job:
@@ -235,6 +255,56 @@ def test_a_run_that_never_exited_does_not_count_twice() -> None:
     assert registry.get_sample_value("faktory_worker_phase", {"phase": "running"}) == 1
     labels = {"queue": "images", "jobtype": "Resize"}
     assert registry.get_sample_value("faktory_jobs_running", labels) == 0
+
+
+def test_connections_count_the_ready_ones_and_each_reconnect_once() -> None:
+    registry = CollectorRegistry()
+    first, second = PrometheusMetrics(registry), PrometheusMetrics(registry)
+
+    def value(name: str) -> float | None:
+        return registry.get_sample_value(name)
+
+    first.serving(config("first", concurrency=8, connections=3))
+    second.serving(config("second", concurrency=2))  # 2 links: never more than its slots
+    assert value("faktory_worker_job_connections") == 5
+    assert value("faktory_worker_ready_job_connections") == 0
+    first.connections_changed(3, 0)
+    second.connections_changed(2, 0)
+    assert value("faktory_worker_ready_job_connections") == 5
+    first.connections_changed(1, 0)  # two lost
+    first.connections_changed(3, 2)  # both back
+    assert value("faktory_worker_ready_job_connections") == 5
+    assert value("faktory_worker_reconnects_total") == 2
+    first.connections_changed(3, 2)  # told again: nothing new
+    assert value("faktory_worker_reconnects_total") == 2
+    first.phase_changed(Phase.EXITED)  # with its connections still counted as ready
+    assert value("faktory_worker_job_connections") == 2
+    assert value("faktory_worker_ready_job_connections") == 2
+    first.connections_changed(0, 2)  # closed after it exited: already out of the gauges
+    assert value("faktory_worker_ready_job_connections") == 2
+    # The next run counts its reconnects from 0 again; the counter goes on from 2.
+    first.serving(config("first", concurrency=8, connections=3))
+    first.connections_changed(3, 0)
+    first.connections_changed(3, 1)
+    assert value("faktory_worker_reconnects_total") == 3
+    assert value("faktory_worker_job_connections") == 5
+
+
+def test_pushes_count_by_queue_job_type_and_outcome() -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    pushed = job()
+    assert metrics.pushing(pushed) is pushed
+    for outcome in (PushOutcome.PUSHED, PushOutcome.PUSHED, PushOutcome.REFUSED):
+        metrics.pushed(pushed, outcome, None)
+
+    def pushes(outcome: str) -> float | None:
+        labels = {"queue": "images", "jobtype": "Resize", "outcome": outcome}
+        return registry.get_sample_value("faktory_pushes_total", labels)
+
+    assert pushes("pushed") == 2
+    assert pushes("refused") == 1
+    assert pushes("not_sent") is None
 
 
 def test_other_buckets_on_the_same_registry_are_refused() -> None:
@@ -314,6 +384,7 @@ def metrics_in_the_code() -> dict[str, tuple[str, set[str]]]:
     started = job(iso(datetime.now(UTC)))
     metrics.job_started(started, 1.0)  # so that every labelled metric has a series
     metrics.job_ended(report(started, JobOutcome.SUCCEEDED, None, 0.1))
+    metrics.pushed(started, PushOutcome.PUSHED, None)
     found = {}
     for family in registry.collect():
         name = f"{family.name}_total" if family.type == "counter" else family.name

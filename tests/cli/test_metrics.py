@@ -7,32 +7,17 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import pytest
 
 from faktory_adapters.thread import Client
 from tests.cli.command import ROOT, Command, run
 from tests.cli.test_cli import one_error_line, token
-from tests.support.metrics import Samples, scrape
+from tests.support.metrics import sample, scrape_until
 from tests.support.server import FaktoryServer
 
-#: How long the metrics may take to show what the worker did: a scrape has no event to await.
+#: How long the metrics may take to show what the worker did.
 SCRAPE_TIMEOUT = 20.0
-SCRAPE_INTERVAL = 0.05
-
-
-def scrape_until(url: str, done: Callable[[Samples], bool]) -> Samples:
-    """Scrape ``url`` until ``done(samples)``, for SCRAPE_TIMEOUT s at most."""
-    deadline = time.monotonic() + SCRAPE_TIMEOUT
-    while True:
-        samples = scrape(url, SCRAPE_TIMEOUT)
-        if done(samples):
-            return samples
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the metrics did not show it within {SCRAPE_TIMEOUT} s")
-        time.sleep(SCRAPE_INTERVAL)
 
 
 @pytest.mark.server
@@ -62,20 +47,19 @@ def test_the_worker_serves_its_metrics_while_it_works(
         assert ran == set(tokens)
         labels = {"queue": queue, "jobtype": jobtype}
         succeeded = {**labels, "outcome": "succeeded", "errtype": ""}
-
-        def value(samples: Samples, name: str, **labels: str) -> float | None:
-            return samples.get((name, frozenset(labels.items())))
-
         samples = scrape_until(
-            url, lambda samples: (value(samples, "faktory_jobs_ended_total", **succeeded) or 0) >= 3
+            url,
+            lambda samples: (sample(samples, "faktory_jobs_ended_total", **succeeded) or 0) >= 3,
+            SCRAPE_TIMEOUT,
         )
-        assert value(samples, "faktory_jobs_ended_total", **succeeded) == 3
-        assert value(samples, "faktory_jobs_started_total", **labels) == 3  # counted once
-        assert value(samples, "faktory_jobs_running", **labels) == 0
-        assert value(samples, "faktory_job_duration_seconds_count", **labels) == 3
-        assert value(samples, "faktory_job_queue_latency_seconds_count", queue=queue) == 3
-        assert value(samples, "faktory_worker_job_slots") == slots
-        assert value(samples, "faktory_worker_phase", phase="running") == 1
+        assert sample(samples, "faktory_jobs_ended_total", **succeeded) == 3
+        assert sample(samples, "faktory_jobs_started_total", **labels) == 3  # counted once
+        assert sample(samples, "faktory_jobs_running", **labels) == 0
+        assert sample(samples, "faktory_job_duration_seconds_count", **labels) == 3
+        assert sample(samples, "faktory_job_queue_latency_seconds_count", queue=queue) == 3
+        assert sample(samples, "faktory_worker_job_slots") == slots
+        assert sample(samples, "faktory_worker_job_connections") == slots  # under 20 slots
+        assert sample(samples, "faktory_worker_phase", phase="running") == 1
         # The global registry is served: prometheus_client's process metrics are there too.
         assert any(name == "process_cpu_seconds_total" for name, _ in samples)
         command.send(signal.SIGTERM)
@@ -86,7 +70,6 @@ def test_the_worker_serves_its_metrics_while_it_works(
     ("args", "words"),
     [
         (("--metrics-address", "127.0.0.1"), "--metrics-address needs --metrics-port"),
-        (("--metrics-port", "9100", "--processes", "2"), "cannot be used with --processes"),
         (("--metrics-port", "65536"), "must be a port from 0 to 65535, not 65536"),
         (("--metrics-port", "http"), "not a port number: 'http'"),
     ],
