@@ -186,6 +186,9 @@ class Driver:
         self._started = False
         self._now = 0.0
         self._connections = (0, 0)  # what observers were told: ready links, reconnects
+        #: Health pings (:meth:`ping`) sent, and those the loop had seen when it last ran.
+        self.pings = 0
+        self.pings_answered = 0
         self._actions: dict[type[Action], Callable[[Any], None]] = {
             Write: self._write,
             Connect: self._connect,
@@ -277,6 +280,13 @@ class Driver:
 
     # -- inputs -------------------------------------------------------------------------------
 
+    def ping(self) -> None:
+        """From one thread at a time (the health checks'): ask the loop to show that it
+        turns. It answers on its next turn, when :attr:`pings_answered` catches up with
+        :attr:`pings`; a loop that a job blocks does not."""
+        self.pings += 1
+        self.runtime.wake()
+
     def post(self, event: MachineInput) -> None:
         """Queue an input from any thread (or a signal handler) and wake the loop."""
         self._inbox.append(event)
@@ -288,6 +298,7 @@ class Driver:
         Never re-entered (an input that comes while actions run waits its turn); inputs that
         come before :meth:`begin` wait for it.
         """
+        self.pings_answered = self.pings  # the loop runs: the pings sent so far are answered
         if event is not None:
             self._inbox.append(event)
         if self._feeding or not self._started:

@@ -4,7 +4,8 @@ A runtime kept busy by its jobs (a coroutine that blocks the event loop, a green
 yields) must not starve the BEATs, or the server reaps a live worker. So the heartbeat machine
 runs here, on a daemon thread that owns its socket and its clock, and talks to the adapter only
 through thread-safe calls: :meth:`HeartbeatThread.report_phase` and :meth:`finish` in, the
-``on_server_state`` callback out.
+``on_server_state`` callback out. Health checks :meth:`~HeartbeatThread.ping` it, to see that
+its loop still turns.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class HeartbeatThread:
         self._wake_writer.setblocking(False)
         self._sock: socket.socket | None = None
         self._done = threading.Event()
+        #: Health pings (:meth:`ping`) sent, and those the thread had seen when it last turned.
+        self.pings = 0
+        self.pings_answered = 0
         self._thread = threading.Thread(target=self._run, name="faktory-heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -93,6 +97,20 @@ class HeartbeatThread:
             self._wake_writer.close()
         return finished
 
+    def ping(self) -> None:
+        """From one thread at a time (the health checks'): ask the thread to show that it
+        turns. It answers on its next turn, when :attr:`pings_answered` catches up with
+        :attr:`pings`; only a connect or a write may hold it, each up to the connect
+        timeout."""
+        self.pings += 1
+        with contextlib.suppress(OSError):  # as in _post
+            self._wake_writer.send(b"\0")
+
+    @property
+    def stopped(self) -> bool:
+        """True once the thread has ended: after :meth:`finish`, or a failure (logged)."""
+        return self._done.is_set()
+
     def _post(self, event: MachineInput) -> None:
         self._inbox.append(event)
         # OSError: the buffer is full of wake-ups already, or we are closed.
@@ -103,6 +121,7 @@ class HeartbeatThread:
         try:
             machine = self._machine
             while not machine.finished:
+                self.pings_answered = self.pings
                 while self._inbox:
                     self._handle(self._inbox.popleft())
                 if machine.finished:
