@@ -63,6 +63,8 @@ PUBLIC_MODULES = (
     "faktory_adapters.thread",
     "faktory_adapters.gevent",
     "faktory_adapters.prometheus",
+    "faktory_adapters.opentelemetry",
+    "faktory_adapters.health",
 )
 _PACKAGES = ("faktory_core", "faktory_adapters")
 
@@ -110,14 +112,17 @@ nitpick_ignore_regex = [
     # fetch its inventory over the network at every build.
     ("py:.*", rf"(?:{'|'.join(sorted(sys.stdlib_module_names))})\..+"),
     ("py:mod", "|".join(sorted(sys.stdlib_module_names))),
-    # Third-party: hypothesis's strategies, in faktory_core.testing's signatures, and
-    # prometheus_client's registry, in faktory_adapters.prometheus's.
+    # Third-party: hypothesis's strategies, in faktory_core.testing's signatures,
+    # prometheus_client's registry, in faktory_adapters.prometheus's, and OpenTelemetry's
+    # tracer provider, in faktory_adapters.opentelemetry's.
     ("py:class", r"hypothesis\..+"),
     ("py:class", r"prometheus_client\..+"),
+    ("py:class", r"opentelemetry\..+"),
 ]
 # Internal classes that public signatures or docstrings name: not exported, so not documented.
 # A new one fails the build, so that whether to export it is decided first.
 nitpick_ignore = [
+    ("py:class", "faktory_adapters._worker_base.WorkerBase"),  # any adapter's Worker
     ("py:class", "faktory_adapters._common.BulkPushProgress"),  # push_bulk(on_progress=)
     ("py:class", "faktory_adapters._driver.IsSet"),  # what AbortSignal.wait() returns
     ("py:class", "faktory_adapters._jobs.PushOptions"),  # register(**options)'s TypedDict

@@ -59,7 +59,8 @@ def test_importing_the_package_imports_no_runtime() -> None:
 
     probe = (
         "import sys, faktory_adapters; "
-        "print(sorted(m for m in ('asyncio', 'gevent', 'prometheus_client') if m in sys.modules))"
+        "probed = ('asyncio', 'gevent', 'prometheus_client', 'opentelemetry'); "
+        "print(sorted(m for m in probed if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True

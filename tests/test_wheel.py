@@ -79,7 +79,12 @@ def test_the_published_metadata_has_no_development_tools(wheel: Path) -> None:
     metadata = Parser().parsestr(text)
     assert metadata["Version"] == faktory_core.__version__
     assert metadata["License-Expression"] == "MIT"
-    assert set(metadata.get_all("Provides-Extra") or []) == {"gevent", "prometheus", "testing"}
+    assert set(metadata.get_all("Provides-Extra") or []) == {
+        "gevent",
+        "opentelemetry",
+        "prometheus",
+        "testing",
+    }
     requires = metadata.get_all("Requires-Dist") or []
     assert [r for r in requires if "extra ==" not in r] == ["attrs>=23.1"]
     classifiers = metadata.get_all("Classifier") or []

@@ -99,7 +99,8 @@ def test_the_command_imports_no_runtime_before_it_runs_one() -> None:
     probe = (
         "import sys; from faktory_adapters import _cli; "
         "_cli.build_parser().parse_args(['-r', 'tasks', '--adapter', 'gevent']); "
-        "print(sorted({'asyncio', 'gevent', 'prometheus_client'} & set(sys.modules)))"
+        "probed = {'asyncio', 'gevent', 'prometheus_client', 'opentelemetry'}; "
+        "print(sorted(probed & set(sys.modules)))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, check=True
