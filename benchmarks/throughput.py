@@ -13,6 +13,15 @@ queue is empty and nothing is reserved (``faktory.sets.working`` is 0); then sto
     pyfaktory  the PyPI package ``pyfaktory`` (a Pebble process pool)
     node       faktory-worker 4.x from npm (benchmarks/peers/node_worker.js)
 
+and ours again with an observer, to measure what it costs (their ratio to plain ``ours`` is
+printed as an overhead):
+
+    ours+metrics   ours observed by PrometheusMetrics (prometheus_client; nothing scrapes it)
+    ours+tracing   ours instrumented by faktory_adapters.opentelemetry, on an SDK
+                   TracerProvider whose batch processor hands the spans to an exporter that
+                   drops them: the cost of making the spans, not of shipping them. The jobs
+                   are pushed without a trace context, so each gets a root span.
+
 Per contender it prints the medians over the rounds of:
 
     drain jobs/s   the jobs left when the first FETCH is seen, over the time from then until
@@ -123,12 +132,25 @@ from faktory_core.events import (  # noqa: E402
 JOBTYPE: Final = "noop"
 PUSH_CHUNK: Final = 1000
 NODE_SCRIPT: Final = REPO_ROOT / "benchmarks" / "peers" / "node_worker.js"
-CONTENDERS: Final = ("ours", "thread", "gevent", "faktory", "pyfaktory", "node")
-OURS: Final = ("ours", "thread", "gevent")
+CONTENDERS: Final = (
+    "ours",
+    "thread",
+    "gevent",
+    "faktory",
+    "pyfaktory",
+    "node",
+    "ours+metrics",
+    "ours+tracing",
+)
+OURS: Final = ("ours", "thread", "gevent", "ours+metrics", "ours+tracing")
+#: Ours with an observer: compared with plain "ours" as an overhead.
+OBSERVED: Final = ("ours+metrics", "ours+tracing")
 LABELS: Final = {
     "ours": "ours (asyncio)",
     "thread": "ours (thread)",
     "gevent": "ours (gevent)",
+    "ours+metrics": "ours + metrics",
+    "ours+tracing": "ours + tracing",
     "faktory": "faktory (PyPI)",
     "pyfaktory": "pyfaktory (PyPI)",
     "node": "faktory-worker (npm)",
@@ -190,7 +212,31 @@ def _child_settings() -> tuple[str, str, int]:
     )
 
 
-def _run_ours(adapter: str = "asyncio") -> int:
+def _observe_metrics(worker: Any) -> None:
+    from faktory_adapters.prometheus import PrometheusMetrics
+
+    worker.observe(PrometheusMetrics())
+
+
+def _observe_tracing(worker: Any) -> None:
+    from faktory_adapters.opentelemetry import instrument_worker
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    instrument_worker(worker, tracer_provider=provider)
+
+
+def _run_ours(adapter: str = "asyncio", observe: Callable[[Any], None] | None = None) -> int:
     module: Any = importlib.import_module(f"faktory_adapters.{adapter}")
     url, queue, concurrency = _child_settings()
     options: dict[str, Any] = {}
@@ -198,6 +244,8 @@ def _run_ours(adapter: str = "asyncio") -> int:
         options["connections"] = int(os.environ["BENCH_CONNECTIONS"])
     worker = module.Worker(url=url, queues=[queue], concurrency=concurrency, **options)
     worker.register(JOBTYPE, _handler(adapter))
+    if observe is not None:
+        observe(worker)
 
     def stop_on_request() -> None:
         # A line, or EOF when the benchmark died: stop as asked, else fall back on SIGTERM.
@@ -249,6 +297,8 @@ _CHILDREN: Final[dict[str, Callable[[], int]]] = {
     "ours": _run_ours,
     "thread": lambda: _run_ours("thread"),
     "gevent": lambda: _run_ours("gevent"),
+    "ours+metrics": lambda: _run_ours("asyncio", _observe_metrics),
+    "ours+tracing": lambda: _run_ours("asyncio", _observe_tracing),
     "faktory": _run_faktory,
     "pyfaktory": _run_pyfaktory,
 }
@@ -555,7 +605,8 @@ def measure(admin: Admin, url: str, contender: Contender, settings: Settings, rn
     run = Run(contender.name, rnd)
     jobs = settings.jobs
     admin.flush()
-    queue = f"bench_{contender.name}_{rnd}_{secrets.token_hex(4)}"
+    name = contender.name.replace("+", "-")  # a queue name has no "+"
+    queue = f"bench_{name}_{rnd}_{secrets.token_hex(4)}"
     admin.push(queue, jobs)
     waiting, working = admin.queue_state(queue)
     if (waiting, working) != (jobs, 0):
@@ -736,6 +787,7 @@ def report(contenders: Sequence[Contender], runs: Sequence[Run], rounds: int) ->
     print(header)
     print("-" * len(header))
     medians: dict[str, tuple[float | None, float | None]] = {}
+    cpu: dict[str, float | None] = {}  # median CPU us/job
     for contender in contenders:
         if contender.absent is not None:
             print(f"{contender.label:<22} {contender.absent}")
@@ -749,6 +801,7 @@ def report(contenders: Sequence[Contender], runs: Sequence[Run], rounds: int) ->
         drain = _median([run.drain_rate for run in good])
         spawn = _median([run.spawn_rate for run in good])
         medians[contender.name] = (drain, spawn)
+        cpu[contender.name] = _median([run.cpu_us for run in good])
         rss = _median([None if run.rss_kib is None else run.rss_kib / 1024 for run in good])
         tree = _median([None if run.tree_kib is None else run.tree_kib / 1024 for run in good])
         peaks = [run.peak_conns for run in good if run.peak_conns is not None]
@@ -756,7 +809,7 @@ def report(contenders: Sequence[Contender], runs: Sequence[Run], rounds: int) ->
         print(
             f"{contender.label:<22} {_fmt(drain, ',.0f'):>12} {_fmt(spawn, ',.0f'):>12} "
             f"{_fmt(_median([run.startup for run in good]), '.2f'):>9} "
-            f"{_fmt(_median([run.cpu_us for run in good]), ',.0f'):>10} "
+            f"{_fmt(cpu[contender.name], ',.0f'):>10} "
             f"{_fmt(rss, '.1f'):>8} {_fmt(tree, '.1f'):>8} "
             f"{_fmt(_median([run.stop_seconds for run in good]), '.2f'):>5}"
             f"{'*' if any(run.killed for run in good) else ' '} "
@@ -775,10 +828,32 @@ def report(contenders: Sequence[Contender], runs: Sequence[Run], rounds: int) ->
             for kind, mine, theirs in zip(("drain", "spawn"), ours, peer, strict=True)
             if mine is not None and theirs
         ]
-        print(f"ours / {contender.label}: {', '.join(ratios)}")
+        if contender.name in OBSERVED:
+            overhead = _overhead(peer, ours, cpu[contender.name], cpu["ours"])
+            print(f"{contender.label} / ours: {overhead}")
+        else:
+            print(f"ours / {contender.label}: {', '.join(ratios)}")
     failed = [run for run in runs if run.error is not None]
     for run in failed:
         print(f"round {run.round} {LABELS[run.contender]}: {run.error}")
+
+
+def _overhead(
+    observed: tuple[float | None, float | None],
+    plain: tuple[float | None, float | None],
+    observed_cpu: float | None,
+    plain_cpu: float | None,
+) -> str:
+    """The drain and spawn rates and the CPU per job of ours observed over plain ours: the
+    drain rate is what users see, the CPU per job the cost, less blurred by the server."""
+    parts = [
+        f"{kind} x{mine / theirs:.3f}"
+        for kind, mine, theirs in zip(("drain", "spawn"), observed, plain, strict=True)
+        if mine is not None and theirs
+    ]
+    if observed_cpu is not None and plain_cpu:
+        parts.append(f"CPU/job x{observed_cpu / plain_cpu:.3f}")
+    return ", ".join(parts)
 
 
 def print_profile(path: str) -> None:
