@@ -6,7 +6,8 @@ every :class:`~faktory_adapters.Jobs` they define, checks that the server answer
 the worker with its signals: TERM/INT stop (a second one aborts at once), TSTP quiets, TTIN
 logs stacks. ``--processes N`` runs N such workers under a supervisor; ``--watch`` restarts
 the worker when a ``.py`` file changes; ``--metrics-port`` serves Prometheus metrics (with
-``--processes``, the supervisor serves the sum of its worker processes').
+``--processes``, the supervisor serves the sum of its worker processes'); ``--health-port``
+serves ``/livez`` and ``/readyz`` for orchestrators' probes.
 
 Exit codes (names in ``faktory_adapters._exits``):
 
@@ -71,6 +72,9 @@ LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Where ``--metrics-port`` listens by default: every IPv4 interface, since Prometheus scrapes
 #: from outside the machine or container.
 METRICS_ADDRESS: Final = "0.0.0.0"
+#: Where ``--health-port`` listens by default: every IPv4 interface, since kubelet probes the
+#: pod's IP.
+HEALTH_ADDRESS: Final = "0.0.0.0"
 #: What a supervisor serving ``--metrics-port`` gives its worker processes instead (not in
 #: ``--help``): count the metrics in prometheus_client's multiprocess files, serve nothing.
 METRICS_FOR_SUPERVISOR: Final = "--metrics-for-supervisor"
@@ -297,6 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
         "local)",
     )
     add(METRICS_FOR_SUPERVISOR, action="store_true", help=argparse.SUPPRESS)
+    add(
+        "--health-port",
+        metavar="PORT",
+        type=_port,
+        help="serve health checks over HTTP on PORT: /livez (the worker's loop and heartbeat "
+        "answer; never the server) and /readyz (running and connected), for Kubernetes probes "
+        "(0: any free port, logged). Not with --processes",
+    )
+    add(
+        "--health-address",
+        metavar="ADDRESS",
+        help=f"the address the health checks listen on (default: {HEALTH_ADDRESS}, every IPv4 "
+        "interface, where kubelet probes the pod's IP; 127.0.0.1 keeps it local)",
+    )
     add("--version", action="version", version=f"{PROG} {core.__version__}")
     return parser
 
@@ -514,6 +532,7 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
     given = given_options(options)
     _check_options(given)
     _check_metrics_options(options)
+    _check_health_options(options)
     if not (options.require or options.check):
         raise UsageError("no job handlers: name the modules that register them with -r MODULE")
     if options.watch and not options.check:
@@ -538,6 +557,8 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
         _serve_metrics(worker, options.metrics_port, options.metrics_address or METRICS_ADDRESS)
     elif options.metrics_for_supervisor:
         _count_metrics_for_supervisor(worker)
+    if options.health_port is not None:
+        _serve_health(worker, options.health_port, options.health_address or HEALTH_ADDRESS)
     try:
         code: int = worker.run()
     except Exception:
@@ -574,6 +595,30 @@ def _check_metrics_options(options: argparse.Namespace) -> None:
         if not options.metrics_for_supervisor:
             return
     _import_prometheus()
+
+
+def _check_health_options(options: argparse.Namespace) -> None:
+    """``--health-*``: given together, and not with ``--processes``."""
+    if options.health_port is None:
+        if options.health_address is not None:
+            raise UsageError("--health-address needs --health-port")
+        return
+    if options.processes > 1:
+        raise UsageError(
+            "--health-port cannot be used with --processes: a probe checks one worker "
+            "process. Run one worker process per container (more replicas) instead"
+        )
+
+
+def _serve_health(worker: WorkerBase, port: int, address: str) -> None:
+    from .health import serve_health
+
+    try:
+        serve_health(worker, port, address)
+    except OSError as error:
+        raise UsageError(
+            f"cannot serve health checks on {address} port {port}: {error.strerror or error}"
+        ) from None
 
 
 def _import_prometheus() -> Any:

@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from faktory_adapters._cli import _DEFAULTS, CHECK_TIMEOUT, build_parser
+from faktory_adapters._cli import _DEFAULTS, build_parser
+from faktory_adapters.health import DEFAULT_STUCK_AFTER
 from tests.support.server import FAKTORY_VERSION, FaktoryServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -353,10 +354,6 @@ def kubernetes_argv() -> list[str]:
     return worker_argv(argv, "the container")
 
 
-def readiness_argv() -> list[str]:
-    return list(worker_container()["readinessProbe"]["exec"]["command"])
-
-
 def test_kubernetes_stops_the_worker_within_its_grace_period() -> None:
     deployment = kubernetes()
     pod = deployment["spec"]["template"]["spec"]
@@ -370,16 +367,21 @@ def test_kubernetes_stops_the_worker_within_its_grace_period() -> None:
     assert_outlasts(grace, kubernetes_argv(), "terminationGracePeriodSeconds")
 
 
-def test_kubernetes_probes_do_not_kill_workers_when_the_server_is_down() -> None:
+def test_kubernetes_probes_ask_the_worker_s_health_endpoints() -> None:
     container = worker_container()
-    # A liveness probe running --check would restart every worker while the server is down.
-    assert "livenessProbe" not in container
-    probe = container["readinessProbe"]
-    argv = readiness_argv()
-    assert Path(argv[0]).name == "faktory-worker"
-    assert "--check" in argv
-    # --check ends within 2 x CHECK_TIMEOUT, after a Python process has started.
-    assert probe["timeoutSeconds"] > 2 * CHECK_TIMEOUT
+    argv = kubernetes_argv()
+    port = int(argv[argv.index("--health-port") + 1])
+    ports = {item["name"]: item["containerPort"] for item in container["ports"]}
+    for kind, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
+        get = container[kind]["httpGet"]
+        assert get["path"] == path, kind
+        assert ports.get(get["port"], get["port"]) == port, kind
+    # /livez fails after the loop has been stuck for DEFAULT_STUCK_AFTER: the probe's own
+    # failures add to that, never shorten it; and a probe answers from a thread at once.
+    live = container["livenessProbe"]
+    assert live["failureThreshold"] >= 2
+    assert live["timeoutSeconds"] >= 2
+    assert DEFAULT_STUCK_AFTER + live["periodSeconds"] * live["failureThreshold"] <= 120
     (url,) = [item for item in container["env"] if item["name"] == "FAKTORY_URL"]
     assert "secretKeyRef" in url["valueFrom"], "keep the password in a Secret"
 
@@ -391,7 +393,6 @@ COMMAND_LINES: dict[str, Callable[[], list[str]]] = {
     "Dockerfile": dockerfile_argv,
     "compose.yaml": compose_argv,
     "kubernetes.yaml": kubernetes_argv,
-    "kubernetes.yaml readinessProbe": readiness_argv,
 }
 
 _STUB = '''\
