@@ -6,8 +6,10 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -16,6 +18,15 @@ from tests.support.process import AwaitedLines
 ROOT = Path(__file__).resolve().parents[2]
 #: The installed entry point, next to this interpreter.
 FAKTORY_WORKER = str(Path(sys.executable).with_name("faktory-worker"))
+
+
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port something listens on, for as long as the block runs."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
 
 
 def run(*args: str, timeout: float = 30.0, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

@@ -5,14 +5,13 @@ How the probes follow a hogged loop or a lost server: tests/adapters/test_health
 from __future__ import annotations
 
 import signal
-import socket
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.cli.command import Command, run
+from tests.cli.command import Command, run, taken_port
 from tests.cli.test_cli import one_error_line
 from tests.support.server import FaktoryServer
 
@@ -77,10 +76,7 @@ def test_bad_health_options_exit_2_with_one_line(args: tuple[str, ...], words: s
 
 @pytest.mark.server
 def test_a_health_port_already_taken_exits_2(faktory_server: FaktoryServer) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         result = run(
             "-r",
             "tests.cli.jobs_ok",

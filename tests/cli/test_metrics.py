@@ -4,14 +4,13 @@ it works a real server's jobs; the options' errors are one line and exit 2."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from faktory_adapters.thread import Client
-from tests.cli.command import ROOT, Command, run
+from tests.cli.command import ROOT, Command, run, taken_port
 from tests.cli.test_cli import one_error_line, token
 from tests.support.metrics import sample, scrape_until
 from tests.support.server import FaktoryServer
@@ -105,10 +104,7 @@ def test_check_accepts_the_metrics_options(faktory_server: FaktoryServer) -> Non
 
 @pytest.mark.server
 def test_a_port_already_taken_exits_2(faktory_server: FaktoryServer) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         result = run(
             "-r",
             "tests.cli.jobs_ok",

@@ -8,14 +8,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from faktory_adapters.thread import Client
-from tests.cli.command import Command, run
+from tests.cli.command import Command, run, taken_port
 from tests.cli.test_cli import HANDLERS, one_error_line, token
 from tests.cli.test_processes import STARTED, started
 from tests.support.metrics import Samples, sample, scrape_until
@@ -157,10 +156,7 @@ def test_a_worker_observed_already_counts_each_job_once(
 def test_a_port_already_taken_exits_2_and_starts_no_worker_process(
     faktory_server: FaktoryServer, temp_dir: Path
 ) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         result = run(
             *HANDLERS,
             "--processes",
