@@ -63,7 +63,8 @@ connections that feed their slots (without it, the Worker's default, 20); the pe
 ``--timeout`` (to drain, from the spawn) defaults to 120 s plus three times what the sleeps
 alone take (jobs x --sleep / concurrency).
 
-``--profile FILE`` runs only ours, under cProfile, and prints where its time went.
+``--profile FILE`` runs only ours (the first of ours in --contenders: ``ours+metrics``, say),
+under cProfile, and prints where its time went.
 
 ``--sleep SECONDS`` makes every job sleep that long, each contender with its runtime's own
 sleep, instead of being a no-op: ``await asyncio.sleep`` (ours), ``time.sleep`` (thread, and
@@ -219,13 +220,14 @@ def _observe_metrics(worker: Any) -> None:
 
 
 def _observe_tracing(worker: Any) -> None:
-    from faktory_adapters.opentelemetry import instrument_worker
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
         BatchSpanProcessor,
         SpanExporter,
         SpanExportResult,
     )
+
+    from faktory_adapters.opentelemetry import instrument_worker
 
     class Dropped(SpanExporter):
         def export(self, spans: Any) -> SpanExportResult:
@@ -629,7 +631,7 @@ def measure(admin: Admin, url: str, contender: Contender, settings: Settings, rn
     env.pop("BENCH_CONNECTIONS", None)
     if settings.connections is not None and contender.name in OURS:
         env["BENCH_CONNECTIONS"] = str(settings.connections)
-    if settings.profile and contender.name == "ours":
+    if settings.profile and contender.name in OURS:
         env["BENCH_PROFILE"] = settings.profile
     with tempfile.TemporaryFile() as output:
         spawned = time.monotonic()
@@ -899,7 +901,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--poll", type=float, default=0.05, help="INFO interval, s (0.05)")
     parser.add_argument("--url", help="an existing server (it is FLUSHed!); default: our own")
     parser.add_argument("--node-modules", type=Path, help="where faktory-worker is installed")
-    parser.add_argument("--profile", metavar="FILE", help="run only ours, under cProfile")
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run only the first of ours named (default: ours), under cProfile",
+    )
     parser.add_argument(
         "--sleep",
         metavar="SECONDS",
@@ -915,8 +921,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = sorted(set(names) - set(CONTENDERS))
     if unknown:
         parser.error(f"unknown contenders: {', '.join(unknown)}")
-    if args.profile:
-        names = ["ours"]
+    if args.profile:  # the first of ours named (ours+metrics, say), or ours
+        names = [next((name for name in names if name in OURS), "ours")]
     if args.jobs < 1 or args.concurrency < 1 or args.rounds < 1:
         parser.error("--jobs, --concurrency and --rounds must be positive")
     if not 0 <= args.sleep < float("inf"):

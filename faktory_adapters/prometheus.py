@@ -30,7 +30,7 @@ import weakref
 import wsgiref.simple_server
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from faktory_core import Job, Phase, WorkerConfig
 from faktory_core.machine_io import JobReport
@@ -158,6 +158,47 @@ class _Metrics:
                 "else already uses these names; give PrometheusMetrics another namespace= "
                 "or registry="
             ) from None
+        # Each job's series, found once per label set: ``labels()`` checks and locks at every
+        # call, and was most of what counting a job cost.
+        self._job_series: dict[tuple[str, str], _JobSeries] = {}
+        self._ended: dict[tuple[str, str, str, str], Any] = {}
+        self._latency: dict[str, Any] = {}
+
+    def job_series(self, queue: str, jobtype: str) -> _JobSeries:
+        """The started, running and duration series of a queue and job type."""
+        key = (queue, jobtype)
+        series = self._job_series.get(key)
+        if series is None:
+            series = self._job_series[key] = _JobSeries(
+                self.started.labels(*key), self.running.labels(*key), self.duration.labels(*key)
+            )
+        return series
+
+    def ended_series(self, queue: str, jobtype: str, outcome: str, errtype: str) -> Any:
+        """The ended counter of a queue, job type, outcome and errtype."""
+        key = (queue, jobtype, outcome, errtype)
+        series = self._ended.get(key)
+        if series is None:
+            series = self._ended[key] = self.ended.labels(*key)
+        return series
+
+    def latency_series(self, queue: str) -> Any:
+        """The queue latency histogram of a queue."""
+        series = self._latency.get(queue)
+        if series is None:
+            series = self._latency[queue] = self.latency.labels(queue)
+        return series
+
+
+class _JobSeries:
+    """The series a job of one queue and job type counts in as it starts and ends."""
+
+    __slots__ = ("duration", "running", "started")
+
+    def __init__(self, started: Any, running: Any, duration: Any) -> None:
+        self.started = started
+        self.running = running
+        self.duration = duration
 
 
 def _live_gauge(namespace: str, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
@@ -239,7 +280,7 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
         self._wid: str | None = None  # the worker observed, while it serves
         self._slots = 0
         self._phase: Phase | None = None
-        self._running: dict[str, tuple[str, str]] = {}  # started jobs not ended, by jid
+        self._running: dict[str, _JobSeries] = {}  # started jobs not ended, by jid
         self._connections = 0  # the worker's job connections, and those ready
         self._ready = 0
         self._reconnects = 0  # the run's reconnects counted so far
@@ -262,21 +303,21 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
 
     def job_started(self, job: Job, now: float) -> None:
         metrics = self._metrics
-        labels = self._running[job.jid] = (job.queue, job.jobtype)
-        metrics.started.labels(*labels).inc()
-        metrics.running.labels(*labels).inc()
+        series = self._running[job.jid] = metrics.job_series(job.queue, job.jobtype)
+        series.started.inc()
+        series.running.inc()
         latency = _queue_latency(job, time.time())
         if latency is not None:
-            metrics.latency.labels(job.queue).observe(latency)
+            metrics.latency_series(job.queue).observe(latency)
 
     def job_ended(self, report: JobReport) -> None:
         metrics, job = self._metrics, report.job
         errtype = report.errtype or ""
-        metrics.ended.labels(job.queue, job.jobtype, report.outcome.value, errtype).inc()
-        labels = self._running.pop(job.jid, None)
-        if labels is not None:  # else FAILed without running (an unknown job type)
-            metrics.running.labels(*labels).dec()
-            metrics.duration.labels(*labels).observe(report.duration)
+        metrics.ended_series(job.queue, job.jobtype, report.outcome.value, errtype).inc()
+        series = self._running.pop(job.jid, None)
+        if series is not None:  # else FAILed without running (an unknown job type)
+            series.running.dec()
+            series.duration.observe(report.duration)
 
     def phase_changed(self, phase: Phase) -> None:
         self._enter(phase)
@@ -310,8 +351,8 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
         self._metrics.connections.dec(self._connections)
         self._metrics.ready_connections.dec(self._ready)
         self._connections = self._ready = 0
-        for labels in self._running.values():
-            self._metrics.running.labels(*labels).dec()
+        for series in self._running.values():
+            series.running.dec()
         self._running.clear()
         self._wid = None
 
