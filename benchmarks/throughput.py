@@ -16,6 +16,7 @@ queue is empty and nothing is reserved (``faktory.sets.working`` is 0); then sto
 and ours again with an observer, to measure what it costs (their ratio to plain ``ours`` is
 printed as an overhead):
 
+    ours+observer  ours observed by a WorkerObserver that does nothing: the hooks' own cost
     ours+metrics   ours observed by PrometheusMetrics (prometheus_client; nothing scrapes it)
     ours+tracing   ours instrumented by faktory_adapters.opentelemetry, on an SDK
                    TracerProvider whose batch processor hands the spans to an exporter that
@@ -140,16 +141,18 @@ CONTENDERS: Final = (
     "faktory",
     "pyfaktory",
     "node",
+    "ours+observer",
     "ours+metrics",
     "ours+tracing",
 )
-OURS: Final = ("ours", "thread", "gevent", "ours+metrics", "ours+tracing")
 #: Ours with an observer: compared with plain "ours" as an overhead.
-OBSERVED: Final = ("ours+metrics", "ours+tracing")
+OBSERVED: Final = ("ours+observer", "ours+metrics", "ours+tracing")
+OURS: Final = ("ours", "thread", "gevent", *OBSERVED)
 LABELS: Final = {
     "ours": "ours (asyncio)",
     "thread": "ours (thread)",
     "gevent": "ours (gevent)",
+    "ours+observer": "ours + observer",
     "ours+metrics": "ours + metrics",
     "ours+tracing": "ours + tracing",
     "faktory": "faktory (PyPI)",
@@ -211,6 +214,12 @@ def _child_settings() -> tuple[str, str, int]:
         os.environ["BENCH_QUEUE"],
         int(os.environ["BENCH_CONCURRENCY"]),
     )
+
+
+def _observe_nothing(worker: Any) -> None:
+    from faktory_adapters import WorkerObserver
+
+    worker.observe(WorkerObserver())  # its methods do nothing: what being observed costs
 
 
 def _observe_metrics(worker: Any) -> None:
@@ -299,6 +308,7 @@ _CHILDREN: Final[dict[str, Callable[[], int]]] = {
     "ours": _run_ours,
     "thread": lambda: _run_ours("thread"),
     "gevent": lambda: _run_ours("gevent"),
+    "ours+observer": lambda: _run_ours("asyncio", _observe_nothing),
     "ours+metrics": lambda: _run_ours("asyncio", _observe_metrics),
     "ours+tracing": lambda: _run_ours("asyncio", _observe_tracing),
     "faktory": _run_faktory,

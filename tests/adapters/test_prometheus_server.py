@@ -249,6 +249,21 @@ UNIT_TESTS: list[dict[str, Any]] = [
     },
     {
         "input_series": [
+            # w1: 2 of its 4 job connections down from 10m on; w2: one down for 2 minutes
+            # (a server restart), then back.
+            series("faktory_worker_job_connections", "4x40", **W1),
+            series("faktory_worker_ready_job_connections", "4x10 2x30", **W1),
+            series("faktory_worker_job_connections", "4x40", **W2),
+            series("faktory_worker_ready_job_connections", "4x10 3x2 4x28", **W2),
+        ],
+        "alert_rule_test": alert_test(
+            "FaktoryWorkerDisconnected",
+            ("13m", []),  # down, but not for 5 minutes yet
+            ("20m", [{**W1, "severity": "warning"}]),
+        ),
+    },
+    {
+        "input_series": [
             # faktory-workers: fine. faktory-critical: up, but its one worker is quiet.
             # faktory-batch: its target does not answer. node: not a pool of workers.
             series("up", "1x30", **W1),
