@@ -293,9 +293,10 @@ class BlockingWorker(WorkerBase):
     def _serve(self, config: core.WorkerConfig) -> int:
         if self._driver is not None:
             raise RuntimeError("this worker is already serving (a Worker serves once)")
-        runtime = self._new_runtime(config)
-        self._driver = runtime.driver
-        return runtime.serve()
+        with self._serving_metrics():
+            runtime = self._new_runtime(config)
+            self._driver = runtime.driver
+            return runtime.serve()
 
     @abc.abstractmethod
     def _new_runtime(self, config: core.WorkerConfig) -> SelectorRuntime: ...

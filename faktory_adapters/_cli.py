@@ -91,10 +91,11 @@ a Worker in a -r module:
   -r MODULE runs the Worker defined at the top level of MODULE, if there is one (name it with
   -r MODULE:ATTRIBUTE), as it is configured: its middleware, hooks, time limits, TLS context
   and heartbeat settings. The options given here (--url, -q, -c, --shutdown-timeout,
-  --abort-grace, -l, --burst) override its own; those not given keep its values. The Jobs of
-  the -r modules are included in it. It runs on its own adapter. A conflict exits {EXIT_USAGE}:
-  --adapter naming another adapter, two Workers, two handlers for one job type, or an option
-  the Worker's settings refuse (a tcp:// --url for a Worker with an ssl_context).
+  --abort-grace, -l, --burst, --metrics-port and --metrics-address) override its own; those
+  not given keep its values. The Jobs of the -r modules are included in it. It runs on its
+  own adapter. A conflict exits {EXIT_USAGE}: --adapter naming another adapter, two Workers,
+  two handlers for one job type, or an option the Worker's settings refuse (a tcp:// --url
+  for a Worker with an ssl_context).
 
 exit codes:
   {EXIT_CLEAN}  the worker stopped cleanly (after TERM/INT, a terminate from the server, or
@@ -291,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port,
         help="serve Prometheus metrics over HTTP on PORT, at /metrics (0: any free port, "
         "logged). Needs the prometheus extra: pip install 'faktory-sansio[prometheus]'. With "
-        "--processes, the supervisor serves the sum of the worker processes' metrics",
+        "--processes, the supervisor serves the sum of the worker processes' metrics. "
+        "Overrides the Worker's metrics_port",
     )
     add(
         "--metrics-address",
@@ -551,6 +553,7 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
     if options.check or worker is None:  # without -r, only --check comes this far
         print(f"{PROG}: ok: Faktory {version} at {url}")
         return EXIT_CLEAN
+    _take_metrics_option(options, worker)
     if options.processes > 1:
         return _supervise(options, _without(argv, "--processes", takes_value=True))
     if options.metrics_port is not None:
@@ -565,6 +568,17 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
         _log.exception("the worker crashed")
         return EXIT_CRASHED
     return code
+
+
+def _take_metrics_option(options: argparse.Namespace, worker: WorkerBase) -> None:
+    """A Worker's own ``metrics_port`` is served as ``--metrics-port`` is (which overrides
+    it): by the supervisor under ``--processes``, and a port taken is a usage error."""
+    port, address = worker._settings["metrics_port"], worker._settings["metrics_address"]
+    if port is None:
+        return
+    worker._reconfigure(metrics_port=None)
+    if options.metrics_port is None and not options.metrics_for_supervisor:
+        options.metrics_port, options.metrics_address = port, address
 
 
 def _supervise(options: argparse.Namespace, argv: list[str]) -> int:

@@ -6,11 +6,12 @@ what only an adapter sees, such as the ``ssl_context``, is checked here.
 
 from __future__ import annotations
 
+import importlib.util
 import ssl
 
-from faktory_core import ArgumentTypeError, ConfigurationError, ServerURL
+from faktory_core import ArgumentTypeError, ConfigurationError, OptionError, ServerURL
 
-__all__ = ["check_callable", "check_flag", "check_ssl_context"]
+__all__ = ["check_callable", "check_flag", "check_metrics_options", "check_ssl_context"]
 
 
 def check_ssl_context(url: ServerURL, ssl_context: object) -> None:
@@ -41,3 +42,22 @@ def check_callable(name: str, value: object, what: str) -> None:
     """Refuse a ``value`` that cannot be called; ``what`` says what it should be."""
     if not callable(value):
         raise ArgumentTypeError(f"{name} must be {what}, got {type(value).__name__}")
+
+
+def check_metrics_options(port: object, address: object) -> None:
+    """Refuse a ``metrics_port`` that is not a TCP port (or None), an ``address`` that is not
+    a host string, and a port without prometheus_client to serve it."""
+    if not isinstance(address, str) or not address:
+        raise ArgumentTypeError(
+            f"metrics_address must be a host name or IP address string, got {address!r}"
+        )
+    if port is None:
+        return
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise ArgumentTypeError(f"metrics_port must be an int or None, got {port!r}")
+    if not 0 <= port <= 65535:
+        raise OptionError(f"metrics_port must be 0 (any free port) to 65535, got {port}")
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ConfigurationError(
+            "metrics_port needs prometheus_client: pip install 'faktory-sansio[prometheus]'"
+        )

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import faktory_core as core
 from faktory_core.machine_io import QuietRequested, StopRequested
 
-from ._common import FaktoryConnectionError, new_wid, resolve_url, tls_context
+from ._common import FaktoryConnectionError, logger, new_wid, resolve_url, tls_context
 from ._jobs import Jobs, JobType, Registrar
 from ._observe import WorkerObserver
-from ._options import check_flag, check_ssl_context
+from ._options import check_flag, check_metrics_options, check_ssl_context
 
 __all__ = ["JobType", "Jobs", "Serving", "WorkerBase"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _O = TypeVar("_O", bound=WorkerObserver)
+
+log: Final = logger.getChild("worker")
 
 
 class Serving(Protocol):
@@ -43,6 +47,9 @@ class WorkerBase(Registrar):
     in seconds. ``raise_in_job=False`` keeps an abort from interrupting a job (the asyncio
     task is not cancelled, no JobAborted is raised in a thread): the job gets the signal only.
     ``burst=True`` works until a FETCH comes back empty, then stops once running jobs finish.
+    ``metrics_port`` serves the worker's Prometheus metrics at
+    ``http://METRICS_ADDRESS:PORT/metrics`` while it serves (the ``prometheus`` extra; see
+    :func:`faktory_adapters.prometheus.serve_metrics`).
 
     Every option is checked here, with the bounds of docs/configuration.md: a bad one raises
     ``LocalProtocolError`` (the core's checks; ``OptionError``, also a ``ValueError``, for a
@@ -72,6 +79,8 @@ class WorkerBase(Registrar):
         seed: int | None = None,
         raise_in_job: bool = True,
         burst: bool = False,
+        metrics_port: int | None = None,
+        metrics_address: str = "0.0.0.0",
     ) -> None:
         self._jobs = Jobs()
         # While drain() runs: what jobs raised, the first to be re-raised.
@@ -102,6 +111,8 @@ class WorkerBase(Registrar):
                 "seed": seed,
                 "raise_in_job": raise_in_job,
                 "burst": burst,
+                "metrics_port": metrics_port,
+                "metrics_address": metrics_address,
             }
         )
 
@@ -123,6 +134,7 @@ class WorkerBase(Registrar):
         ssl_context = settings["ssl_context"]
         check_ssl_context(url, ssl_context)
         check_flag("raise_in_job", settings["raise_in_job"])
+        check_metrics_options(settings["metrics_port"], settings["metrics_address"])
         # Copies: the config is made again at each serve, so an iterator must be read once,
         # and a dict changed later must not skip the checks. Anything else (one string, a
         # number) goes to the core as given, to be taken or refused there.
@@ -173,6 +185,38 @@ class WorkerBase(Registrar):
         self._random = generator
         self._raise_in_job: bool = settings["raise_in_job"]
         self._jobs._queue = config.push_queue
+
+    @contextlib.contextmanager
+    def _serving_metrics(self) -> Iterator[None]:
+        """With ``metrics_port``: the metrics served over HTTP for as long as the worker
+        serves. Entered before the worker serves (``serve_metrics`` observes it); OSError
+        when the port cannot be had, naming the option."""
+        port, address = self._settings["metrics_port"], self._settings["metrics_address"]
+        if port is None:
+            yield
+            return
+        from .prometheus import _metrics_url, serve_metrics
+
+        try:
+            # serve_metrics names each adapter's Worker, for its docs: this is one of them.
+            server, _ = serve_metrics(cast("Any", self), port, address)
+        except OSError as error:
+            raise OSError(
+                error.errno,
+                f"metrics_port={port}: cannot serve metrics on {address} port {port}: "
+                f"{error.strerror or error}",
+            ) from None
+        log.info("serving metrics on %s", _metrics_url(address, server.server_port))
+        try:
+            yield
+        finally:
+            # shutdown() waits for the server's loop to notice (up to half a second): not here,
+            # where it would hold up the worker's return (and an asyncio loop).
+            def close() -> None:
+                server.shutdown()
+                server.server_close()
+
+            threading.Thread(target=close, name="faktory-metrics-close", daemon=True).start()
 
     def _registry(self) -> Jobs:
         return self._jobs

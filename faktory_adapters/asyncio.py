@@ -278,9 +278,10 @@ class Worker(WorkerBase):
     async def _serve(self, config: core.WorkerConfig) -> int:
         if self._driver is not None:
             raise RuntimeError("this worker is already serving (a Worker serves once)")
-        runtime = _Runtime(self, asyncio.get_running_loop(), config)
-        self._driver = runtime.driver
-        return await runtime.serve()
+        with self._serving_metrics():
+            runtime = _Runtime(self, asyncio.get_running_loop(), config)
+            self._driver = runtime.driver
+            return await runtime.serve()
 
     async def _run_hooks(self, kind: str) -> None:
         for hook in self._hooks[kind]:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import gevent
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge, start_http_server
 
@@ -21,7 +19,7 @@ from faktory_adapters import PushOutcome, thread
 from faktory_adapters.prometheus import PrometheusMetrics, serve_metrics
 from faktory_core import Job, Phase, WorkerConfig
 from faktory_core.machine_io import JobOutcome, JobReport
-from tests.support.adapters import ADAPTERS, WAIT, adapter_module, serve
+from tests.support.adapters import ADAPTERS, WAIT, HeldJob, adapter_module, serve
 from tests.support.metrics import Samples, sample, scrape
 from tests.support.server import FaktoryServer
 
@@ -59,7 +57,8 @@ def test_a_worker_draining_jobs_counts_them_and_serves_them_while_they_run(
     )
     registry = CollectorRegistry()
     worker.observe(PrometheusMetrics(registry))
-    blocked, release = threading.Event(), threading.Event()
+    held = HeldJob(adapter)
+    worker.register("PromBlocked")(held.run)
 
     @worker.register("PromFine")
     def fine(n: int) -> None:
@@ -73,14 +72,6 @@ def test_a_worker_draining_jobs_counts_them_and_serves_them_while_they_run(
     def slow() -> None:  # aborted by its time limit
         module.current_job().abort.wait_blocking(WAIT)
 
-    @worker.register("PromBlocked")
-    def held() -> None:
-        blocked.set()
-        if adapter == "gevent":  # wait on a thread, not on the hub
-            gevent.get_hub().threadpool.apply(release.wait, (WAIT,))
-        else:
-            release.wait(WAIT)
-
     with thread.Client(faktory_server.url) as client:
         for n in range(3):
             client.push("PromFine", [n], queue=queue)
@@ -89,23 +80,10 @@ def test_a_worker_draining_jobs_counts_them_and_serves_them_while_they_run(
 
     with metrics_endpoint(registry) as url:
         seen: Samples = {}
-        errors: list[BaseException] = []
-
-        def scrape_while_blocked() -> None:
-            try:
-                if blocked.wait(WAIT):
-                    seen.update(scrape(url, WAIT))
-            except BaseException as error:
-                errors.append(error)
-            finally:
-                release.set()
-
-        prober = threading.Thread(target=scrape_while_blocked, daemon=True)
-        prober.start()
+        held.look(lambda: seen.update(scrape(url, WAIT)))
         assert serve(adapter, worker) == 0
-        prober.join(WAIT)
+        held.join()
         final = scrape(url, WAIT)
-    assert not errors
 
     # While PromBlocked ran: one running, started and not ended; the worker's two slots.
     held_labels = {"queue": queue, "jobtype": "PromBlocked"}

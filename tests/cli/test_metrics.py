@@ -117,3 +117,43 @@ def test_a_port_already_taken_exits_2(faktory_server: FaktoryServer) -> None:
         )
     assert result.returncode == 2
     assert f"cannot serve metrics on 127.0.0.1 port {port}: " in one_error_line(result)
+
+
+@pytest.mark.server
+def test_a_worker_s_own_metrics_port_is_served_by_the_command(
+    faktory_server: FaktoryServer, client: Client, queue: str
+) -> None:
+    module = ("-r", "tests.cli.jobs_metrics_option")  # Worker(metrics_port=0, ...)
+    with Command(*module, "-q", queue, "--url", faktory_server.url) as command:
+        url = command.expect(r"serving metrics on (http://127\.0\.0\.1:\d+/metrics)")[1]
+        each = token()
+        client.push("CliOptionRecord", [each], queue=queue)
+        assert command.expect(r"^ran (\w+) ")[1] == each
+        labels = {"queue": queue, "jobtype": "CliOptionRecord"}
+        ended = {**labels, "outcome": "succeeded", "errtype": ""}
+        samples = scrape_until(
+            url,
+            lambda samples: sample(samples, "faktory_jobs_ended_total", **ended) == 1,
+            SCRAPE_TIMEOUT,
+        )
+        assert sample(samples, "faktory_jobs_started_total", **labels) == 1  # counted once
+        assert sample(samples, "faktory_worker_job_slots") == 2
+        command.send(signal.SIGTERM)
+        assert command.wait() == 0
+    assert sum("serving metrics on" in line for line in command.lines) == 1
+
+
+@pytest.mark.server
+def test_metrics_port_overrides_the_worker_s_own(
+    faktory_server: FaktoryServer, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with taken_port() as port:
+        monkeypatch.setenv("CLI_METRICS_PORT", str(port))  # the Worker's metrics_port: taken
+        options = ("--metrics-port", "0", "--metrics-address", "127.0.0.1")
+        module = ("-r", "tests.cli.jobs_metrics_option")
+        with Command(*module, "-q", queue, "--url", faktory_server.url, *options) as command:
+            served = int(command.expect(r"serving metrics on http://127\.0\.0\.1:(\d+)/")[1])
+            command.expect(r"worker \S+ starting: ")  # past the point a metrics port is bound
+            command.send(signal.SIGTERM)
+            assert command.wait() == 0
+    assert served != port

@@ -170,3 +170,25 @@ def test_a_port_already_taken_exits_2_and_starts_no_worker_process(
     assert result.returncode == 2
     assert f"cannot serve metrics on 127.0.0.1 port {port}: " in one_error_line(result)
     assert list(temp_dir.iterdir()) == []
+
+
+def test_a_worker_s_own_metrics_port_is_served_by_the_supervisor_alone(
+    faktory_server: FaktoryServer, client: Client, queue: str, temp_dir: Path
+) -> None:
+    module = ("-r", "tests.cli.jobs_metrics_option")  # Worker(metrics_port=0, -c 2)
+    with Command(*module, "--processes", "2", "-q", queue, "--url", faktory_server.url) as command:
+        found = command.expect(r"serving metrics on (http://127\.0\.0\.1:(\d+)/metrics)")
+        url, port = found[1], int(found[2])
+        pids = {int(command.expect(STARTED)[2]) for _ in range(2)}
+        samples = scrape_until(
+            url,
+            lambda samples: sample(samples, "faktory_worker_phase", phase="running") == 2,
+            SCRAPE_TIMEOUT,
+        )
+        assert sample(samples, "faktory_worker_job_slots") == 4
+        assert listening_ports(command.process.pid) == {port}
+        for pid in pids:  # the worker processes count for the supervisor, and serve nothing
+            assert listening_ports(pid) == set()
+        command.send(signal.SIGTERM)
+        assert command.wait() == 0
+    assert sum("serving metrics on" in line for line in command.lines) == 1

@@ -20,7 +20,15 @@ from faktory_adapters import asyncio as aio
 from faktory_adapters import gevent as gevent_adapter
 from faktory_adapters import thread
 
-__all__ = ["ADAPTERS", "LogCapture", "SyncClient", "adapter_module", "capture_logs", "serve"]
+__all__ = [
+    "ADAPTERS",
+    "HeldJob",
+    "LogCapture",
+    "SyncClient",
+    "adapter_module",
+    "capture_logs",
+    "serve",
+]
 
 ADAPTERS: Final = ("asyncio", "thread", "gevent")
 _MODULES: Final = {"asyncio": aio, "thread": thread, "gevent": gevent_adapter}
@@ -31,6 +39,48 @@ WAIT: Final = 30.0
 def adapter_module(adapter: str) -> ModuleType:
     """``faktory_adapters.asyncio``, ``.thread`` or ``.gevent``."""
     return _MODULES[adapter]
+
+
+class HeldJob:
+    """A job handler (:meth:`run`) that holds its job until :meth:`look` has looked at the
+    worker while it does. In the gevent adapter it waits on a thread, not on the hub."""
+
+    def __init__(self, adapter: str) -> None:
+        self._adapter = adapter
+        self._held, self._released = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+        self._errors: list[BaseException] = []
+
+    def run(self) -> None:
+        self._held.set()
+        if self._adapter == "gevent":
+            gevent.get_hub().threadpool.apply(self._released.wait, (WAIT,))
+        else:
+            self._released.wait(WAIT)
+
+    def look(self, action: Callable[[], None]) -> None:
+        """On a thread of its own: once the job is held, ``action()``, then release the job
+        (after WAIT s without a job, release nothing and fail :meth:`join`)."""
+
+        def look_then_release() -> None:
+            try:
+                if not self._held.wait(WAIT):
+                    raise AssertionError(f"no job was held within {WAIT} s")
+                action()
+            except BaseException as error:
+                self._errors.append(error)
+            finally:
+                self._released.set()
+
+        self._thread = threading.Thread(target=look_then_release, daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        """Wait for :meth:`look` to be done; raise what its action raised."""
+        assert self._thread is not None
+        self._thread.join(WAIT)
+        if self._errors:
+            raise self._errors[0]
 
 
 class SyncClient:
