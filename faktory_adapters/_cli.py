@@ -544,6 +544,8 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
         directories = watched_directories(options.require)
         return watch(_without(argv, "--watch", takes_value=False), directories)
     worker = make_worker(options, given) if options.require else None
+    if worker is not None:
+        _take_metrics_option(options, worker)
     if worker is None:
         with _usage_error():
             url = resolve_url(given.get("url"))
@@ -553,7 +555,6 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
     if options.check or worker is None:  # without -r, only --check comes this far
         print(f"{PROG}: ok: Faktory {version} at {url}")
         return EXIT_CLEAN
-    _take_metrics_option(options, worker)
     if options.processes > 1:
         return _supervise(options, _without(argv, "--processes", takes_value=True))
     if options.metrics_port is not None:
@@ -572,13 +573,20 @@ def _main(options: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _take_metrics_option(options: argparse.Namespace, worker: WorkerBase) -> None:
     """A Worker's own ``metrics_port`` is served as ``--metrics-port`` is (which overrides
-    it): by the supervisor under ``--processes``, and a port taken is a usage error."""
+    it, as ``--metrics-address`` overrides its address): by the supervisor under
+    ``--processes``, and a port taken is a usage error."""
     port, address = worker._settings["metrics_port"], worker._settings["metrics_address"]
-    if port is None:
+    if options.metrics_for_supervisor:  # a worker process: its supervisor serves
+        if port is not None:
+            worker._reconfigure(metrics_port=None)
         return
-    worker._reconfigure(metrics_port=None)
-    if options.metrics_port is None and not options.metrics_for_supervisor:
-        options.metrics_port, options.metrics_address = port, address
+    if port is not None:
+        worker._reconfigure(metrics_port=None)
+        if options.metrics_port is None:
+            options.metrics_port = port
+            options.metrics_address = options.metrics_address or address
+    if options.metrics_port is None and options.metrics_address is not None:
+        raise UsageError("--metrics-address needs --metrics-port (or a Worker with metrics_port)")
 
 
 def _supervise(options: argparse.Namespace, argv: list[str]) -> int:
@@ -604,7 +612,7 @@ def _check_metrics_options(options: argparse.Namespace) -> None:
     """``--metrics-*``: given together, and prometheus_client importable (``--check`` checks
     that too)."""
     if options.metrics_port is None:
-        if options.metrics_address is not None:
+        if options.metrics_address is not None and not options.require:  # else a -r Worker's
             raise UsageError("--metrics-address needs --metrics-port")
         if not options.metrics_for_supervisor:
             return

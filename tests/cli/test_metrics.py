@@ -157,3 +157,17 @@ def test_metrics_port_overrides_the_worker_s_own(
             command.send(signal.SIGTERM)
             assert command.wait() == 0
     assert served != port
+
+
+@pytest.mark.server
+def test_metrics_address_overrides_the_worker_s_own(
+    faktory_server: FaktoryServer, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLI_METRICS_ADDRESS", "192.0.2.1")  # TEST-NET-1: no interface has it
+    module = ("-r", "tests.cli.jobs_metrics_option")
+    options = ("--metrics-address", "127.0.0.1")  # the Worker's port, this address
+    with Command(*module, "-q", queue, "--url", faktory_server.url, *options) as command:
+        command.expect(r"serving metrics on http://127\.0\.0\.1:\d+/metrics")
+        command.expect(r"worker \S+ starting: ")
+        command.send(signal.SIGTERM)
+        assert command.wait() == 0
