@@ -576,17 +576,20 @@ def _take_metrics_option(options: argparse.Namespace, worker: WorkerBase) -> Non
     it, as ``--metrics-address`` overrides its address): by the supervisor under
     ``--processes``, and a port taken is a usage error."""
     port, address = worker._settings["metrics_port"], worker._settings["metrics_address"]
-    if options.metrics_for_supervisor:  # a worker process: its supervisor serves
-        if port is not None:
-            worker._reconfigure(metrics_port=None)
-        return
     if port is not None:
-        worker._reconfigure(metrics_port=None)
-        if options.metrics_port is None:
-            options.metrics_port = port
-            options.metrics_address = options.metrics_address or address
-    if options.metrics_port is None and options.metrics_address is not None:
-        raise UsageError("--metrics-address needs --metrics-port (or a Worker with metrics_port)")
+        worker._reconfigure(metrics_port=None)  # the command serves it, or the supervisor
+    if options.metrics_for_supervisor:  # a worker process: its supervisor serves
+        return
+    if options.metrics_port is None:
+        options.metrics_port = port
+    if options.metrics_port is None:
+        if options.metrics_address is not None:
+            raise UsageError(
+                "--metrics-address needs --metrics-port (or a Worker with metrics_port)"
+            )
+        return
+    # The Worker's address unless one is given: a Worker kept on 127.0.0.1 stays there.
+    options.metrics_address = options.metrics_address or address
 
 
 def _supervise(options: argparse.Namespace, argv: list[str]) -> int:

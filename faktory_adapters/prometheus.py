@@ -280,7 +280,8 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
         self._wid: str | None = None  # the worker observed, while it serves
         self._slots = 0
         self._phase: Phase | None = None
-        self._running: dict[str, _JobSeries] = {}  # started jobs not ended, by jid
+        # Started jobs not ended, by jid: the job, and its series.
+        self._running: dict[str, tuple[Job, _JobSeries]] = {}
         self._connections = 0  # the worker's job connections, and those ready
         self._ready = 0
         self._reconnects = 0  # the run's reconnects counted so far
@@ -303,7 +304,8 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
 
     def job_started(self, job: Job, now: float) -> None:
         metrics = self._metrics
-        series = self._running[job.jid] = metrics.job_series(job.queue, job.jobtype)
+        series = metrics.job_series(job.queue, job.jobtype)
+        self._running[job.jid] = (job, series)
         series.started.inc()
         series.running.inc()
         latency = _queue_latency(job, time.time())
@@ -314,8 +316,12 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
         metrics, job = self._metrics, report.job
         errtype = report.errtype or ""
         metrics.ended_series(job.queue, job.jobtype, report.outcome.value, errtype).inc()
-        series = self._running.pop(job.jid, None)
-        if series is not None:  # else FAILed without running (an unknown job type)
+        running = self._running.get(job.jid)
+        # Else FAILed without running: an unknown job type, or a second copy of a running
+        # jid (DuplicateJid), whose report must not end the job that runs.
+        if running is not None and running[0] is job:
+            del self._running[job.jid]
+            series = running[1]
             series.running.dec()
             series.duration.observe(report.duration)
 
@@ -351,7 +357,7 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
         self._metrics.connections.dec(self._connections)
         self._metrics.ready_connections.dec(self._ready)
         self._connections = self._ready = 0
-        for series in self._running.values():
+        for _, series in self._running.values():
             series.running.dec()
         self._running.clear()
         self._wid = None

@@ -189,10 +189,11 @@ def test_workers_on_one_registry_share_its_metrics() -> None:
 
     assert value("faktory_worker_job_slots") == 8
     assert value("faktory_worker_phase", phase="running") == 2
-    first.job_started(job(jid="job-aaaa"), 1.0)
+    first_job = job(jid="job-aaaa")  # the core reports the very Job it started
+    first.job_started(first_job, 1.0)
     second.job_started(job(jid="job-bbbb"), 1.0)
     assert value("faktory_jobs_running", queue="images", jobtype="Resize") == 2
-    first.job_ended(report(job(jid="job-aaaa"), JobOutcome.SUCCEEDED, None, 0.5))
+    first.job_ended(report(first_job, JobOutcome.SUCCEEDED, None, 0.5))
     assert value("faktory_jobs_running", queue="images", jobtype="Resize") == 1
     first.phase_changed(Phase.STOPPING)
     assert value("faktory_worker_phase", phase="running") == 1
@@ -346,6 +347,32 @@ def test_a_job_failed_without_running_has_no_duration() -> None:
     assert registry.get_sample_value("faktory_jobs_ended_total", ended) == 1
     assert registry.get_sample_value("faktory_job_duration_seconds_count", labels) is None
     assert registry.get_sample_value("faktory_jobs_running", labels) is None
+
+
+def test_a_second_copy_of_a_running_jid_does_not_end_the_job_that_runs() -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    metrics.serving(config("w"))
+    running = job(jid="job-duplicated")
+    metrics.job_started(running, 1.0)
+    # The core FAILs the copy at once, without running it: its report is the copy's.
+    copy = Job(jid="job-duplicated", jobtype="Email", queue="images")
+    metrics.job_ended(report(copy, JobOutcome.FAILED, "DuplicateJid", 0.0))
+    resize, email = (
+        {"queue": "images", "jobtype": "Resize"},
+        {"queue": "images", "jobtype": "Email"},
+    )
+
+    def value(name: str, labels: dict[str, str]) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("faktory_jobs_running", resize) == 1
+    assert value("faktory_jobs_running", email) is None
+    assert value("faktory_job_duration_seconds_count", resize) == 0  # none observed yet
+    metrics.job_ended(report(running, JobOutcome.SUCCEEDED, None, 90.0))
+    assert value("faktory_jobs_running", resize) == 0
+    assert value("faktory_job_duration_seconds_count", resize) == 1
+    assert value("faktory_job_duration_seconds_sum", resize) == 90.0
 
 
 # -- the docs ---------------------------------------------------------------------------------

@@ -144,12 +144,12 @@ def test_a_worker_s_own_metrics_port_is_served_by_the_command(
 
 
 @pytest.mark.server
-def test_metrics_port_overrides_the_worker_s_own(
+def test_metrics_port_overrides_the_worker_s_own_and_keeps_its_address(
     faktory_server: FaktoryServer, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with taken_port() as port:
         monkeypatch.setenv("CLI_METRICS_PORT", str(port))  # the Worker's metrics_port: taken
-        options = ("--metrics-port", "0", "--metrics-address", "127.0.0.1")
+        options = ("--metrics-port", "0")  # its metrics_address, 127.0.0.1, is kept
         module = ("-r", "tests.cli.jobs_metrics_option")
         with Command(*module, "-q", queue, "--url", faktory_server.url, *options) as command:
             served = int(command.expect(r"serving metrics on http://127\.0\.0\.1:(\d+)/")[1])
