@@ -141,16 +141,16 @@ class SharedMetrics:
     """
 
     def __init__(self, port: int, address: str) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        from .prometheus import _metrics_url
+        from .prometheus import _metrics_url, _start_server
 
         self.directory = tempfile.mkdtemp(prefix="faktory-metrics-")
         try:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self.directory)  # type: ignore[no-untyped-call]
-            self._server, _ = start_http_server(port, addr=address, registry=registry)
+            self._server, _ = _start_server(registry, port, address)
         except BaseException:
             shutil.rmtree(self.directory)
             raise

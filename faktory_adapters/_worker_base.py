@@ -8,7 +8,6 @@ import random
 import signal
 import socket
 import ssl
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol, TypeVar, cast
 
@@ -209,14 +208,9 @@ class WorkerBase(Registrar):
         log.info("serving metrics on %s", _metrics_url(address, server.server_port))
         try:
             yield
-        finally:
-            # shutdown() waits for the server's loop to notice (up to half a second): not here,
-            # where it would hold up the worker's return (and an asyncio loop).
-            def close() -> None:
-                server.shutdown()
-                server.server_close()
-
-            threading.Thread(target=close, name="faktory-metrics-close", daemon=True).start()
+        finally:  # the port is free once the worker returns (its loop notices within 50 ms)
+            server.shutdown()
+            server.server_close()
 
     def _registry(self) -> Jobs:
         return self._jobs

@@ -16,7 +16,7 @@ try:
         Counter,
         Gauge,
         Histogram,
-        start_http_server,
+        make_wsgi_app,
     )
 except ImportError as missing:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -24,6 +24,8 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
         "pip install 'faktory-sansio[prometheus]'"
     ) from missing
 
+import socket
+import socketserver
 import threading
 import time
 import weakref
@@ -380,15 +382,58 @@ def serve_metrics(
     The worker is given a ``PrometheusMetrics()`` unless it observes one on the global
     registry already. ``port`` 0 takes any free port: ``server.server_port`` says which.
     ``address`` is every IPv4 interface by default, for a scraper outside the machine or
-    container. Returns what ``prometheus_client.start_http_server`` does, the server and its
-    thread: ``server.shutdown()`` stops it. ``OSError`` if the port cannot be had.
+    container. Returns the server and its thread, as ``prometheus_client.start_http_server``
+    does: ``server.shutdown()`` stops it (within 50 ms), ``server.server_close()`` lets the
+    port go. ``OSError`` if the port cannot be had.
     """
     if not any(
         isinstance(observer, PrometheusMetrics) and observer.registry is REGISTRY
         for observer in worker._observers
     ):
         worker.observe(PrometheusMetrics())
-    return start_http_server(port, addr=address)
+    return _start_server(REGISTRY, port, address)
+
+
+#: How often a metrics server's loop looks for a shutdown: prometheus_client's
+#: start_http_server keeps the standard library's half a second, which holds a stopped
+#: worker's port that long after it returned.
+_SHUTDOWN_POLL: Final = 0.05
+
+
+class _Server(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        # Not HTTPServer's, which looks the host's name up (socket.getfqdn): slow where DNS is.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]  # type: ignore[assignment]
+        self.setup_environ()
+
+
+class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Not every scrape on stderr."""
+
+
+def _start_server(
+    registry: CollectorRegistry, port: int, address: str
+) -> tuple[wsgiref.simple_server.WSGIServer, threading.Thread]:
+    """``registry`` served over HTTP on ``address``:``port``, on a daemon thread."""
+
+    class Server(_Server):
+        address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+
+    server = wsgiref.simple_server.make_server(
+        address, port, make_wsgi_app(registry), Server, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": _SHUTDOWN_POLL},
+        name="faktory-metrics-http",
+        daemon=True,
+    )
+    thread.start()
+    return server, thread
 
 
 def _metrics_url(address: str, port: int) -> str:
