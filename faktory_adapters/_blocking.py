@@ -293,7 +293,7 @@ class BlockingWorker(WorkerBase):
     def _serve(self, config: core.WorkerConfig) -> int:
         if self._driver is not None:
             raise RuntimeError("this worker is already serving (a Worker serves once)")
-        with self._serving_metrics():
+        with self._serving():
             runtime = self._new_runtime(config)
             self._driver = runtime.driver
             return runtime.serve()

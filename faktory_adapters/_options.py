@@ -11,7 +11,13 @@ import ssl
 
 from faktory_core import ArgumentTypeError, ConfigurationError, OptionError, ServerURL
 
-__all__ = ["check_callable", "check_flag", "check_metrics_options", "check_ssl_context"]
+__all__ = [
+    "check_callable",
+    "check_flag",
+    "check_metrics_options",
+    "check_port",
+    "check_ssl_context",
+]
 
 
 def check_ssl_context(url: ServerURL, ssl_context: object) -> None:
@@ -53,11 +59,17 @@ def check_metrics_options(port: object, address: object) -> None:
         )
     if port is None:
         return
-    if not isinstance(port, int) or isinstance(port, bool):
-        raise ArgumentTypeError(f"metrics_port must be an int or None, got {port!r}")
-    if not 0 <= port <= 65535:
-        raise OptionError(f"metrics_port must be 0 (any free port) to 65535, got {port}")
+    check_port("metrics_port", port, "an int or None")
     if importlib.util.find_spec("prometheus_client") is None:
         raise ConfigurationError(
             "metrics_port needs prometheus_client: pip install 'faktory-sansio[prometheus]'"
         )
+
+
+def check_port(name: str, port: object, what: str = "an int") -> None:
+    """Refuse a ``port`` that is not a TCP port number (0: any free port); ``what`` says what
+    it should be."""
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise ArgumentTypeError(f"{name} must be {what}, got {port!r}")
+    if not 0 <= port <= 65535:
+        raise OptionError(f"{name} must be 0 (any free port) to 65535, got {port}")

@@ -92,6 +92,8 @@ class WorkerBase(Registrar):
             "shutdown": [],
         }
         self._driver: Serving | None = None
+        #: Whether the last serve (run, serve, drain) has returned or raised.
+        self._serve_ended = False
         self._configure(
             {
                 "url": url,
@@ -184,6 +186,18 @@ class WorkerBase(Registrar):
         self._random = generator
         self._raise_in_job: bool = settings["raise_in_job"]
         self._jobs._queue = config.push_queue
+
+    @contextlib.contextmanager
+    def _serving(self) -> Iterator[None]:
+        """Around each serve: the metrics served (with ``metrics_port``), and
+        :attr:`_serve_ended` kept, so a health check tells a worker that failed before it
+        served from one that is starting."""
+        self._serve_ended = False
+        try:
+            with self._serving_metrics():
+                yield
+        finally:
+            self._serve_ended = True
 
     @contextlib.contextmanager
     def _serving_metrics(self) -> Iterator[None]:

@@ -278,7 +278,7 @@ class Worker(WorkerBase):
     async def _serve(self, config: core.WorkerConfig) -> int:
         if self._driver is not None:
             raise RuntimeError("this worker is already serving (a Worker serves once)")
-        with self._serving_metrics():
+        with self._serving():
             runtime = _Runtime(self, asyncio.get_running_loop(), config)
             self._driver = runtime.driver
             return await runtime.serve()

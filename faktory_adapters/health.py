@@ -31,6 +31,7 @@ from faktory_core import Phase, WorkerConfig
 
 from ._common import logger
 from ._observe import WorkerObserver
+from ._options import check_port
 from ._worker_base import WorkerBase
 
 if TYPE_CHECKING:
@@ -133,6 +134,10 @@ class WorkerHealth(WorkerObserver):
             if phase is Phase.EXITED:
                 return ProbeResult(ok=False, reason="the worker has exited")
             if serving is None:
+                if self._worker._serve_ended:  # run() raised before the worker served
+                    return ProbeResult(
+                        ok=False, reason="the worker stopped before it served (see the log)"
+                    )
                 return ProbeResult(ok=True, reason="alive: starting, not serving yet")
             now = time.monotonic()
             silent = serving.loop_pings.silent_for(now)
@@ -266,7 +271,10 @@ def serve_health(
     """Serve ``worker``'s ``/livez`` and ``/readyz`` on ``address``:``port`` (0: a free port,
     :attr:`HealthServer.port`) from now on, on a daemon thread; call it before the worker
     serves (``run()``, ``serve()``, ``drain()``). ``stuck_after``: see :class:`WorkerHealth`.
-    Raises OSError when it cannot listen there (the port is taken)."""
+    Raises OSError when it cannot listen there (the port is taken), ``OptionError`` (a
+    ValueError) for a port beyond 65535 and ``ArgumentTypeError`` (a TypeError) for one
+    that is not an int."""
+    check_port("port", port)
     health = WorkerHealth(worker, stuck_after=stuck_after)
     try:
         server = HealthServer(health, port, address)
@@ -291,6 +299,8 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    # A client that connects and sends nothing lets its thread go after this many seconds.
+    timeout = 10
 
     def do_GET(self) -> None:
         self._answer(with_body=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import re
+import socket
 import threading
 import time
 import uuid
@@ -18,7 +20,8 @@ import pytest
 
 from faktory_adapters import Jobs, WorkerObserver, thread
 from faktory_adapters.health import HealthServer, serve_health
-from faktory_core import Job
+from faktory_core import Job, OptionError
+from tests.cli.command import taken_port
 from tests.support.adapters import ADAPTERS, WAIT, adapter_module, capture_logs
 from tests.support.proxy import FaultProxy
 from tests.support.server import FaktoryServer
@@ -266,7 +269,48 @@ def test_the_threshold_must_be_positive_and_the_worker_not_serving_yet(
         serve_health(worker, 0, "127.0.0.1")
 
 
+LOCAL = "127.0.0.1"
+
+
+def test_a_worker_that_fails_before_it_serves_is_not_alive(faktory_server: FaktoryServer) -> None:
+    with taken_port() as port:
+        worker = thread.Worker(url=faktory_server.url, metrics_port=port, metrics_address=LOCAL)
+        with serve_health(worker, 0, LOCAL) as health:
+            assert probe(health, "/livez")[0] == 200  # starting
+            with pytest.raises(OSError, match="metrics_port"):
+                worker.drain()
+            failed = "the worker stopped before it served (see the log)\n"
+            assert probe(health, "/livez") == (503, failed)
+            assert probe(health, "/readyz") == (503, failed)
+
+
 def test_a_port_in_use_raises_oserror(faktory_server: FaktoryServer) -> None:
     worker = thread.Worker(url=faktory_server.url)
     with serve_health(worker, 0, "127.0.0.1") as first, pytest.raises(OSError, match="in use"):
         serve_health(thread.Worker(url=faktory_server.url), first.port, "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("port", "error", "words"),
+    [(70000, OptionError, "port must be 0 (any free port) to 65535"), ("80", TypeError, "'80'")],
+)
+def test_a_port_that_is_not_one_is_refused_naming_it(
+    port: Any, error: type[Exception], words: str
+) -> None:
+    worker = thread.Worker(url="tcp://localhost:7419")
+    with pytest.raises(error, match=re.escape(words)):
+        serve_health(worker, port, LOCAL)
+
+
+def test_a_client_that_sends_nothing_is_let_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    from faktory_adapters import health as module
+
+    assert module._Handler.timeout == 10  # the standard library's default waits forever
+    monkeypatch.setattr(module._Handler, "timeout", 0.2)
+    worker = thread.Worker(url="tcp://localhost:7419")
+    with (
+        serve_health(worker, 0, LOCAL) as health,
+        socket.create_connection((LOCAL, health.port)) as silent,
+    ):
+        silent.settimeout(WAIT)
+        assert silent.recv(1) == b""  # the server closed it: its thread is free
