@@ -243,9 +243,9 @@ class WorkerBase(Registrar):
         """Tell ``observer`` (a :class:`~faktory_adapters.WorkerObserver`) what the worker
         does: its jobs as they start and end, its phase. For metrics."""
         if not isinstance(observer, WorkerObserver):
-            raise TypeError(
-                f"observer must be a faktory_adapters.WorkerObserver, not {observer!r}: "
-                "subclass it and override the methods you need"
+            raise core.ArgumentTypeError(
+                f"observe(observer): observer must be a faktory_adapters.WorkerObserver, got "
+                f"{type(observer).__name__}: subclass it and override the methods you need"
             )
         if self._driver is not None:
             raise RuntimeError("observe() before the worker serves, not while it does")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from faktory_adapters import Jobs, WorkerObserver, thread
-from faktory_core import Job, Phase, WorkerConfig
+from faktory_core import ArgumentTypeError, Job, Phase, WorkerConfig
 from faktory_core.machine_io import JobOutcome, JobReport
 from tests.support.adapters import adapter_module
 from tests.support.server import FaktoryServer
@@ -111,5 +111,6 @@ def test_observers_hear_every_job_start_and_end(
 
 def test_observe_takes_only_observers(adapter: str) -> None:
     worker = adapter_module(adapter).Worker()
-    with pytest.raises(TypeError, match="WorkerObserver"):
+    expected = r"observe\(observer\): observer must be a faktory_adapters\.WorkerObserver, got"
+    with pytest.raises(ArgumentTypeError, match=expected):  # a TypeError
         worker.observe(lambda report: None)
