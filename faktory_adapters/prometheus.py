@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from faktory_core import Job, Phase, WorkerConfig
-from faktory_core.machine_io import JobReport
+from faktory_core.machine_io import JobOutcome, JobReport
 
 from ._observe import ClientObserver, PushOutcome, WorkerObserver
 
@@ -163,44 +163,49 @@ class _Metrics:
         # Each job's series, found once per label set: ``labels()`` checks and locks at every
         # call, and was most of what counting a job cost.
         self._job_series: dict[tuple[str, str], _JobSeries] = {}
-        self._ended: dict[tuple[str, str, str, str], Any] = {}
-        self._latency: dict[str, Any] = {}
 
     def job_series(self, queue: str, jobtype: str) -> _JobSeries:
-        """The started, running and duration series of a queue and job type."""
-        key = (queue, jobtype)
-        series = self._job_series.get(key)
+        """The series of the jobs of a queue and job type."""
+        series = self._job_series.get((queue, jobtype))
         if series is None:
-            series = self._job_series[key] = _JobSeries(
-                self.started.labels(*key), self.running.labels(*key), self.duration.labels(*key)
-            )
+            series = self._job_series[queue, jobtype] = _JobSeries(self, queue, jobtype)
         return series
 
-    def ended_series(self, queue: str, jobtype: str, outcome: str, errtype: str) -> Any:
-        """The ended counter of a queue, job type, outcome and errtype."""
-        key = (queue, jobtype, outcome, errtype)
-        series = self._ended.get(key)
-        if series is None:
-            series = self._ended[key] = self.ended.labels(*key)
-        return series
-
-    def latency_series(self, queue: str) -> Any:
-        """The queue latency histogram of a queue."""
-        series = self._latency.get(queue)
-        if series is None:
-            series = self._latency[queue] = self.latency.labels(queue)
-        return series
+    def ended_series(
+        self, queue: str, jobtype: str, outcome: JobOutcome, errtype: str | None
+    ) -> Any:
+        """The counter of the jobs of a queue and job type that ended so."""
+        return self.ended.labels(queue, jobtype, outcome.value, errtype or "")
 
 
 class _JobSeries:
     """The series a job of one queue and job type counts in as it starts and ends."""
 
-    __slots__ = ("duration", "running", "started")
+    __slots__ = ("_ended", "_labels", "_latency", "_metrics", "duration", "running", "started")
 
-    def __init__(self, started: Any, running: Any, duration: Any) -> None:
-        self.started = started
-        self.running = running
-        self.duration = duration
+    def __init__(self, metrics: _Metrics, queue: str, jobtype: str) -> None:
+        self._metrics = metrics
+        self._labels = (queue, jobtype)
+        self.started = metrics.started.labels(queue, jobtype)
+        self.running = metrics.running.labels(queue, jobtype)
+        self.duration = metrics.duration.labels(queue, jobtype)
+        self._latency: Any = None  # made at its first wait: a job may have no enqueued_at
+        self._ended: dict[tuple[JobOutcome, str | None], Any] = {}
+
+    def latency(self) -> Any:
+        """The queue's wait histogram."""
+        if self._latency is None:
+            self._latency = self._metrics.latency.labels(self._labels[0])
+        return self._latency
+
+    def ended(self, outcome: JobOutcome, errtype: str | None) -> Any:
+        """The counter of the jobs that ended with ``outcome`` and ``errtype``."""
+        counter = self._ended.get((outcome, errtype))
+        if counter is None:
+            counter = self._ended[outcome, errtype] = self._metrics.ended_series(
+                *self._labels, outcome, errtype
+            )
+        return counter
 
 
 def _live_gauge(namespace: str, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
@@ -305,27 +310,27 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
         self._enter(Phase.RUNNING)
 
     def job_started(self, job: Job, now: float) -> None:
-        metrics = self._metrics
-        series = metrics.job_series(job.queue, job.jobtype)
+        series = self._metrics.job_series(job.queue, job.jobtype)
         self._running[job.jid] = (job, series)
         series.started.inc()
         series.running.inc()
         latency = _queue_latency(job, time.time())
         if latency is not None:
-            metrics.latency_series(job.queue).observe(latency)
+            series.latency().observe(latency)
 
     def job_ended(self, report: JobReport) -> None:
-        metrics, job = self._metrics, report.job
-        errtype = report.errtype or ""
-        metrics.ended_series(job.queue, job.jobtype, report.outcome.value, errtype).inc()
+        job = report.job
         running = self._running.get(job.jid)
-        # Else FAILed without running: an unknown job type, or a second copy of a running
-        # jid (DuplicateJid), whose report must not end the job that runs.
-        if running is not None and running[0] is job:
-            del self._running[job.jid]
-            series = running[1]
-            series.running.dec()
-            series.duration.observe(report.duration)
+        # Not started: FAILed without running (an unknown job type), or a second copy of a
+        # running jid (DuplicateJid), whose report must not end the job that runs.
+        if running is None or running[0] is not job:
+            self._metrics.ended_series(job.queue, job.jobtype, report.outcome, report.errtype).inc()
+            return
+        del self._running[job.jid]
+        series = running[1]
+        series.ended(report.outcome, report.errtype).inc()
+        series.running.dec()
+        series.duration.observe(report.duration)
 
     def phase_changed(self, phase: Phase) -> None:
         self._enter(phase)
