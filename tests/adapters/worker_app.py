@@ -163,11 +163,13 @@ def _build_blocking(
         nap(seconds)
         say("done", jid)
 
+    # "started" is said inside the try: in a thread, JobAborted can land while say() still
+    # runs, once the test has read the line and signalled the worker.
     @worker.register("CleanupOnAbort")
     def cleanup_on_abort(seconds: float) -> None:
         context = current_job()
-        say("started", context.job.jid)
         try:
+            say("started", context.job.jid)
             nap(seconds)
         except JobAborted:
             say("cleanup", context.job.jid, context.abort.reason)
@@ -176,8 +178,8 @@ def _build_blocking(
     @worker.register("HogThenCleanup")
     def hog_then_cleanup(hog: float, seconds: float) -> None:
         context = current_job()
-        say("started", context.job.jid)
         try:
+            say("started", context.job.jid)
             spin(hog)  # gevent: never yields, so a signal's Python handler runs in this job
             nap(seconds)
         except JobAborted:
