@@ -287,8 +287,7 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
         self._wid: str | None = None  # the worker observed, while it serves
         self._slots = 0
         self._phase: Phase | None = None
-        # Started jobs not ended, by jid: the job, and its series.
-        self._running: dict[str, tuple[Job, _JobSeries]] = {}
+        self._running: dict[str, _JobSeries] = {}  # started jobs not ended, by jid
         self._connections = 0  # the worker's job connections, and those ready
         self._ready = 0
         self._reconnects = 0  # the run's reconnects counted so far
@@ -311,7 +310,7 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
 
     def job_started(self, job: Job, now: float) -> None:
         series = self._metrics.job_series(job.queue, job.jobtype)
-        self._running[job.jid] = (job, series)
+        self._running[job.jid] = series
         series.started.inc()
         series.running.inc()
         latency = _queue_latency(job, time.time())
@@ -320,14 +319,11 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
 
     def job_ended(self, report: JobReport) -> None:
         job = report.job
-        running = self._running.get(job.jid)
-        # Not started: FAILed without running (an unknown job type), or a second copy of a
-        # running jid (DuplicateJid), whose report must not end the job that runs.
-        if running is None or running[0] is not job:
+        # A job that never ran (a second copy of a running jid among them) ends no series.
+        series = self._running.pop(job.jid, None) if report.ran else None
+        if series is None:
             self._metrics.ended_series(job.queue, job.jobtype, report.outcome, report.errtype).inc()
             return
-        del self._running[job.jid]
-        series = running[1]
         series.ended(report.outcome, report.errtype).inc()
         series.running.dec()
         series.duration.observe(report.duration)
@@ -364,7 +360,7 @@ class PrometheusMetrics(WorkerObserver, ClientObserver):
         self._metrics.connections.dec(self._connections)
         self._metrics.ready_connections.dec(self._ready)
         self._connections = self._ready = 0
-        for _, series in self._running.values():
+        for series in self._running.values():
             series.running.dec()
         self._running.clear()
         self._wid = None

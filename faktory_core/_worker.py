@@ -401,14 +401,27 @@ class Worker(LinkMachine[_JobLink]):
         if advice is not None:
             message = f"{message}; {advice}"
         self._emit(Notice(message=message, link=link.id, level=WARNING, job=job))
-        self._report(job, outcome, failed_as, now, now)
+        self._report(job, outcome, failed_as, None, now)
 
     def _report(
-        self, job: Job, outcome: JobOutcome, errtype: str | None, started: float, now: float
+        self,
+        job: Job,
+        outcome: JobOutcome,
+        errtype: str | None,
+        started: float | None,
+        now: float,
     ) -> None:
+        """Keep the report of a job that ended; ``started`` None: it never ran."""
         if self._reports is not None:
             self._reports.append(
-                JobReport(job=job, outcome=outcome, errtype=errtype, started=started, finished=now)
+                JobReport(
+                    job=job,
+                    outcome=outcome,
+                    errtype=errtype,
+                    ran=started is not None,
+                    started=now if started is None else started,
+                    finished=now,
+                )
             )
 
     # -- the lifecycle ------------------------------------------------------------------------

@@ -222,6 +222,10 @@ class JobReport:
     #: The FAIL's errtype (``ShutdownAbort``, ``JobTimeLimit``, ``UnknownJobType``...), or
     #: None for an ACK.
     errtype: str | None
+    #: Whether the job ran (its StartJob was given): False for one the worker FAILed without
+    #: running it (an unknown job type, a second copy of a jid it runs, one fetched after
+    #: it began aborting), whose report is its only trace.
+    ran: bool
     started: float
     finished: float
 

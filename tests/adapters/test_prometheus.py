@@ -175,7 +175,10 @@ def job(enqueued_at: str | None = None, jid: str = "job-0001") -> Job:
 
 
 def report(of: Job, outcome: JobOutcome, errtype: str | None, seconds: float) -> JobReport:
-    return JobReport(job=of, outcome=outcome, errtype=errtype, started=1.0, finished=1.0 + seconds)
+    ran = errtype not in ("UnknownJobType", "DuplicateJid")  # FAILed without running
+    return JobReport(
+        job=of, outcome=outcome, errtype=errtype, ran=ran, started=1.0, finished=1.0 + seconds
+    )
 
 
 def test_workers_on_one_registry_share_its_metrics() -> None:

@@ -621,10 +621,10 @@ def test_concurrency_is_respected() -> None:
 
 
 def outcomes(driver: Driver) -> list[tuple[str, JobOutcome, str | None, float, float]]:
-    return [
-        (r.job.jid, r.outcome, r.errtype, r.started, r.finished)
-        for r in driver.worker.take_reports()
-    ]
+    """The reports taken, of jobs that ran."""
+    reports = driver.worker.take_reports()
+    assert all(r.ran for r in reports)
+    return [(r.job.jid, r.outcome, r.errtype, r.started, r.finished) for r in reports]
 
 
 def test_each_job_is_reported_once_as_it_ends_with_its_outcome_and_times() -> None:
@@ -674,6 +674,7 @@ def test_a_job_failed_without_running_is_reported_with_its_errtype() -> None:
         job=report.job,
         outcome=JobOutcome.FAILED,
         errtype=ERRTYPE_UNKNOWN_JOBTYPE,
+        ran=False,
         started=0.0,
         finished=0.0,
     )

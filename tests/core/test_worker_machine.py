@@ -520,6 +520,7 @@ class WorkerMachine(RuleBasedStateMachine):
                 continue
             report = self.reports.get(jid)
             assert report is not None, f"{verb} {jid} without a report"
+            assert report.ran == (jid in self.start_at), report
             if verb == "ACK":
                 assert (report.outcome, report.errtype) == (JobOutcome.SUCCEEDED, None)
             else:
