@@ -16,8 +16,6 @@ reason, one line of text. The guide, with the Kubernetes probes that fit: docs/h
 from __future__ import annotations
 
 import contextlib
-import socket
-import socketserver
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +27,7 @@ import attrs
 
 from faktory_core import Phase, WorkerConfig
 
+from . import _http
 from ._common import logger
 from ._observe import WorkerObserver
 from ._options import check_port
@@ -231,16 +230,12 @@ class HealthServer:
         self.address = address
         #: The port it listens on (the one chosen when 0 was asked).
         self.port: int = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="faktory-health-http", daemon=True
-        )
-        self._thread.start()
+        self._thread = _http.serve_on_thread(self._server, "faktory-health-http")
 
     @property
     def url(self) -> str:
         """``http://ADDRESS:PORT``, the base of the endpoints' URLs."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}"
+        return _http.base_url(self.address, self.port)
 
     def close(self) -> None:
         """Stop serving, and stop the health checks' pings."""
@@ -287,14 +282,12 @@ def serve_health(
 
 class _Server(ThreadingHTTPServer):
     def __init__(self, address: str, port: int, health: WorkerHealth) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self.address_family = _http.family(address)
         self.health = health
         super().__init__((address, port), _Handler)
 
     def server_bind(self) -> None:
-        # Not HTTPServer's, which looks the host's name up (socket.getfqdn): slow where DNS is.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]  # type: ignore[assignment]
+        _http.bind(self)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -24,7 +24,6 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
         "pip install 'faktory-sansio[prometheus]'"
     ) from missing
 
-import socket
 import socketserver
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from faktory_core import Job, Phase, WorkerConfig
 from faktory_core.machine_io import JobOutcome, JobReport
 
+from . import _http
 from ._observe import ClientObserver, PushOutcome, WorkerObserver
 
 if TYPE_CHECKING:  # full names: the docs link them
@@ -395,19 +395,11 @@ def serve_metrics(
     return _start_server(REGISTRY, port, address)
 
 
-#: How often a metrics server's loop looks for a shutdown: prometheus_client's
-#: start_http_server keeps the standard library's half a second, which holds a stopped
-#: worker's port that long after it returned.
-_SHUTDOWN_POLL: Final = 0.05
-
-
 class _Server(socketserver.ThreadingMixIn, wsgiref.simple_server.WSGIServer):
     daemon_threads = True
 
     def server_bind(self) -> None:
-        # Not HTTPServer's, which looks the host's name up (socket.getfqdn): slow where DNS is.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]  # type: ignore[assignment]
+        _http.bind(self)
         self.setup_environ()
 
 
@@ -419,25 +411,18 @@ class _QuietHandler(wsgiref.simple_server.WSGIRequestHandler):
 def _start_server(
     registry: CollectorRegistry, port: int, address: str
 ) -> tuple[wsgiref.simple_server.WSGIServer, threading.Thread]:
-    """``registry`` served over HTTP on ``address``:``port``, on a daemon thread."""
+    """``registry`` served over HTTP on ``address``:``port``, on a daemon thread (unlike
+    prometheus_client's start_http_server, it lets its port go within 50 ms of a shutdown)."""
 
     class Server(_Server):
-        address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        address_family = _http.family(address)
 
     server = wsgiref.simple_server.make_server(
         address, port, make_wsgi_app(registry), Server, handler_class=_QuietHandler
     )
-    thread = threading.Thread(
-        target=server.serve_forever,
-        kwargs={"poll_interval": _SHUTDOWN_POLL},
-        name="faktory-metrics-http",
-        daemon=True,
-    )
-    thread.start()
-    return server, thread
+    return server, _http.serve_on_thread(server, "faktory-metrics-http")
 
 
 def _metrics_url(address: str, port: int) -> str:
     """Where a metrics server listening on ``address`` and ``port`` serves, for the log."""
-    host = f"[{address}]" if ":" in address else address
-    return f"http://{host}:{port}/metrics"
+    return f"{_http.base_url(address, port)}/metrics"
